@@ -1,0 +1,851 @@
+//! Linear classifier probes: `softmax(W h + b)` on frozen activations.
+//!
+//! Two schedules:
+//! - [`fit_converged`] fits every probe of a snapshot to convergence, all probes of one width
+//!   batched into one 3-d problem on the device. The solver is full-batch L-BFGS with an Armijo
+//!   backtracking line search, one step length per probe. Features are standardised with the
+//!   training split's mean and standard deviation (per feature), so the errors do not depend on
+//!   the activations' scale; the fit minimises mean cross-entropy plus `l2 / 2 * |W|^2` (the bias
+//!   is not penalised), which makes the optimum unique even on separable data.
+//!   With a validation split it keeps, per probe, the parameters of the best validation error
+//!   and stops a probe after `patience` checks without improvement (early stopping).
+//! - [`OnlineProbes`] takes one Adam step per model step on the minibatch's detached activations,
+//!   with running (exponential moving average) standardisation.
+//!
+//! The probes only ever see detached tensors and own their parameters: they cannot change the model.
+
+use candle_core::{DType, Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+/// Where a probe attaches and which features it sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    /// Name of the probe (the tap's name, or the tap with the subset size for subset probes).
+    pub name: String,
+    /// Name of the tap it reads.
+    pub tap: String,
+    /// Number of features of the tap.
+    pub features: usize,
+    /// Fixed random subset of feature indices (appendix A.1), drawn once from the run's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<Vec<u32>>,
+}
+
+impl ProbeSpec {
+    /// A probe on all features of `tap`.
+    pub fn full(tap: impl Into<String>, features: usize) -> Self {
+        let tap = tap.into();
+        Self {
+            name: tap.clone(),
+            tap,
+            features,
+            subset: None,
+        }
+    }
+
+    /// A probe on a random subset of `size` of the tap's features, drawn from `seed` and the
+    /// probe's name.
+    pub fn random_subset(
+        name: impl Into<String>,
+        tap: impl Into<String>,
+        features: usize,
+        size: usize,
+        seed: u64,
+    ) -> Self {
+        let name = name.into();
+        let subset = if size >= features {
+            None
+        } else {
+            Some(crate::rng::subset(
+                &mut crate::rng::stream(seed, &format!("subset/{name}")),
+                features,
+                size,
+            ))
+        };
+        Self {
+            name,
+            tap: tap.into(),
+            features,
+            subset,
+        }
+    }
+
+    /// Number of features the probe reads.
+    pub fn width(&self) -> usize {
+        self.subset.as_ref().map_or(self.features, Vec::len)
+    }
+
+    /// The probe's input: `x` flattened to `[n, features]`, restricted to the subset.
+    pub fn select(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = x.flatten_from(1)?.detach();
+        match &self.subset {
+            None => Ok(x),
+            Some(idx) => {
+                let idx = Tensor::from_slice(idx, idx.len(), x.device())?;
+                x.index_select(&idx, 1)
+            }
+        }
+    }
+}
+
+/// A fitted probe in the space of the raw activations: logits = `h W + b`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearProbe {
+    /// Number of input features.
+    pub width: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// Weights, `width x classes`, row-major.
+    pub weight: Vec<f32>,
+    /// Biases, one per class.
+    pub bias: Vec<f32>,
+}
+
+/// One probe's readings at one moment. Errors are prediction errors in [0, 1] (the paper's figure
+/// of merit); losses are mean cross-entropy in nats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReading {
+    /// Error on the probe-training split.
+    pub train_error: f64,
+    /// Mean cross-entropy on the probe-training split.
+    pub train_loss: f64,
+    /// Error on the validation split (early stopping), if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_error: Option<f64>,
+    /// Loss on the validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Error on the held-out test split, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_error: Option<f64>,
+    /// Loss on the held-out test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    /// Solver iterations (converged fit) or updates (online) behind the reading.
+    pub iterations: usize,
+    /// Whether the fit met its convergence test (gradient, loss change or early stopping).
+    pub converged: bool,
+}
+
+/// Settings of the converged fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitConfig {
+    /// L2 penalty on the standardised weights (not the bias).
+    pub l2: f64,
+    /// Most L-BFGS iterations per probe.
+    pub max_iter: usize,
+    /// Converged when the largest gradient entry falls below this.
+    pub grad_tol: f64,
+    /// Converged when the loss moves less than this (relative) for two iterations running.
+    pub loss_tol: f64,
+    /// L-BFGS memory (curvature pairs kept).
+    pub memory: usize,
+    /// Iterations between validation checks (early stopping).
+    pub check_every: usize,
+    /// Validation checks without improvement before a probe stops.
+    pub patience: usize,
+    /// Most bytes of standardised features batched together (keeps a batch in cache).
+    pub batch_bytes: usize,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        Self {
+            l2: 1e-4,
+            max_iter: 300,
+            grad_tol: 1e-5,
+            loss_tol: 1e-7,
+            memory: 10,
+            check_every: 5,
+            patience: 6,
+            batch_bytes: 96 << 20,
+        }
+    }
+}
+
+/// Features and labels of one split, one tensor per probe (`[n, width]`, already selected with
+/// [`ProbeSpec::select`]) and the labels (`[n]`, u32).
+pub struct Split {
+    /// Per-probe features.
+    pub x: Vec<Tensor>,
+    /// Class labels.
+    pub y: Tensor,
+}
+
+/// A probe after a converged fit.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    /// The probe, in raw activation space (for warm starts and evaluation elsewhere).
+    pub probe: LinearProbe,
+    /// Its readings.
+    pub reading: ProbeReading,
+}
+
+/// One-hot encoding of u32 labels, `[n, classes]` f32.
+pub fn one_hot(y: &Tensor, classes: usize) -> candle_core::Result<Tensor> {
+    let labels: Vec<u32> = y.to_vec1()?;
+    let mut v = vec![0f32; labels.len() * classes];
+    for (i, &c) in labels.iter().enumerate() {
+        if (c as usize) >= classes {
+            candle_core::bail!("label {c} at sample {i} is not below the {classes} classes");
+        }
+        v[i * classes + c as usize] = 1.0;
+    }
+    Tensor::from_vec(v, (labels.len(), classes), y.device())
+}
+
+/// A batch of standardised, bias-augmented problems of one width.
+pub(crate) struct Standardised {
+    /// `[B, 1, d]` training means.
+    pub mean: Tensor,
+    /// `[B, 1, d]` training standard deviations (1 for constant features).
+    pub std: Tensor,
+}
+
+impl Standardised {
+    /// Statistics of `x` (`[B, n, d]`).
+    pub fn fit(x: &Tensor) -> candle_core::Result<Self> {
+        let mean = x.mean_keepdim(1)?;
+        let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
+        let std = var.sqrt()?;
+        // A feature whose spread is at rounding level of the probe's largest is constant: leave
+        // it centred but unscaled. The threshold is relative, so the rule is scale-invariant.
+        let floor = std.max_keepdim(2)?.affine(1e-6, 1e-30)?;
+        let keep = std.broadcast_gt(&floor)?;
+        let std = keep.where_cond(&std, &std.ones_like()?)?;
+        Ok(Self { mean, std })
+    }
+
+    /// `[(x - mean) / std, 1]`: `[B, n, d + 1]`.
+    pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let z = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let (b, n, _) = z.dims3()?;
+        let ones = Tensor::ones((b, n, 1), z.dtype(), z.device())?;
+        Tensor::cat(&[&z, &ones], 2)
+    }
+
+    /// Standardised parameters `[B, d + 1, K]` to raw `(W [B, d, K], b [B, 1, K])`.
+    pub fn to_raw(&self, theta: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let d = theta.dim(1)? - 1;
+        let w = theta.narrow(1, 0, d)?.broadcast_div(&self.std.transpose(1, 2)?)?;
+        let b = theta.narrow(1, d, 1)?.sub(&self.mean.contiguous()?.matmul(&w)?)?;
+        Ok((w, b))
+    }
+
+    /// Raw `(W [B, d, K], b [B, 1, K])` to standardised parameters `[B, d + 1, K]`.
+    pub fn from_raw(&self, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        let ws = w.broadcast_mul(&self.std.transpose(1, 2)?)?;
+        let bs = b.add(&self.mean.contiguous()?.matmul(w)?)?;
+        Tensor::cat(&[&ws, &bs], 1)
+    }
+}
+
+/// The softmax-regression objective on a batch of standardised problems.
+pub(crate) struct Objective<'a> {
+    /// `[B, n, p]` standardised features with a trailing ones column.
+    pub z: &'a Tensor,
+    /// `[n, K]` one-hot labels.
+    pub y: &'a Tensor,
+    /// `[p, K]`: 1 on weights, 0 on the bias row.
+    pub mask: Tensor,
+    /// L2 penalty.
+    pub l2: f64,
+}
+
+impl<'a> Objective<'a> {
+    pub fn new(z: &'a Tensor, y: &'a Tensor, l2: f64) -> candle_core::Result<Self> {
+        let p = z.dim(2)?;
+        let k = y.dim(1)?;
+        let mask = Tensor::cat(
+            &[
+                Tensor::ones((p - 1, k), DType::F32, z.device())?,
+                Tensor::zeros((1, k), DType::F32, z.device())?,
+            ],
+            0,
+        )?;
+        Ok(Self { z, y, mask, l2 })
+    }
+
+    /// Per-problem objective `[B]` and the logits `[B, n, K]` at `theta`.
+    pub fn value(&self, theta: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let logits = self.z.matmul(theta)?;
+        let nll = cross_entropy(&logits, self.y)?;
+        let reg = theta
+            .broadcast_mul(&self.mask)?
+            .sqr()?
+            .sum((1, 2))?
+            .affine(self.l2 / 2.0, 0.0)?;
+        Ok(((nll + reg)?, logits))
+    }
+
+    /// Gradient `[B, p, K]` given the logits at `theta`.
+    pub fn gradient(&self, theta: &Tensor, logits: &Tensor) -> candle_core::Result<Tensor> {
+        let n = self.z.dim(1)? as f64;
+        let p = candle_nn::ops::softmax_last_dim(logits)?.broadcast_sub(self.y)?;
+        let g = self.z.transpose(1, 2)?.matmul(&p)?.affine(1.0 / n, 0.0)?;
+        g + theta.broadcast_mul(&self.mask)?.affine(self.l2, 0.0)?
+    }
+}
+
+/// Mean cross-entropy per problem `[B]` of logits `[B, n, K]` against one-hot `y` `[n, K]`.
+pub(crate) fn cross_entropy(logits: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    let lse = logits.log_sum_exp(D::Minus1)?;
+    let picked = logits.broadcast_mul(y)?.sum(D::Minus1)?;
+    (lse - picked)?.mean(1)
+}
+
+/// Per-problem prediction error `[B]` (host) of logits `[B, n, K]` against labels `[n]` u32.
+pub(crate) fn errors(logits: &Tensor, y: &Tensor) -> candle_core::Result<Vec<f64>> {
+    let n = y.dim(0)? as f64;
+    let wrong = logits
+        .argmax(D::Minus1)?
+        .broadcast_ne(&y.unsqueeze(0)?)?
+        .to_dtype(DType::F32)?
+        .sum(1)?;
+    Ok(wrong
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|w| f64::from(w) / n)
+        .collect())
+}
+
+fn per_problem(t: &Tensor) -> candle_core::Result<Tensor> {
+    t.sum((1, 2))
+}
+
+fn dot(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    per_problem(&(a * b)?)
+}
+
+fn col(v: &Tensor) -> candle_core::Result<Tensor> {
+    v.unsqueeze(1)?.unsqueeze(2)
+}
+
+fn host(v: &Tensor) -> candle_core::Result<Vec<f64>> {
+    Ok(v.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+fn to_dev(v: &[f64], dev: &Device) -> candle_core::Result<Tensor> {
+    let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    Tensor::from_vec(f, v.len(), dev)
+}
+
+/// Fits every probe to convergence. `train.x[i]`, `val.x[i]`, `test.x[i]` are probe i's features
+/// (see [`ProbeSpec::select`]); `warm[i]`, when given, starts probe i from an earlier fit.
+pub fn fit_converged(
+    train: &Split,
+    val: Option<&Split>,
+    test: Option<&Split>,
+    classes: usize,
+    warm: Option<&[LinearProbe]>,
+    cfg: &FitConfig,
+) -> candle_core::Result<Vec<Fitted>> {
+    let n = train.y.dim(0)?;
+    let mut out: Vec<Option<Fitted>> = vec![None; train.x.len()];
+    // Group probes of the same width into batches of at most `batch_bytes` of features.
+    let mut order: Vec<usize> = (0..train.x.len()).collect();
+    order.sort_by_key(|&i| (train.x[i].dim(1).unwrap_or(0), i));
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for i in order {
+        let d = train.x[i].dim(1)?;
+        let bytes = n * (d + 1) * 4;
+        match batches.last_mut() {
+            Some(b)
+                if train.x[b[0]].dim(1)? == d && (b.len() + 1) * bytes <= cfg.batch_bytes.max(bytes) =>
+            {
+                b.push(i)
+            }
+            _ => batches.push(vec![i]),
+        }
+    }
+    let y_train = one_hot(&train.y, classes)?;
+    let y_val = val.map(|v| one_hot(&v.y, classes)).transpose()?;
+    for batch in batches {
+        let fitted = fit_batch(&batch, train, &y_train, val.zip(y_val.as_ref()), test, classes, warm, cfg)?;
+        for (i, f) in batch.into_iter().zip(fitted) {
+            out[i] = Some(f);
+        }
+    }
+    Ok(out.into_iter().map(|f| f.expect("every probe fitted")).collect())
+}
+
+fn stack(xs: &[Tensor], idx: &[usize]) -> candle_core::Result<Tensor> {
+    let parts: Vec<&Tensor> = idx.iter().map(|&i| &xs[i]).collect();
+    Tensor::stack(&parts, 0)?.to_dtype(DType::F32)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit_batch(
+    batch: &[usize],
+    train: &Split,
+    y_train: &Tensor,
+    val: Option<(&Split, &Tensor)>,
+    test: Option<&Split>,
+    classes: usize,
+    warm: Option<&[LinearProbe]>,
+    cfg: &FitConfig,
+) -> candle_core::Result<Vec<Fitted>> {
+    let b = batch.len();
+    let x = stack(&train.x, batch)?;
+    let dev = x.device().clone();
+    let d = x.dim(2)?;
+    let st = Standardised::fit(&x)?;
+    let z = st.apply(&x)?;
+    drop(x);
+    let obj = Objective::new(&z, y_train, cfg.l2)?;
+    let mut theta = match warm {
+        Some(w) => {
+            let mut ws = Vec::with_capacity(b);
+            let mut bs = Vec::with_capacity(b);
+            for &i in batch {
+                let p = &w[i];
+                if p.width != d || p.classes != classes {
+                    candle_core::bail!(
+                        "warm start for probe {i} has shape {}x{}, expected {d}x{classes}",
+                        p.width,
+                        p.classes
+                    );
+                }
+                ws.push(Tensor::from_slice(&p.weight, (d, classes), &dev)?);
+                bs.push(Tensor::from_slice(&p.bias, (1, classes), &dev)?);
+            }
+            st.from_raw(&Tensor::stack(&ws, 0)?, &Tensor::stack(&bs, 0)?)?
+        }
+        None => Tensor::zeros((b, d + 1, classes), DType::F32, &dev)?,
+    };
+    let zval = val
+        .map(|(v, _)| st.apply(&stack(&v.x, batch)?))
+        .transpose()?;
+
+    let (mut f, mut logits) = obj.value(&theta)?;
+    let mut g = obj.gradient(&theta, &logits)?;
+    let mut fh = host(&f)?;
+    let mut active = vec![true; b];
+    let mut converged = vec![false; b];
+    let mut iters = vec![0usize; b];
+    let mut stall = vec![0usize; b];
+    let mut hist: std::collections::VecDeque<(Tensor, Tensor, Tensor)> = Default::default();
+    // Early stopping state: best validation error and the parameters that gave it.
+    let mut best_theta = theta.clone();
+    let mut best_val = vec![f64::INFINITY; b];
+    let mut since_best = vec![0usize; b];
+
+    for it in 0..cfg.max_iter {
+        if let Some(zv) = &zval {
+            if it % cfg.check_every == 0 {
+                let (vs, _) = val.expect("validation split");
+                let ev = errors(&zv.matmul(&theta)?, &vs.y)?;
+                let mut better = vec![0f64; b];
+                for k in 0..b {
+                    if !active[k] {
+                        continue;
+                    }
+                    if ev[k] < best_val[k] {
+                        best_val[k] = ev[k];
+                        since_best[k] = 0;
+                        better[k] = 1.0;
+                    } else {
+                        since_best[k] += 1;
+                        if since_best[k] >= cfg.patience {
+                            active[k] = false;
+                            converged[k] = true;
+                        }
+                    }
+                }
+                if better.iter().any(|&v| v > 0.0) {
+                    let m = col(&to_dev(&better, &dev)?)?.broadcast_as(theta.shape())?.ne(0f32)?;
+                    best_theta = m.where_cond(&theta, &best_theta)?;
+                }
+            }
+        }
+        let gmax = host(&g.abs()?.max(2)?.max(1)?)?;
+        for k in 0..b {
+            if active[k] && gmax[k] < cfg.grad_tol {
+                active[k] = false;
+                converged[k] = true;
+            }
+        }
+        if !active.iter().any(|&a| a) {
+            break;
+        }
+        // Two-loop recursion, all problems at once.
+        let mut q = g.clone();
+        let mut alphas = Vec::with_capacity(hist.len());
+        for (s, yv, rho) in hist.iter().rev() {
+            let a = (rho * dot(s, &q)?)?;
+            q = (q - yv.broadcast_mul(&col(&a)?)?)?;
+            alphas.push(a);
+        }
+        let mut r = match hist.back() {
+            Some((s, yv, _)) => {
+                let ys = dot(s, yv)?;
+                let yy = dot(yv, yv)?;
+                let ok = yy.gt(0f32)?.mul(&ys.gt(0f32)?)?;
+                let gamma = ok.where_cond(&(ys / yy.maximum(1e-30f32)?)?, &yy.ones_like()?)?;
+                q.broadcast_mul(&col(&gamma)?)?
+            }
+            None => {
+                // First step: unit length along the gradient.
+                let norm = dot(&q, &q)?.sqrt()?.maximum(1e-12f32)?;
+                q.broadcast_div(&col(&norm)?)?
+            }
+        };
+        for ((s, yv, rho), a) in hist.iter().zip(alphas.iter().rev()) {
+            let beta = (rho * dot(yv, &r)?)?;
+            r = (r + s.broadcast_mul(&col(&(a - beta)?)?)?)?;
+        }
+        let mut dir = r.neg()?;
+        let mut gd = host(&dot(&g, &dir)?)?;
+        if gd.iter().zip(&active).any(|(v, &a)| a && !(*v < 0.0)) {
+            // Not a descent direction for some problem (lost curvature): restart it along -g.
+            let bad: Vec<f64> = gd.iter().map(|v| if *v < 0.0 { 0.0 } else { 1.0 }).collect();
+            let m = col(&to_dev(&bad, &dev)?)?.broadcast_as(dir.shape())?.ne(0f32)?;
+            let norm = dot(&g, &g)?.sqrt()?.maximum(1e-12f32)?;
+            let sd = g.broadcast_div(&col(&norm)?)?.neg()?;
+            dir = m.where_cond(&sd, &dir)?;
+            gd = host(&dot(&g, &dir)?)?;
+        }
+        // Backtracking line search with one step length per problem.
+        let mut step: Vec<f64> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
+        let mut settled = vec![false; b];
+        let (mut theta_n, mut fn_, mut logits_n);
+        let mut tries = 0;
+        loop {
+            theta_n = (&theta + dir.broadcast_mul(&col(&to_dev(&step, &dev)?)?)?)?;
+            let (fv, lg) = obj.value(&theta_n)?;
+            fn_ = fv;
+            logits_n = lg;
+            let fnh = host(&fn_)?;
+            let mut all = true;
+            for k in 0..b {
+                if settled[k] || step[k] == 0.0 {
+                    settled[k] = true;
+                    continue;
+                }
+                if fnh[k].is_finite() && fnh[k] <= fh[k] + 1e-4 * step[k] * gd[k] {
+                    settled[k] = true;
+                } else {
+                    step[k] *= 0.5;
+                    if step[k] < 1e-12 {
+                        step[k] = 0.0;
+                        active[k] = false;
+                        converged[k] = true;
+                    }
+                    all = false;
+                }
+            }
+            tries += 1;
+            if all || tries > 40 {
+                break;
+            }
+        }
+        let g_n = obj.gradient(&theta_n, &logits_n)?;
+        let s = (&theta_n - &theta)?;
+        let yv = (&g_n - &g)?;
+        let ys = dot(&s, &yv)?;
+        let rho = ys.gt(1e-20f32)?.where_cond(&ys.maximum(1e-20f32)?.recip()?, &ys.zeros_like()?)?;
+        hist.push_back((s, yv, rho));
+        if hist.len() > cfg.memory {
+            hist.pop_front();
+        }
+        let fnh = host(&fn_)?;
+        for k in 0..b {
+            if !active[k] {
+                continue;
+            }
+            iters[k] += 1;
+            if (fh[k] - fnh[k]).abs() <= cfg.loss_tol * fh[k].abs().max(1.0) {
+                stall[k] += 1;
+                if stall[k] >= 2 {
+                    active[k] = false;
+                    converged[k] = true;
+                }
+            } else {
+                stall[k] = 0;
+            }
+        }
+        theta = theta_n;
+        f = fn_;
+        logits = logits_n;
+        g = g_n;
+        fh = fnh;
+    }
+    let _ = (&f, &logits);
+    if let Some(zv) = &zval {
+        // A last check, then report each probe at its best validation error.
+        let (vs, _) = val.expect("validation split");
+        let ev = errors(&zv.matmul(&theta)?, &vs.y)?;
+        let better: Vec<f64> = (0..b).map(|k| if ev[k] < best_val[k] { 1.0 } else { 0.0 }).collect();
+        let m = col(&to_dev(&better, &dev)?)?.broadcast_as(theta.shape())?.ne(0f32)?;
+        theta = m.where_cond(&theta, &best_theta)?;
+        logits = z.matmul(&theta)?;
+    }
+    let train_err = errors(&logits, &train.y)?;
+    let train_loss = host(&cross_entropy(&logits, y_train)?)?;
+    let mut readings: Vec<ProbeReading> = (0..b)
+        .map(|k| ProbeReading {
+            train_error: train_err[k],
+            train_loss: train_loss[k],
+            iterations: iters[k],
+            converged: converged[k],
+            ..Default::default()
+        })
+        .collect();
+    for (split, yoh, is_val) in [
+        val.map(|(s, y)| (s, y.clone(), true)),
+        test.map(|s| -> candle_core::Result<_> { Ok((s, one_hot(&s.y, classes)?, false)) })
+            .transpose()?,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let zs = st.apply(&stack(&split.x, batch)?)?;
+        let lg = zs.matmul(&theta)?;
+        let e = errors(&lg, &split.y)?;
+        let l = host(&cross_entropy(&lg, &yoh)?)?;
+        for k in 0..b {
+            if is_val {
+                readings[k].val_error = Some(e[k]);
+                readings[k].val_loss = Some(l[k]);
+            } else {
+                readings[k].test_error = Some(e[k]);
+                readings[k].test_loss = Some(l[k]);
+            }
+        }
+    }
+    let (w, bias) = st.to_raw(&theta)?;
+    let w: Vec<Vec<Vec<f32>>> = w.to_vec3()?;
+    let bias: Vec<Vec<Vec<f32>>> = bias.to_vec3()?;
+    Ok(readings
+        .into_iter()
+        .enumerate()
+        .map(|(k, reading)| Fitted {
+            probe: LinearProbe {
+                width: d,
+                classes,
+                weight: w[k].concat(),
+                bias: bias[k][0].clone(),
+            },
+            reading,
+        })
+        .collect())
+}
+
+/// Error and mean cross-entropy of a raw-space probe on features `x` (`[n, width]`) with labels `y`.
+pub fn evaluate(probe: &LinearProbe, x: &Tensor, y: &Tensor) -> candle_core::Result<(f64, f64)> {
+    let dev = x.device();
+    let w = Tensor::from_slice(&probe.weight, (probe.width, probe.classes), dev)?;
+    let b = Tensor::from_slice(&probe.bias, (1, probe.classes), dev)?;
+    let logits = x.to_dtype(DType::F32)?.matmul(&w)?.broadcast_add(&b)?.unsqueeze(0)?;
+    let e = errors(&logits, y)?[0];
+    let l = host(&cross_entropy(&logits, &one_hot(y, probe.classes)?)?)?[0];
+    Ok((e, l))
+}
+
+/// Summary statistics of a tap's activations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivationStats {
+    /// Mean over samples of the activation vector's Euclidean norm (the paper's underflow check).
+    pub mean_norm: f64,
+    /// Fraction of units that are exactly zero on every sample ("dead" units of the ReLU family).
+    pub dead_fraction: f64,
+}
+
+/// Statistics of `x` (`[n, ...]`).
+pub fn activation_stats(x: &Tensor) -> candle_core::Result<ActivationStats> {
+    let x = x.flatten_from(1)?.to_dtype(DType::F32)?;
+    let mean_norm = x.sqr()?.sum(1)?.sqrt()?.mean_all()?.to_scalar::<f32>()? as f64;
+    let alive = x.abs()?.max(0)?.gt(0f32)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()?;
+    Ok(ActivationStats {
+        mean_norm,
+        dead_fraction: 1.0 - alive as f64,
+    })
+}
+
+/// Settings of the online probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineConfig {
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Weight of a new batch in the running mean and variance used to standardise.
+    pub stats_momentum: f64,
+    /// Weight of a new batch error in the smoothed error.
+    pub error_momentum: f64,
+    /// L2 penalty, as in the converged fit.
+    pub l2: f64,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            stats_momentum: 0.05,
+            error_momentum: 0.05,
+            l2: 1e-4,
+        }
+    }
+}
+
+struct OnlineProbe {
+    theta: Tensor,
+    m: Tensor,
+    v: Tensor,
+    mean: Option<Tensor>,
+    var: Option<Tensor>,
+    smoothed_error: Option<f64>,
+}
+
+/// An online probe's reading after one update.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OnlineReading {
+    /// Error on this minibatch, measured before the update (so the probe has not seen it).
+    pub batch_error: f64,
+    /// Loss on this minibatch, before the update.
+    pub batch_loss: f64,
+    /// Exponential moving average of `batch_error`.
+    pub smoothed_error: f64,
+}
+
+/// Probes updated once per model step.
+pub struct OnlineProbes {
+    specs: Vec<ProbeSpec>,
+    probes: Vec<OnlineProbe>,
+    classes: usize,
+    steps: usize,
+    cfg: OnlineConfig,
+}
+
+impl OnlineProbes {
+    /// Fresh probes (zero weights) for `specs`.
+    pub fn new(
+        specs: Vec<ProbeSpec>,
+        classes: usize,
+        device: &Device,
+        cfg: OnlineConfig,
+    ) -> candle_core::Result<Self> {
+        let probes = specs
+            .iter()
+            .map(|s| -> candle_core::Result<_> {
+                let z = Tensor::zeros((s.width() + 1, classes), DType::F32, device)?;
+                Ok(OnlineProbe {
+                    theta: z.clone(),
+                    m: z.clone(),
+                    v: z,
+                    mean: None,
+                    var: None,
+                    smoothed_error: None,
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            specs,
+            probes,
+            classes,
+            steps: 0,
+            cfg,
+        })
+    }
+
+    /// The probes' specifications.
+    pub fn specs(&self) -> &[ProbeSpec] {
+        &self.specs
+    }
+
+    /// Number of updates so far.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// One update of every probe on a minibatch: `taps[i]` is probe i's tap output (any shape
+    /// `[n, ...]`; it is detached and its subset selected here), `y` the labels.
+    pub fn update(&mut self, taps: &[Tensor], y: &Tensor) -> candle_core::Result<Vec<OnlineReading>> {
+        if taps.len() != self.probes.len() {
+            candle_core::bail!("{} taps given for {} online probes", taps.len(), self.probes.len());
+        }
+        self.steps += 1;
+        let t = self.steps as i32;
+        let yoh = one_hot(y, self.classes)?;
+        let n = y.dim(0)? as f64;
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        let mom = self.cfg.stats_momentum;
+        let mut out = Vec::with_capacity(taps.len());
+        for ((spec, p), tap) in self.specs.iter().zip(&mut self.probes).zip(taps) {
+            let x = spec.select(tap)?.to_dtype(DType::F32)?;
+            let bm = x.mean_keepdim(0)?;
+            let bv = x.broadcast_sub(&bm)?.sqr()?.mean_keepdim(0)?;
+            let (mean, var) = match (&p.mean, &p.var) {
+                (Some(m), Some(v)) => (
+                    ((m * (1.0 - mom))? + (bm * mom)?)?,
+                    ((v * (1.0 - mom))? + (bv * mom)?)?,
+                ),
+                _ => (bm, bv),
+            };
+            let std = var.sqrt()?;
+            let floor = std.max_keepdim(1)?.affine(1e-6, 1e-30)?;
+            let std_safe = std.broadcast_gt(&floor)?.where_cond(&std, &std.ones_like()?)?;
+            let z = x.broadcast_sub(&mean)?.broadcast_div(&std_safe)?;
+            let z = Tensor::cat(&[&z, &Tensor::ones((z.dim(0)?, 1), DType::F32, z.device())?], 1)?
+                .unsqueeze(0)?;
+            p.mean = Some(mean);
+            p.var = Some(var);
+            let theta = p.theta.unsqueeze(0)?;
+            let obj = Objective::new(&z, &yoh, self.cfg.l2)?;
+            let logits = z.matmul(&theta)?;
+            let batch_error = errors(&logits, y)?[0];
+            let batch_loss = host(&cross_entropy(&logits, &yoh)?)?[0];
+            let g = obj.gradient(&theta, &logits)?.squeeze(0)?;
+            p.m = ((&p.m * b1)? + (&g * (1.0 - b1))?)?;
+            p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let mhat = (&p.m / (1.0 - b1.powi(t)))?;
+            let vhat = (&p.v / (1.0 - b2.powi(t)))?;
+            let upd = (mhat / (vhat.sqrt()? + eps)?)?;
+            p.theta = (&p.theta - (upd * self.cfg.lr)?)?;
+            let em = self.cfg.error_momentum;
+            let smoothed = match p.smoothed_error {
+                Some(s) => s * (1.0 - em) + batch_error * em,
+                None => batch_error,
+            };
+            p.smoothed_error = Some(smoothed);
+            let _ = n;
+            out.push(OnlineReading {
+                batch_error,
+                batch_loss,
+                smoothed_error: smoothed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The current probes in raw activation space (zero weights before the first update).
+    pub fn probes(&self) -> candle_core::Result<Vec<LinearProbe>> {
+        self.probes
+            .iter()
+            .zip(&self.specs)
+            .map(|(p, s)| {
+                let d = s.width();
+                let (mean, std) = match (&p.mean, &p.var) {
+                    (Some(m), Some(v)) => {
+                        let std = v.sqrt()?;
+                        let floor = std.max_keepdim(1)?.affine(1e-6, 1e-30)?;
+                        (m.clone(), std.broadcast_gt(&floor)?.where_cond(&std, &std.ones_like()?)?)
+                    }
+                    _ => (
+                        Tensor::zeros((1, d), DType::F32, p.theta.device())?,
+                        Tensor::ones((1, d), DType::F32, p.theta.device())?,
+                    ),
+                };
+                let st = Standardised {
+                    mean: mean.unsqueeze(0)?,
+                    std: std.unsqueeze(0)?,
+                };
+                let (w, b) = st.to_raw(&p.theta.unsqueeze(0)?)?;
+                Ok(LinearProbe {
+                    width: d,
+                    classes: self.classes,
+                    weight: w.squeeze(0)?.flatten_all()?.to_vec1()?,
+                    bias: b.flatten_all()?.to_vec1()?,
+                })
+            })
+            .collect()
+    }
+}
