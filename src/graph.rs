@@ -31,7 +31,9 @@ impl Activation {
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Activation::Relu => x.relu(),
-            Activation::LeakyRelu { slope } => candle_nn::ops::leaky_relu(x, *slope),
+            // max(x, slope x) for slopes up to 1: two passes, where candle_nn's leaky_relu takes several.
+            Activation::LeakyRelu { slope } if *slope <= 1.0 => x.maximum(&x.affine(*slope, 0.0)?),
+            Activation::LeakyRelu { slope } => x.minimum(&x.affine(*slope, 0.0)?),
             Activation::Tanh => x.tanh(),
         }
     }

@@ -1,10 +1,31 @@
 //! probescope: linear classifier probes (Alain & Bengio, ICLR 2017 workshop) on every layer of a
-//! candle model, live.
+//! candle model.
 //!
 //! The pieces: a model [`graph`] whose node outputs are probe taps, the [`probe`] engine
-//! (converged and online fits), synthetic [`data`], the paper's experiments as [`presets`], the
-//! [`runlog`] (JSON Lines), and the command line in [`cli`].
+//! (converged and online fits), synthetic [`data`], the paper's experiments as [`presets`] with
+//! typed [`params`], the [`runlog`] (JSON Lines), the headless [`report`]er, the [`bench`]mark
+//! and the command line in [`cli`].
 
+pub mod bench;
+pub mod cli;
+pub mod data;
 pub mod graph;
+pub mod params;
+pub mod presets;
 pub mod probe;
+pub mod report;
 pub mod rng;
+pub mod runlog;
+
+/// Keeps freed memory in the process instead of handing it back to the kernel at once. Candle
+/// allocates a fresh buffer for every tensor; with glibc's defaults each large one is a new
+/// mapping whose pages the kernel must zero, which cost a third of a probe fit's time.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}

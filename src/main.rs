@@ -1,1 +1,6 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    probescope::tune_allocator();
+    std::process::exit(probescope::cli::main_with(probescope::cli::Cli::parse()));
+}

@@ -146,6 +146,11 @@ pub struct FitConfig {
     pub patience: usize,
     /// Most bytes of standardised features batched together (keeps a batch in cache).
     pub batch_bytes: usize,
+    /// Probes with at most this many features are also whitened: the solver works in the
+    /// coordinates of the Cholesky factor of the features' second-moment matrix, which makes
+    /// correlated features (deep layers) as easy as independent ones. Wider probes use the
+    /// per-feature standardisation alone.
+    pub whiten_max: usize,
 }
 
 impl Default for FitConfig {
@@ -158,7 +163,8 @@ impl Default for FitConfig {
             memory: 10,
             check_every: 5,
             patience: 6,
-            batch_bytes: 96 << 20,
+            batch_bytes: 24 << 20,
+            whiten_max: 1024,
         }
     }
 }
@@ -194,76 +200,73 @@ pub fn one_hot(y: &Tensor, classes: usize) -> candle_core::Result<Tensor> {
     Tensor::from_vec(v, (labels.len(), classes), y.device())
 }
 
-/// A batch of standardised, bias-augmented problems of one width.
-pub(crate) struct Standardised {
+/// Centring of a batch of problems of one width, from the training split.
+pub(crate) struct Centring {
     /// `[B, 1, d]` training means.
     pub mean: Tensor,
-    /// `[B, 1, d]` training standard deviations (1 for constant features).
-    pub std: Tensor,
 }
 
-impl Standardised {
-    /// Statistics of `x` (`[B, n, d]`).
+impl Centring {
+    /// Means of `x` (`[B, n, d]`), by a matrix product (reductions over the middle axis are slow).
     pub fn fit(x: &Tensor) -> candle_core::Result<Self> {
-        let mean = x.mean_keepdim(1)?;
-        let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
-        let std = var.sqrt()?;
-        // A feature whose spread is at rounding level of the probe's largest is constant: leave
-        // it centred but unscaled. The threshold is relative, so the rule is scale-invariant.
-        let floor = std.max_keepdim(2)?.affine(1e-6, 1e-30)?;
-        let keep = std.broadcast_gt(&floor)?;
-        let std = keep.where_cond(&std, &std.ones_like()?)?;
-        Ok(Self { mean, std })
+        let (b, n, _) = x.dims3()?;
+        let ones = Tensor::ones((b, 1, n), x.dtype(), x.device())?;
+        Ok(Self {
+            mean: ones.matmul(x)?.affine(1.0 / n as f64, 0.0)?,
+        })
     }
 
-    /// `[(x - mean) / std, 1]`: `[B, n, d + 1]`.
+    /// `[x - mean, 1]`: `[B, n, d + 1]`.
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let z = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let z = x.broadcast_sub(&self.mean)?;
         let (b, n, _) = z.dims3()?;
         let ones = Tensor::ones((b, n, 1), z.dtype(), z.device())?;
         Tensor::cat(&[&z, &ones], 2)
     }
 
-    /// Standardised parameters `[B, d + 1, K]` to raw `(W [B, d, K], b [B, 1, K])`.
+    /// Centred parameters `[B, d + 1, K]` to raw `(W [B, d, K], b [B, 1, K])`.
     pub fn to_raw(&self, theta: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let d = theta.dim(1)? - 1;
-        let w = theta.narrow(1, 0, d)?.broadcast_div(&self.std.transpose(1, 2)?)?;
+        let w = theta.narrow(1, 0, d)?.contiguous()?;
         let b = theta.narrow(1, d, 1)?.sub(&self.mean.contiguous()?.matmul(&w)?)?;
         Ok((w, b))
     }
 
-    /// Raw `(W [B, d, K], b [B, 1, K])` to standardised parameters `[B, d + 1, K]`.
+    /// Raw `(W [B, d, K], b [B, 1, K])` to centred parameters `[B, d + 1, K]`.
     pub fn from_raw(&self, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-        let ws = w.broadcast_mul(&self.std.transpose(1, 2)?)?;
         let bs = b.add(&self.mean.contiguous()?.matmul(w)?)?;
-        Tensor::cat(&[&ws, &bs], 1)
+        Tensor::cat(&[w, &bs], 1)
     }
 }
 
-/// The softmax-regression objective on a batch of standardised problems.
+/// The softmax-regression objective on a batch of centred problems.
+///
+/// The penalty is `l2 / 2 * sum_j var_j |W_j|^2`: the plain L2 penalty on the weights of the
+/// standardised features, written in centred coordinates. With the solver's preconditioning
+/// this makes the fit invariant to each feature's scale.
 pub(crate) struct Objective<'a> {
-    /// `[B, n, p]` standardised features with a trailing ones column.
+    /// `[B, n, p]` centred features with a trailing ones column.
     pub z: &'a Tensor,
     /// `[n, K]` one-hot labels.
     pub y: &'a Tensor,
-    /// `[p, K]`: 1 on weights, 0 on the bias row.
-    pub mask: Tensor,
+    /// `[B, p, 1]`: the variance of each feature, 0 on the bias row.
+    pub penalty: Tensor,
     /// L2 penalty.
     pub l2: f64,
 }
 
 impl<'a> Objective<'a> {
-    pub fn new(z: &'a Tensor, y: &'a Tensor, l2: f64) -> candle_core::Result<Self> {
-        let p = z.dim(2)?;
-        let k = y.dim(1)?;
-        let mask = Tensor::cat(
+    /// The objective with per-feature variances `var` (`[B, p, 1]`, bias row ignored).
+    pub fn new(z: &'a Tensor, y: &'a Tensor, var: &Tensor, l2: f64) -> candle_core::Result<Self> {
+        let (b, p, _) = var.dims3()?;
+        let penalty = Tensor::cat(
             &[
-                Tensor::ones((p - 1, k), DType::F32, z.device())?,
-                Tensor::zeros((1, k), DType::F32, z.device())?,
+                var.narrow(1, 0, p - 1)?,
+                Tensor::zeros((b, 1, 1), DType::F32, z.device())?,
             ],
-            0,
+            1,
         )?;
-        Ok(Self { z, y, mask, l2 })
+        Ok(Self { z, y, penalty, l2 })
     }
 
     /// Per-problem objective `[B]` and the logits `[B, n, K]` at `theta`.
@@ -271,8 +274,8 @@ impl<'a> Objective<'a> {
         let logits = self.z.matmul(theta)?;
         let nll = cross_entropy(&logits, self.y)?;
         let reg = theta
-            .broadcast_mul(&self.mask)?
             .sqr()?
+            .broadcast_mul(&self.penalty)?
             .sum((1, 2))?
             .affine(self.l2 / 2.0, 0.0)?;
         Ok(((nll + reg)?, logits))
@@ -282,9 +285,154 @@ impl<'a> Objective<'a> {
     pub fn gradient(&self, theta: &Tensor, logits: &Tensor) -> candle_core::Result<Tensor> {
         let n = self.z.dim(1)? as f64;
         let p = candle_nn::ops::softmax_last_dim(logits)?.broadcast_sub(self.y)?;
-        let g = self.z.transpose(1, 2)?.matmul(&p)?.affine(1.0 / n, 0.0)?;
-        g + theta.broadcast_mul(&self.mask)?.affine(self.l2, 0.0)?
+        // p^T z reads z in its stored order (z^T p would walk it across rows: 3x slower on CPU).
+        let g = p
+            .transpose(1, 2)?
+            .contiguous()?
+            .matmul(self.z)?
+            .transpose(1, 2)?
+            .affine(1.0 / n, 0.0)?;
+        g + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?
     }
+}
+
+/// The solver's change of variables `theta = L^-T v`, with `L L^T` close to the objective's
+/// curvature, so that in `v` the problem is near isotropic and L-BFGS needs few iterations.
+enum Preconditioner {
+    /// `L` the Cholesky factor of the centred features' second moment plus the penalty's own
+    /// curvature (whitening), for probes of at most `whiten_max` features.
+    Full {
+        linv: Tensor,
+        linv_t: Tensor,
+        l_t: Tensor,
+    },
+    /// `L = diag(std)`: per-feature standardisation, for wider probes.
+    Diagonal { scale: Tensor },
+}
+
+impl Preconditioner {
+    /// From the centred features `z` (`[B, n, p]`, ones column last). Also returns each
+    /// feature's variance (`[B, p, 1]`, 1 on the bias row), where a constant feature counts as
+    /// unit variance; "constant" is relative to the probe's largest variance, so the rule is
+    /// scale-invariant.
+    fn new(z: &Tensor, l2: f64, whiten: bool) -> candle_core::Result<(Self, Tensor)> {
+        let (b, n, p) = z.dims3()?;
+        let dev = z.device().clone();
+        let floor_var = |var: Vec<f64>| -> Vec<f64> {
+            let top = var[..p - 1].iter().cloned().fold(0.0, f64::max);
+            let mut v: Vec<f64> = var
+                .iter()
+                .map(|&v| if v > top * 1e-12 && v > 0.0 { v } else { 1.0 })
+                .collect();
+            v[p - 1] = 1.0;
+            v
+        };
+        if !whiten {
+            let ones = Tensor::ones((b, 1, n), DType::F32, &dev)?;
+            let var = ones.matmul(&z.sqr()?)?.affine(1.0 / n as f64, 0.0)?;
+            let var: Vec<Vec<Vec<f32>>> = var.to_vec3()?;
+            let var: Vec<f32> = var
+                .into_iter()
+                .flat_map(|v| floor_var(v[0].iter().map(|&x| f64::from(x)).collect()))
+                .map(|v| v as f32)
+                .collect();
+            let var = Tensor::from_vec(var, (b, p, 1), &dev)?;
+            let scale = var.sqrt()?;
+            return Ok((Self::Diagonal { scale }, var));
+        }
+        let gram = z.transpose(1, 2)?.matmul(z)?.affine(1.0 / n as f64, 0.0)?;
+        let gram: Vec<Vec<Vec<f32>>> = gram.to_vec3()?;
+        let (mut linv, mut linv_t, mut l_t, mut vars) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for g in gram {
+            let mut a: Vec<f64> = g.concat().into_iter().map(f64::from).collect();
+            let var = floor_var((0..p).map(|i| a[i * p + i]).collect());
+            for i in 0..p {
+                let pen = if i + 1 < p { l2 } else { 0.0 };
+                // The penalty's own curvature, and a jitter relative to each feature's scale.
+                a[i * p + i] += (pen + 1e-6) * var[i];
+            }
+            let l = cholesky(&a, p);
+            let li = lower_inverse(&l, p);
+            for i in 0..p {
+                for j in 0..p {
+                    linv.push(li[i * p + j] as f32);
+                    linv_t.push(li[j * p + i] as f32);
+                    l_t.push(l[j * p + i] as f32);
+                }
+            }
+            vars.extend(var.into_iter().map(|v| v as f32));
+        }
+        Ok((
+            Self::Full {
+                linv: Tensor::from_vec(linv, (b, p, p), &dev)?,
+                linv_t: Tensor::from_vec(linv_t, (b, p, p), &dev)?,
+                l_t: Tensor::from_vec(l_t, (b, p, p), &dev)?,
+            },
+            Tensor::from_vec(vars, (b, p, 1), &dev)?,
+        ))
+    }
+
+    /// Parameters from the solver's variables.
+    fn theta(&self, v: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Full { linv_t, .. } => linv_t.matmul(v),
+            Self::Diagonal { scale } => v.broadcast_div(scale),
+        }
+    }
+
+    /// Gradient in the solver's variables from the gradient in the parameters.
+    fn grad(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Full { linv, .. } => linv.matmul(g),
+            Self::Diagonal { scale } => g.broadcast_div(scale),
+        }
+    }
+
+    /// The solver's variables from parameters.
+    fn vars(&self, theta: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Full { l_t, .. } => l_t.matmul(theta),
+            Self::Diagonal { scale } => theta.broadcast_mul(scale),
+        }
+    }
+}
+
+/// Lower Cholesky factor of the symmetric positive definite `p x p` matrix `a` (row-major).
+/// Pivots that rounding makes non-positive are clamped, so a nearly singular matrix still factors.
+fn cholesky(a: &[f64], p: usize) -> Vec<f64> {
+    let mut l = vec![0f64; p * p];
+    for j in 0..p {
+        let mut d = a[j * p + j];
+        for k in 0..j {
+            d -= l[j * p + k] * l[j * p + k];
+        }
+        let d = d.max(a[j * p + j] * 1e-10).max(1e-300).sqrt();
+        l[j * p + j] = d;
+        for i in j + 1..p {
+            let mut s = a[i * p + j];
+            for k in 0..j {
+                s -= l[i * p + k] * l[j * p + k];
+            }
+            l[i * p + j] = s / d;
+        }
+    }
+    l
+}
+
+/// Inverse of a lower-triangular `p x p` matrix (row-major).
+fn lower_inverse(l: &[f64], p: usize) -> Vec<f64> {
+    let mut inv = vec![0f64; p * p];
+    for c in 0..p {
+        // Forward substitution for L x = e_c; x is column c of the inverse.
+        for i in c..p {
+            let mut s = if i == c { 1.0 } else { 0.0 };
+            for k in c..i {
+                s -= l[i * p + k] * inv[k * p + c];
+            }
+            inv[i * p + c] = s / l[i * p + i];
+        }
+    }
+    inv
 }
 
 /// Mean cross-entropy per problem `[B]` of logits `[B, n, K]` against one-hot `y` `[n, K]`.
@@ -389,11 +537,12 @@ fn fit_batch(
     let x = stack(&train.x, batch)?;
     let dev = x.device().clone();
     let d = x.dim(2)?;
-    let st = Standardised::fit(&x)?;
+    let st = Centring::fit(&x)?;
     let z = st.apply(&x)?;
     drop(x);
-    let obj = Objective::new(&z, y_train, cfg.l2)?;
-    let mut theta = match warm {
+    let (pre, var) = Preconditioner::new(&z, cfg.l2, d <= cfg.whiten_max)?;
+    let obj = Objective::new(&z, y_train, &var, cfg.l2)?;
+    let theta0 = match warm {
         Some(w) => {
             let mut ws = Vec::with_capacity(b);
             let mut bs = Vec::with_capacity(b);
@@ -416,9 +565,14 @@ fn fit_batch(
     let zval = val
         .map(|(v, _)| st.apply(&stack(&v.x, batch)?))
         .transpose()?;
+    // The solver's variables (see `Preconditioner`); `to_theta` maps them back.
+    let to_theta = |v: &Tensor| pre.theta(v);
+    let grad_v = |g: Tensor| pre.grad(&g);
+    let mut theta = pre.vars(&theta0)?;
 
-    let (mut f, mut logits) = obj.value(&theta)?;
-    let mut g = obj.gradient(&theta, &logits)?;
+    let (mut f, mut logits) = obj.value(&to_theta(&theta)?)?;
+    let mut g = grad_v(obj.gradient(&to_theta(&theta)?, &logits)?)?;
+
     let mut fh = host(&f)?;
     let mut active = vec![true; b];
     let mut converged = vec![false; b];
@@ -434,7 +588,7 @@ fn fit_batch(
         if let Some(zv) = &zval {
             if it % cfg.check_every == 0 {
                 let (vs, _) = val.expect("validation split");
-                let ev = errors(&zv.matmul(&theta)?, &vs.y)?;
+                let ev = errors(&zv.matmul(&to_theta(&theta)?)?, &vs.y)?;
                 let mut better = vec![0f64; b];
                 for k in 0..b {
                     if !active[k] {
@@ -512,7 +666,7 @@ fn fit_batch(
         let mut tries = 0;
         loop {
             theta_n = (&theta + dir.broadcast_mul(&col(&to_dev(&step, &dev)?)?)?)?;
-            let (fv, lg) = obj.value(&theta_n)?;
+            let (fv, lg) = obj.value(&to_theta(&theta_n)?)?;
             fn_ = fv;
             logits_n = lg;
             let fnh = host(&fn_)?;
@@ -522,11 +676,14 @@ fn fit_batch(
                     settled[k] = true;
                     continue;
                 }
-                if fnh[k].is_finite() && fnh[k] <= fh[k] + 1e-4 * step[k] * gd[k] {
+                // Armijo's condition, with slack for the f32 rounding of the loss itself: near the
+                // optimum the decrease it asks for is below what f32 can resolve.
+                let slack = 1e-6 * fh[k].abs().max(1e-3);
+                if fnh[k].is_finite() && fnh[k] <= fh[k] + 1e-4 * step[k] * gd[k] + slack {
                     settled[k] = true;
                 } else {
                     step[k] *= 0.5;
-                    if step[k] < 1e-12 {
+                    if step[k] < 1e-3 {
                         step[k] = 0.0;
                         active[k] = false;
                         converged[k] = true;
@@ -535,11 +692,11 @@ fn fit_batch(
                 }
             }
             tries += 1;
-            if all || tries > 40 {
+            if all || tries > 12 {
                 break;
             }
         }
-        let g_n = obj.gradient(&theta_n, &logits_n)?;
+        let g_n = grad_v(obj.gradient(&to_theta(&theta_n)?, &logits_n)?)?;
         let s = (&theta_n - &theta)?;
         let yv = (&g_n - &g)?;
         let ys = dot(&s, &yv)?;
@@ -574,12 +731,13 @@ fn fit_batch(
     if let Some(zv) = &zval {
         // A last check, then report each probe at its best validation error.
         let (vs, _) = val.expect("validation split");
-        let ev = errors(&zv.matmul(&theta)?, &vs.y)?;
+        let ev = errors(&zv.matmul(&to_theta(&theta)?)?, &vs.y)?;
         let better: Vec<f64> = (0..b).map(|k| if ev[k] < best_val[k] { 1.0 } else { 0.0 }).collect();
         let m = col(&to_dev(&better, &dev)?)?.broadcast_as(theta.shape())?.ne(0f32)?;
         theta = m.where_cond(&theta, &best_theta)?;
-        logits = z.matmul(&theta)?;
+        logits = z.matmul(&to_theta(&theta)?)?;
     }
+    let theta = to_theta(&theta)?;
     let train_err = errors(&logits, &train.y)?;
     let train_loss = host(&cross_entropy(&logits, y_train)?)?;
     let mut readings: Vec<ProbeReading> = (0..b)
@@ -660,6 +818,14 @@ pub fn activation_stats(x: &Tensor) -> candle_core::Result<ActivationStats> {
         mean_norm,
         dead_fraction: 1.0 - alive as f64,
     })
+}
+
+/// Standard deviations from variances `[1, d]`, where a feature whose spread is at rounding
+/// level of the largest counts as constant (unit scale): a relative rule, so scale-invariant.
+fn safe_std(var: &Tensor) -> candle_core::Result<Tensor> {
+    let std = var.sqrt()?;
+    let floor = std.max_keepdim(1)?.affine(1e-6, 1e-30)?;
+    std.broadcast_gt(&floor)?.where_cond(&std, &std.ones_like()?)
 }
 
 /// Settings of the online probes.
@@ -765,7 +931,6 @@ impl OnlineProbes {
         self.steps += 1;
         let t = self.steps as i32;
         let yoh = one_hot(y, self.classes)?;
-        let n = y.dim(0)? as f64;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         let mom = self.cfg.stats_momentum;
         let mut out = Vec::with_capacity(taps.len());
@@ -780,16 +945,15 @@ impl OnlineProbes {
                 ),
                 _ => (bm, bv),
             };
-            let std = var.sqrt()?;
-            let floor = std.max_keepdim(1)?.affine(1e-6, 1e-30)?;
-            let std_safe = std.broadcast_gt(&floor)?.where_cond(&std, &std.ones_like()?)?;
+            let std_safe = safe_std(&var)?;
             let z = x.broadcast_sub(&mean)?.broadcast_div(&std_safe)?;
             let z = Tensor::cat(&[&z, &Tensor::ones((z.dim(0)?, 1), DType::F32, z.device())?], 1)?
                 .unsqueeze(0)?;
             p.mean = Some(mean);
             p.var = Some(var);
             let theta = p.theta.unsqueeze(0)?;
-            let obj = Objective::new(&z, &yoh, self.cfg.l2)?;
+            let unit = Tensor::ones((1, theta.dim(1)?, 1), DType::F32, z.device())?;
+            let obj = Objective::new(&z, &yoh, &unit, self.cfg.l2)?;
             let logits = z.matmul(&theta)?;
             let batch_error = errors(&logits, y)?[0];
             let batch_loss = host(&cross_entropy(&logits, &yoh)?)?[0];
@@ -806,7 +970,6 @@ impl OnlineProbes {
                 None => batch_error,
             };
             p.smoothed_error = Some(smoothed);
-            let _ = n;
             out.push(OnlineReading {
                 batch_error,
                 batch_loss,
@@ -823,26 +986,19 @@ impl OnlineProbes {
             .zip(&self.specs)
             .map(|(p, s)| {
                 let d = s.width();
-                let (mean, std) = match (&p.mean, &p.var) {
-                    (Some(m), Some(v)) => {
-                        let std = v.sqrt()?;
-                        let floor = std.max_keepdim(1)?.affine(1e-6, 1e-30)?;
-                        (m.clone(), std.broadcast_gt(&floor)?.where_cond(&std, &std.ones_like()?)?)
+                let (w, b) = match (&p.mean, &p.var) {
+                    (Some(mean), Some(var)) => {
+                        // logits = ((x - mean) / std) W_s + b_s = x (W_s / std) + (b_s - mean W).
+                        let w = p.theta.narrow(0, 0, d)?.broadcast_div(&safe_std(var)?.t()?)?;
+                        let b = p.theta.narrow(0, d, 1)?.sub(&mean.matmul(&w)?)?;
+                        (w, b)
                     }
-                    _ => (
-                        Tensor::zeros((1, d), DType::F32, p.theta.device())?,
-                        Tensor::ones((1, d), DType::F32, p.theta.device())?,
-                    ),
+                    _ => (p.theta.narrow(0, 0, d)?, p.theta.narrow(0, d, 1)?),
                 };
-                let st = Standardised {
-                    mean: mean.unsqueeze(0)?,
-                    std: std.unsqueeze(0)?,
-                };
-                let (w, b) = st.to_raw(&p.theta.unsqueeze(0)?)?;
                 Ok(LinearProbe {
                     width: d,
                     classes: self.classes,
-                    weight: w.squeeze(0)?.flatten_all()?.to_vec1()?,
+                    weight: w.flatten_all()?.to_vec1()?,
                     bias: b.flatten_all()?.to_vec1()?,
                 })
             })

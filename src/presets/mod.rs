@@ -1,0 +1,127 @@
+//! The paper's experiments as built-in presets.
+
+use std::time::Instant;
+
+use candle_core::Device;
+
+use crate::graph::Graph;
+use crate::params::{ParamError, ParamSpec, Params};
+use crate::probe::{FitConfig, ProbeSpec};
+use crate::report::Sink;
+use crate::runlog::{ProbeSummary, Record, Snapshot, Stat, Summary, TapReading};
+
+pub mod bifurcation;
+pub mod feature_subset;
+pub mod untrained_mlp;
+
+/// A built-in experiment.
+pub trait Preset {
+    /// Name used on the command line.
+    fn name(&self) -> &'static str;
+    /// Where it is in the paper and what it shows, one line.
+    fn about(&self) -> &'static str;
+    /// Its parameters, with defaults.
+    fn params(&self) -> Vec<ParamSpec>;
+    /// Checks between parameters that ranges alone cannot express.
+    fn check(&self, _params: &Params) -> Result<(), ParamError> {
+        Ok(())
+    }
+    /// The model graph.
+    fn graph(&self, params: &Params) -> Graph;
+    /// The probes (with subsets drawn from `seed`).
+    fn probes(&self, params: &Params, graph: &Graph, seed: u64) -> Vec<ProbeSpec>;
+    /// Runs it, sending records to `ctx.sink`.
+    fn run(&self, params: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()>;
+}
+
+/// Every built-in preset; the first is the default.
+pub fn all() -> Vec<Box<dyn Preset>> {
+    vec![
+        Box::new(untrained_mlp::UntrainedMlp),
+        Box::new(bifurcation::Bifurcation),
+        Box::new(feature_subset::FeatureSubset),
+    ]
+}
+
+/// The preset called `name`.
+pub fn find(name: &str) -> Result<Box<dyn Preset>, ParamError> {
+    all().into_iter().find(|p| p.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = all().iter().map(|p| p.name()).collect();
+        ParamError(format!(
+            "unknown preset `{name}`; the presets are: {} (see `probescope presets`)",
+            names.join(", ")
+        ))
+    })
+}
+
+/// The probe-fit parameters every preset takes.
+pub fn fit_params() -> Vec<ParamSpec> {
+    let d = FitConfig::default();
+    vec![
+        ParamSpec::float("probe_l2", d.l2, 0.0, 1e3, "L2 penalty of the converged probe fits (on standardised weights)"),
+        ParamSpec::int("probe_max_iter", d.max_iter as u64, 1, 100_000, "most L-BFGS iterations of a converged probe fit"),
+    ]
+}
+
+/// The fit settings from the parameters.
+pub fn fit_config(params: &Params) -> FitConfig {
+    FitConfig {
+        l2: params.f64("probe_l2"),
+        max_iter: params.usize("probe_max_iter"),
+        ..FitConfig::default()
+    }
+}
+
+/// What a running preset needs from outside.
+pub struct RunCtx<'a> {
+    /// Where tensors live.
+    pub device: Device,
+    /// The run's seed.
+    pub seed: u64,
+    /// Where records go.
+    pub sink: &'a mut dyn Sink,
+    /// When the run started.
+    pub started: Instant,
+}
+
+impl RunCtx<'_> {
+    /// Seconds since the start.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Sends a record.
+    pub fn record(&mut self, r: Record) -> anyhow::Result<()> {
+        self.sink.record(&r)
+    }
+}
+
+/// A summary over snapshots of the same probes (one per dataset).
+pub fn summarise(label: &str, specs: &[ProbeSpec], snaps: &[&Snapshot]) -> Summary {
+    let probes = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let readings: Vec<&TapReading> = snaps.iter().map(|s| &s.probes[i]).collect();
+            let train: Vec<f64> = readings.iter().map(|r| r.reading.train_error).collect();
+            let test: Vec<f64> = readings.iter().filter_map(|r| r.reading.test_error).collect();
+            let norm: Vec<f64> = readings
+                .iter()
+                .filter_map(|r| r.activation.as_ref().map(|a| a.mean_norm))
+                .collect();
+            ProbeSummary {
+                probe: spec.name.clone(),
+                tap: spec.tap.clone(),
+                features: spec.width(),
+                train_error: Stat::of(&train),
+                test_error: (!test.is_empty()).then(|| Stat::of(&test)),
+                mean_norm: (!norm.is_empty()).then(|| Stat::of(&norm)),
+            }
+        })
+        .collect();
+    Summary {
+        label: label.to_string(),
+        datasets: snaps.len(),
+        probes,
+    }
+}

@@ -1,0 +1,99 @@
+//! Where a run's records go: the run log and a renderer. The headless renderer prints progress on
+//! stderr and each summary as a table on stdout.
+
+use std::io::Write;
+
+use crate::runlog::{Record, RunLogWriter, Summary};
+
+/// Receives a run's records as they happen.
+pub trait Sink {
+    /// A record for the log and the display.
+    fn record(&mut self, record: &Record) -> anyhow::Result<()>;
+    /// A progress line (not logged).
+    fn progress(&mut self, message: &str);
+}
+
+/// The headless renderer, optionally writing the run log.
+pub struct Headless {
+    log: Option<RunLogWriter>,
+    out: Box<dyn Write>,
+    err: Box<dyn Write>,
+}
+
+impl Headless {
+    /// Prints to the process's stdout and stderr.
+    pub fn new(log: Option<RunLogWriter>) -> Self {
+        Self {
+            log,
+            out: Box::new(std::io::stdout()),
+            err: Box::new(std::io::stderr()),
+        }
+    }
+
+    /// Prints to the given writers (tests).
+    pub fn with_writers(log: Option<RunLogWriter>, out: Box<dyn Write>, err: Box<dyn Write>) -> Self {
+        Self { log, out, err }
+    }
+}
+
+impl Sink for Headless {
+    fn record(&mut self, record: &Record) -> anyhow::Result<()> {
+        if let Some(log) = &mut self.log {
+            log.write(record)?;
+        }
+        if let Record::Summary(s) = record {
+            let _ = self.out.write_all(table(s).as_bytes());
+            let _ = self.out.flush();
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self, message: &str) {
+        let _ = writeln!(self.err, "{message}");
+    }
+}
+
+/// A summary as a plain-text table: probe, features, train error, test error (mean ± spread),
+/// mean activation norm.
+pub fn table(s: &Summary) -> String {
+    let mut out = String::new();
+    let many = s.datasets > 1;
+    out.push_str(&format!(
+        "\n{} ({} dataset{}{})\n",
+        s.label,
+        s.datasets,
+        if many { "s" } else { "" },
+        if many { "; mean ± standard deviation over datasets" } else { "" }
+    ));
+    let w = s.probes.iter().map(|p| p.probe.len()).max().unwrap_or(5).max(5);
+    out.push_str(&format!(
+        "{:<w$}  {:>8}  {:>15}  {:>15}  {:>10}\n",
+        "probe", "features", "train error", "test error", "mean norm"
+    ));
+    let fmt = |m: f64, sd: f64| {
+        if many {
+            format!("{m:.4} ± {sd:.4}")
+        } else {
+            format!("{m:.4}")
+        }
+    };
+    for p in &s.probes {
+        let test = p
+            .test_error
+            .map(|t| fmt(t.mean, t.std))
+            .unwrap_or_else(|| "-".into());
+        let norm = p
+            .mean_norm
+            .map(|n| format!("{:.3e}", n.mean))
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<w$}  {:>8}  {:>15}  {:>15}  {:>10}\n",
+            p.probe,
+            p.features,
+            fmt(p.train_error.mean, p.train_error.std),
+            test,
+            norm
+        ));
+    }
+    out
+}

@@ -1,0 +1,383 @@
+//! The run log: JSON Lines, one record per line, each with a `"type"` field.
+//!
+//! A log is a `run` header (schema version, preset, every parameter, seed, device, graph,
+//! probes), then `snapshot` lines, then `summary` lines where a preset averages over datasets or
+//! phases, then one `end`. Every line is flushed as it is written and the file is synced to disk
+//! at each snapshot, so a killed run loses at most the line being written; the reader skips a
+//! torn last line with a warning. The schema is documented in `docs/runlog.md`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::Graph;
+use crate::params::ParamValue;
+use crate::probe::{ActivationStats, FitConfig, ProbeReading, ProbeSpec};
+
+/// Version of the record layout; readers refuse logs from a newer one.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One line of the run log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// The first line: what was run.
+    Run(RunHeader),
+    /// Probe readings at one moment.
+    Snapshot(Snapshot),
+    /// Per-probe mean and spread over datasets (or one phase's readings).
+    Summary(Summary),
+    /// The last line: how the run ended.
+    End(End),
+}
+
+/// What was run, with everything needed to run it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunHeader {
+    /// Layout version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Version of probescope that wrote the log.
+    pub probescope_version: String,
+    /// Preset name.
+    pub preset: String,
+    /// Every parameter, defaults included.
+    pub params: BTreeMap<String, ParamValue>,
+    /// The run's seed.
+    pub seed: u64,
+    /// Device the run used ("cpu", "cuda:0").
+    pub device: String,
+    /// The model graph.
+    pub graph: Graph,
+    /// The probes, with their feature subsets.
+    pub probes: Vec<ProbeSpec>,
+    /// Settings of the converged probe fits.
+    pub fit: FitConfig,
+    /// Start time, seconds since the Unix epoch.
+    pub started_unix: u64,
+}
+
+/// Which schedule produced a snapshot's readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    /// Probes fitted to convergence on frozen activations.
+    Converged,
+    /// Online probes (one step per model step); errors are smoothed minibatch errors.
+    Online,
+}
+
+/// Probe readings at one moment of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Model training step (0 = initialisation).
+    pub step: u64,
+    /// A short label ("init", "trained", "dataset 3").
+    pub label: String,
+    /// Converged or online readings.
+    pub kind: SnapshotKind,
+    /// Index of the toy dataset, for presets that repeat over datasets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<usize>,
+    /// One entry per probe, in probe order.
+    pub probes: Vec<TapReading>,
+    /// The model's own loss and errors, for presets that train it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelMetrics>,
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+}
+
+/// One probe's reading in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TapReading {
+    /// Probe name.
+    pub probe: String,
+    /// Tap it reads.
+    pub tap: String,
+    /// Errors, losses, iterations.
+    #[serde(flatten)]
+    pub reading: ProbeReading,
+    /// Statistics of the tap's activations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationStats>,
+}
+
+/// The model's own figures at a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetrics {
+    /// Training loss (with auxiliary heads) on the last minibatch.
+    pub loss: f64,
+    /// Error of the model's output on the training split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_error: Option<f64>,
+    /// Error of the model's output on the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_error: Option<f64>,
+}
+
+/// Mean, spread and range of one figure over datasets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 for one value).
+    pub std: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Stat {
+    /// Statistics of `values` (at least one).
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            std,
+            min: values.iter().cloned().fold(f64::INFINITY, f64::min),
+            max: values.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// Per-probe figures over the datasets (or of one phase) of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Which phase ("init", "trained", "all datasets").
+    pub label: String,
+    /// Number of datasets averaged.
+    pub datasets: usize,
+    /// One entry per probe.
+    pub probes: Vec<ProbeSummary>,
+}
+
+/// One probe's figures over datasets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSummary {
+    /// Probe name.
+    pub probe: String,
+    /// Tap it reads.
+    pub tap: String,
+    /// Features the probe reads.
+    pub features: usize,
+    /// Train error over datasets.
+    pub train_error: Stat,
+    /// Test error over datasets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_error: Option<Stat>,
+    /// Mean activation norm over datasets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_norm: Option<Stat>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndStatus {
+    /// Ran to completion.
+    Finished,
+    /// Stopped by the user.
+    Stopped,
+    /// Stopped by an error.
+    Failed,
+}
+
+/// The last record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct End {
+    /// How it ended.
+    pub status: EndStatus,
+    /// Error or note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+}
+
+/// Appends records to a run log, one flushed line each.
+pub struct RunLogWriter {
+    file: File,
+    path: PathBuf,
+}
+
+impl RunLogWriter {
+    /// Creates the log at `path`. An existing file is kept unless `overwrite` is set.
+    pub fn create(path: &Path, overwrite: bool) -> anyhow::Result<Self> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true);
+        if overwrite {
+            opts.create(true).truncate(true);
+        } else {
+            opts.create_new(true);
+        }
+        let file = opts.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "--record {}: the file exists; choose another path or add --force to overwrite it",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("--record {}: cannot create the run log: {e}", path.display())
+            }
+        })?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes one record as one line and flushes it; snapshots and the end are also synced to disk.
+    pub fn write(&mut self, record: &Record) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        // One write call per line: a crash leaves whole lines and at most one torn one.
+        self.file
+            .write_all(&line)
+            .and_then(|_| self.file.flush())
+            .map_err(|e| anyhow::anyhow!("writing run log {}: {e}", self.path.display()))?;
+        if matches!(record, Record::Snapshot(_) | Record::End(_)) {
+            self.file
+                .sync_data()
+                .map_err(|e| anyhow::anyhow!("syncing run log {}: {e}", self.path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A run log read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLog {
+    /// The header.
+    pub header: RunHeader,
+    /// Every record after the header, in order.
+    pub records: Vec<Record>,
+    /// Problems the reader stepped over (a torn last line).
+    pub warnings: Vec<String>,
+}
+
+impl RunLog {
+    /// The snapshots, in order.
+    pub fn snapshots(&self) -> impl Iterator<Item = &Snapshot> {
+        self.records.iter().filter_map(|r| match r {
+            Record::Snapshot(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The summaries, in order.
+    pub fn summaries(&self) -> impl Iterator<Item = &Summary> {
+        self.records.iter().filter_map(|r| match r {
+            Record::Summary(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The end record, if the run got that far.
+    pub fn end(&self) -> Option<&End> {
+        self.records.iter().find_map(|r| match r {
+            Record::End(e) => Some(e),
+            _ => None,
+        })
+    }
+}
+
+/// Reads a run log. A torn last line (no newline, not valid JSON) is skipped with a warning;
+/// any other bad line is an error naming the file and the line.
+pub fn read(path: &Path) -> anyhow::Result<RunLog> {
+    let name = path.display();
+    let file = File::open(path).map_err(|e| anyhow::anyhow!("{name}: cannot open the run log: {e}"))?;
+    let mut reader = BufReader::new(file);
+    let mut lines: Vec<(usize, Vec<u8>, bool)> = Vec::new();
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        buf.clear();
+        let got = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| anyhow::anyhow!("{name}: read error: {e}"))?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        let complete = buf.ends_with(b"\n");
+        lines.push((n, buf.clone(), complete));
+    }
+    if lines.is_empty() {
+        anyhow::bail!("{name}: the file is empty, not a probescope run log");
+    }
+    let mut warnings = Vec::new();
+    let mut records = Vec::new();
+    let last = lines.len();
+    for (i, (line_no, bytes, complete)) in lines.into_iter().enumerate() {
+        let text = String::from_utf8_lossy(&bytes);
+        if text.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(&bytes) {
+            Ok(r) => records.push(r),
+            Err(_) if i + 1 == last && !complete && i > 0 => {
+                warnings.push(format!(
+                    "{name}: line {line_no} is cut short (the run was probably killed while writing it); skipped"
+                ));
+            }
+            Err(e) => {
+                if i == 0 {
+                    // Say what the file is not, before the parser's detail.
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                        if v.get("type").and_then(|t| t.as_str()) == Some("run") {
+                            if let Some(ver) = v.get("schema_version").and_then(|s| s.as_u64()) {
+                                if ver > u64::from(SCHEMA_VERSION) {
+                                    anyhow::bail!(
+                                        "{name}: written with run-log schema {ver}, newer than this probescope reads ({SCHEMA_VERSION}); upgrade probescope"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    anyhow::bail!("{name}: not a probescope run log (line 1: {e})");
+                }
+                anyhow::bail!("{name}: line {line_no} is not a valid record: {e}");
+            }
+        }
+    }
+    let mut it = records.into_iter();
+    let header = match it.next() {
+        Some(Record::Run(h)) => h,
+        _ => anyhow::bail!("{name}: not a probescope run log (the first line is not a `run` record)"),
+    };
+    if header.schema_version > SCHEMA_VERSION {
+        anyhow::bail!(
+            "{name}: written with run-log schema {}, newer than this probescope reads ({SCHEMA_VERSION}); upgrade probescope",
+            header.schema_version
+        );
+    }
+    Ok(RunLog {
+        header,
+        records: it.collect(),
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_matches_a_hand_computation() {
+        let s = Stat::of(&[1.0, 2.0, 4.0]);
+        assert!((s.mean - 7.0 / 3.0).abs() < 1e-12);
+        // Sample variance: ((4/3)^2 + (1/3)^2 + (5/3)^2) / 2 = 42/18.
+        assert!((s.std - (42.0f64 / 18.0).sqrt()).abs() < 1e-12);
+        assert_eq!((s.min, s.max), (1.0, 4.0));
+    }
+}
