@@ -97,3 +97,19 @@ pub fn table(s: &Summary) -> String {
     }
     out
 }
+
+/// Keeps every record in memory (tests, library users).
+#[derive(Debug, Default)]
+pub struct Collect {
+    /// The records, in order.
+    pub records: Vec<Record>,
+}
+
+impl Sink for Collect {
+    fn record(&mut self, record: &Record) -> anyhow::Result<()> {
+        self.records.push(record.clone());
+        Ok(())
+    }
+
+    fn progress(&mut self, _message: &str) {}
+}
