@@ -21,14 +21,26 @@ pub struct Errors {
 /// features standardised with the training split's statistics, zero initialisation, minibatch
 /// RMSProp (PyTorch's defaults: alpha 0.99, eps 1e-8) with learning rate `lr`, `epochs` passes
 /// in a fresh random order each, no penalty.
-pub fn rmsprop(train: &Split, test: &Split, classes: usize, epochs: usize, batch: usize, lr: f64, seed: u64) -> candle_core::Result<Errors> {
+pub fn rmsprop(
+    train: &Split,
+    test: &Split,
+    classes: usize,
+    epochs: usize,
+    batch: usize,
+    lr: f64,
+    seed: u64,
+) -> candle_core::Result<Errors> {
     let x = Tensor::stack(&train.x, 0)?;
     let (b, n, d) = x.dims3()?;
     let dev = x.device().clone();
     let ones = Tensor::ones((b, 1, n), DType::F32, &dev)?;
     let mean = ones.matmul(&x)?.affine(1.0 / n as f64, 0.0)?;
     let xc = x.broadcast_sub(&mean)?;
-    let std = ones.matmul(&xc.sqr()?)?.affine(1.0 / n as f64, 0.0)?.sqrt()?.maximum(1e-30f32)?;
+    let std = ones
+        .matmul(&xc.sqr()?)?
+        .affine(1.0 / n as f64, 0.0)?
+        .sqrt()?
+        .maximum(1e-30f32)?;
     let standardise = |x: &Tensor| -> candle_core::Result<Tensor> {
         let z = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
         let (b, n, _) = z.dims3()?;
@@ -51,7 +63,12 @@ pub fn rmsprop(train: &Split, test: &Split, classes: usize, epochs: usize, batch
             let zb = zs.narrow(1, start, len)?;
             let yb = ys.narrow(0, start, len)?;
             let p = candle_nn::ops::softmax_last_dim(&zb.matmul(&theta)?)?.broadcast_sub(&yb)?;
-            let g = p.transpose(1, 2)?.contiguous()?.matmul(&zb)?.transpose(1, 2)?.affine(1.0 / len as f64, 0.0)?;
+            let g = p
+                .transpose(1, 2)?
+                .contiguous()?
+                .matmul(&zb)?
+                .transpose(1, 2)?
+                .affine(1.0 / len as f64, 0.0)?;
             v = ((&v * alpha)? + (g.sqr()? * (1.0 - alpha))?)?;
             theta = (&theta - (g / (v.sqrt()? + eps)?)?.affine(lr, 0.0)?)?;
         }
@@ -73,7 +90,8 @@ pub fn probes(seed: u64, epochs: usize) -> anyhow::Result<String> {
         .iter()
         .map(|t| ProbeSpec::full(&t.name, t.features))
         .collect();
-    let (train, test, _) = untrained_mlp::dataset_splits(&g, &specs, seed, 0, 10_000, 10_000, &dev)?;
+    let (train, test, _) =
+        untrained_mlp::dataset_splits(&g, &specs, seed, 0, 10_000, 10_000, &dev)?;
     let cfg = FitConfig::default();
     // Warm-up: first touches of memory and thread pools are not the solver's cost.
     let _ = probe::fit_converged(&train, None, Some(&test), 2, None, &cfg)?;
@@ -86,7 +104,11 @@ pub fn probes(seed: u64, epochs: usize) -> anyhow::Result<String> {
 
     let mut out = String::new();
     writeln!(out, "bench probes: {} probes, 10,000 train + 10,000 test samples x 128 features, 2 classes (untrained-mlp dataset, seed {seed})", specs.len())?;
-    writeln!(out, "{:<7} {:>10} {:>10} {:>10} {:>10} {:>6}", "probe", "ours train", "rms train", "ours test", "rms test", "iters")?;
+    writeln!(
+        out,
+        "{:<7} {:>10} {:>10} {:>10} {:>10} {:>6}",
+        "probe", "ours train", "rms train", "ours test", "rms test", "iters"
+    )?;
     let mut worst_train: f64 = 0.0;
     let mut worst_test: f64 = 0.0;
     for (i, s) in specs.iter().enumerate() {
@@ -94,9 +116,16 @@ pub fn probes(seed: u64, epochs: usize) -> anyhow::Result<String> {
         let te = r.test_error.unwrap_or(f64::NAN);
         worst_train = worst_train.max((r.train_error - base.train[i]).abs());
         worst_test = worst_test.max((te - base.test[i]).abs());
-        writeln!(out, "{:<7} {:>10.4} {:>10.4} {:>10.4} {:>10.4} {:>6}", s.name, r.train_error, base.train[i], te, base.test[i], r.iterations)?;
+        writeln!(
+            out,
+            "{:<7} {:>10.4} {:>10.4} {:>10.4} {:>10.4} {:>6}",
+            s.name, r.train_error, base.train[i], te, base.test[i], r.iterations
+        )?;
     }
-    writeln!(out, "largest |ours - rmsprop|: train error {worst_train:.4}, test error {worst_test:.4}")?;
+    writeln!(
+        out,
+        "largest |ours - rmsprop|: train error {worst_train:.4}, test error {worst_test:.4}"
+    )?;
     writeln!(out, "converged fit (L-BFGS, whitened): {ours_s:.3} s")?;
     writeln!(out, "RMSProp baseline ({epochs} epochs, batch 100, lr 1e-3, batched over probes): {base_s:.3} s")?;
     writeln!(out, "speed-up: {:.1}x", base_s / ours_s)?;

@@ -109,8 +109,11 @@ pub fn parse_device(spec: &str) -> Result<Device, ParamError> {
              `cargo build --release --features cuda` (needs the CUDA toolkit), or use --device cpu"
         )));
     }
-    Device::new_cuda(ordinal)
-        .map_err(|e| ParamError(format!("--device {spec}: no usable CUDA device {ordinal}: {e}")))
+    Device::new_cuda(ordinal).map_err(|e| {
+        ParamError(format!(
+            "--device {spec}: no usable CUDA device {ordinal}: {e}"
+        ))
+    })
 }
 
 /// Runs the command line; returns the process exit code (0 fine, 1 the run failed, 2 bad input).
@@ -148,7 +151,13 @@ pub fn presets_text() -> String {
             .iter()
             .map(|s| format!("{}={}", s.key, s.default))
             .collect();
-        out.push_str(&format!("{:<15} {}\n{:<15} {}\n", p.name(), p.about(), "", params.join(" ")));
+        out.push_str(&format!(
+            "{:<15} {}\n{:<15} {}\n",
+            p.name(),
+            p.about(),
+            "",
+            params.join(" ")
+        ));
     }
     out
 }
@@ -160,13 +169,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     preset.check(&params)?;
     let device = parse_device(&args.device)?;
     let graph = preset.graph(&params);
-    graph
-        .shapes()
-        .map_err(|e| ParamError(format!("preset {} with these parameters: {e}", preset.name())))?;
+    graph.shapes().map_err(|e| {
+        ParamError(format!(
+            "preset {} with these parameters: {e}",
+            preset.name()
+        ))
+    })?;
     let probes = preset.probes(&params, &graph, args.seed);
     // Everything is checked before the log is created: bad input leaves nothing half-written.
     let log = match &args.record {
-        Some(path) => Some(RunLogWriter::create(path, args.force).map_err(|e| ParamError(format!("{e}")))?),
+        Some(path) => {
+            Some(RunLogWriter::create(path, args.force).map_err(|e| ParamError(format!("{e}")))?)
+        }
         None => None,
     };
     let mut sink = Headless::new(log);

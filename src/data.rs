@@ -48,21 +48,35 @@ impl Dataset {
 }
 
 /// `n` samples of x ~ N(0, I_dim) as a `[n, dim]` tensor.
-pub fn gaussian(rng: &mut StdRng, n: usize, dim: usize, device: &Device) -> candle_core::Result<Tensor> {
+pub fn gaussian(
+    rng: &mut StdRng,
+    n: usize,
+    dim: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     Tensor::from_vec(rng::normal_vec(rng, n * dim, 1.0), (n, dim), device)
 }
 
 /// Labels `argmax_k (x W)_k` of scores `[n, K]` (K = 1 means the sign: label 1 where the score is positive).
 pub fn labels_from_scores(scores: &Tensor) -> candle_core::Result<Tensor> {
     if scores.dim(1)? == 1 {
-        scores.squeeze(1)?.gt(0f32)?.to_dtype(candle_core::DType::U32)
+        scores
+            .squeeze(1)?
+            .gt(0f32)?
+            .to_dtype(candle_core::DType::U32)
     } else {
         scores.argmax(1)
     }
 }
 
 /// The untrained-MLP task (sec 3.3): x ~ N(0, I_dim), y = 1 if x.w > 0 else 0, with w ~ N(0, I).
-pub fn sign_task(seed: u64, stream: &str, n: usize, dim: usize, device: &Device) -> candle_core::Result<Dataset> {
+pub fn sign_task(
+    seed: u64,
+    stream: &str,
+    n: usize,
+    dim: usize,
+    device: &Device,
+) -> candle_core::Result<Dataset> {
     let mut r = rng::stream(seed, stream);
     let w = Tensor::from_vec(rng::normal_vec(&mut r, dim, 1.0), (dim, 1), device)?;
     let x = gaussian(&mut r, n, dim, device)?;
@@ -81,7 +95,11 @@ pub fn argmax_task(
     device: &Device,
 ) -> candle_core::Result<Dataset> {
     let mut r = rng::stream(seed, stream);
-    let w = Tensor::from_vec(rng::normal_vec(&mut r, dim * classes, 1.0), (dim, classes), device)?;
+    let w = Tensor::from_vec(
+        rng::normal_vec(&mut r, dim * classes, 1.0),
+        (dim, classes),
+        device,
+    )?;
     let x = gaussian(&mut r, n, dim, device)?;
     let y = labels_from_scores(&x.matmul(&w)?)?;
     Ok(Dataset { x, y, classes })

@@ -69,7 +69,13 @@ pub enum Init {
 }
 
 impl Init {
-    fn draw(&self, rng: &mut rand::rngs::StdRng, n: usize, fan_in: usize, fan_out: usize) -> Vec<f32> {
+    fn draw(
+        &self,
+        rng: &mut rand::rngs::StdRng,
+        n: usize,
+        fan_in: usize,
+        fan_out: usize,
+    ) -> Vec<f32> {
         let (fi, fo) = (fan_in as f64, fan_out as f64);
         match self {
             Init::GlorotNormal => rng::normal_vec(rng, n, (2.0 / (fi + fo)).sqrt()),
@@ -303,7 +309,10 @@ impl Graph {
             index.insert(node.name.as_str(), i);
             shapes.push(shape);
         }
-        match index.get(self.output.as_str()).map(|&i| (&self.nodes[i].op, &shapes[i])) {
+        match index
+            .get(self.output.as_str())
+            .map(|&i| (&self.nodes[i].op, &shapes[i]))
+        {
             Some((Op::Linear { out, .. }, _)) if *out == self.classes => Ok(shapes),
             _ => Err(GraphError::BadOutput(self.output.clone())),
         }
@@ -331,7 +340,8 @@ impl Graph {
         };
         Ok(match &node.op {
             Op::Input { shape } => {
-                if shape.is_empty() || shape.contains(&0) || !(shape.len() == 1 || shape.len() == 3) {
+                if shape.is_empty() || shape.contains(&0) || !(shape.len() == 1 || shape.len() == 3)
+                {
                     return Err(err(format!(
                         "input shape {shape:?} must be [features] or [channels, height, width], all at least 1"
                     )));
@@ -346,7 +356,9 @@ impl Graph {
             Op::AuxHead { weight, .. } => {
                 flat(&ins[0])?;
                 if !(weight.is_finite() && *weight >= 0.0) {
-                    return Err(err(format!("weight {weight} must be finite and not negative")));
+                    return Err(err(format!(
+                        "weight {weight} must be finite and not negative"
+                    )));
                 }
                 vec![self.classes]
             }
@@ -393,7 +405,9 @@ impl Graph {
                 positive("kernel", *kernel)?;
                 positive("stride", *stride)?;
                 if h < kernel || w < kernel {
-                    return Err(err(format!("window {kernel} is larger than the input {h}x{w}")));
+                    return Err(err(format!(
+                        "window {kernel} is larger than the input {h}x{w}"
+                    )));
                 }
                 vec![*c, (h - kernel) / stride + 1, (w - kernel) / stride + 1]
             }
@@ -445,16 +459,26 @@ impl Graph {
     }
 
     /// Fan-in, fan-out and weight shape of a node with parameters.
-    fn param_shape(node: &Node, input: &[usize], classes: usize) -> Option<(usize, usize, Vec<usize>)> {
+    fn param_shape(
+        node: &Node,
+        input: &[usize],
+        classes: usize,
+    ) -> Option<(usize, usize, Vec<usize>)> {
         match &node.op {
             Op::Linear { out, .. } => Some((input[0], *out, vec![*out, input[0]])),
             Op::AuxHead { .. } => Some((input[0], classes, vec![classes, input[0]])),
             Op::Conv2d {
-                out_channels, kernel, ..
+                out_channels,
+                kernel,
+                ..
             } => {
                 let c = input[0];
                 let k2 = kernel * kernel;
-                Some((c * k2, out_channels * k2, vec![*out_channels, c, *kernel, *kernel]))
+                Some((
+                    c * k2,
+                    out_channels * k2,
+                    vec![*out_channels, c, *kernel, *kernel],
+                ))
             }
             _ => None,
         }
@@ -523,7 +547,14 @@ impl Model {
                 .iter()
                 .map(|n| graph.index_of(n).expect("validated"))
                 .collect();
-            let layer = match (&node.op, Graph::param_shape(node, ins.first().map(|&i| shapes[i].as_slice()).unwrap_or(&[]), graph.classes)) {
+            let layer = match (
+                &node.op,
+                Graph::param_shape(
+                    node,
+                    ins.first().map(|&i| shapes[i].as_slice()).unwrap_or(&[]),
+                    graph.classes,
+                ),
+            ) {
                 (Op::Linear { .. } | Op::AuxHead { .. }, Some((_, out, wshape))) => {
                     let vb = vb.pp(&node.name);
                     Layer::Linear(candle_nn::Linear::new(
@@ -663,7 +694,12 @@ impl Chain {
     }
 
     /// Adds an activation reading the last node.
-    pub fn activation(&mut self, name: impl Into<String>, activation: Activation, probe: bool) -> &mut Self {
+    pub fn activation(
+        &mut self,
+        name: impl Into<String>,
+        activation: Activation,
+        probe: bool,
+    ) -> &mut Self {
         let input = self.last();
         self.push(name, Op::Activation { input, activation }, probe)
     }
@@ -739,13 +775,66 @@ mod tests {
     fn shapes_flow_through_conv_pool_flatten_and_concat() {
         let g = Graph {
             nodes: vec![
-                Node { name: "input".into(), op: Op::Input { shape: vec![1, 28, 28] }, probe: true },
-                Node { name: "conv".into(), op: Op::Conv2d { input: "input".into(), out_channels: 4, kernel: 5, stride: 1, padding: 2, init: Init::GlorotNormal }, probe: true },
-                Node { name: "pool".into(), op: Op::MaxPool2d { input: "conv".into(), kernel: 2, stride: 2 }, probe: true },
-                Node { name: "flat".into(), op: Op::Flatten { input: "pool".into() }, probe: true },
-                Node { name: "a".into(), op: Op::Narrow { input: "flat".into(), start: 0, len: 10 }, probe: true },
-                Node { name: "cat".into(), op: Op::Concat { inputs: vec!["flat".into(), "a".into()] }, probe: true },
-                Node { name: "out".into(), op: Op::Linear { input: "cat".into(), out: 3, init: Init::HeNormal }, probe: true },
+                Node {
+                    name: "input".into(),
+                    op: Op::Input {
+                        shape: vec![1, 28, 28],
+                    },
+                    probe: true,
+                },
+                Node {
+                    name: "conv".into(),
+                    op: Op::Conv2d {
+                        input: "input".into(),
+                        out_channels: 4,
+                        kernel: 5,
+                        stride: 1,
+                        padding: 2,
+                        init: Init::GlorotNormal,
+                    },
+                    probe: true,
+                },
+                Node {
+                    name: "pool".into(),
+                    op: Op::MaxPool2d {
+                        input: "conv".into(),
+                        kernel: 2,
+                        stride: 2,
+                    },
+                    probe: true,
+                },
+                Node {
+                    name: "flat".into(),
+                    op: Op::Flatten {
+                        input: "pool".into(),
+                    },
+                    probe: true,
+                },
+                Node {
+                    name: "a".into(),
+                    op: Op::Narrow {
+                        input: "flat".into(),
+                        start: 0,
+                        len: 10,
+                    },
+                    probe: true,
+                },
+                Node {
+                    name: "cat".into(),
+                    op: Op::Concat {
+                        inputs: vec!["flat".into(), "a".into()],
+                    },
+                    probe: true,
+                },
+                Node {
+                    name: "out".into(),
+                    op: Op::Linear {
+                        input: "cat".into(),
+                        out: 3,
+                        init: Init::HeNormal,
+                    },
+                    probe: true,
+                },
             ],
             output: "out".into(),
             classes: 3,
@@ -766,7 +855,11 @@ mod tests {
     #[test]
     fn bad_graphs_name_the_node_and_the_problem() {
         let mut g = mlp();
-        g.nodes[1].op = Op::Linear { input: "nope".into(), out: 3, init: Init::GlorotNormal };
+        g.nodes[1].op = Op::Linear {
+            input: "nope".into(),
+            out: 3,
+            init: Init::GlorotNormal,
+        };
         assert_eq!(
             g.shapes().unwrap_err().to_string(),
             "node `fc1` reads `nope`, which is not a node defined before it"

@@ -69,7 +69,13 @@ impl ParamSpec {
     }
 
     /// A list-of-whole-numbers parameter.
-    pub fn list(key: &'static str, default: &[u64], min: u64, max: u64, help: &'static str) -> Self {
+    pub fn list(
+        key: &'static str,
+        default: &[u64],
+        min: u64,
+        max: u64,
+        help: &'static str,
+    ) -> Self {
         Self {
             key,
             default: ParamValue::List(default.to_vec()),
@@ -200,7 +206,8 @@ mod tests {
 
     #[test]
     fn sets_override_defaults_with_the_right_types() {
-        let p = Params::resolve("x", &specs(), &["depth=4".into(), "subsets=1,2,3".into()]).unwrap();
+        let p =
+            Params::resolve("x", &specs(), &["depth=4".into(), "subsets=1,2,3".into()]).unwrap();
         assert_eq!(p.usize("depth"), 4);
         assert_eq!(p.f64("slope"), 0.5);
         assert_eq!(p.list("subsets"), vec![1, 2, 3]);
@@ -219,12 +226,27 @@ mod tests {
     fn out_of_range_nan_and_malformed_values_are_refused() {
         for (set, msg) in [
             ("depth=0", "--set depth=0: depth must be between 1 and 1024"),
-            ("slope=NaN", "--set slope=NaN: slope must be between -10 and 10"),
-            ("depth=two", "--set depth=two: depth takes a whole number, got `two`"),
-            ("subsets=5,2000", "--set subsets=5,2000: subsets must be between 1 and 1000"),
-            ("depth", "--set depth: expected key=value, for example --set depth=32"),
+            (
+                "slope=NaN",
+                "--set slope=NaN: slope must be between -10 and 10",
+            ),
+            (
+                "depth=two",
+                "--set depth=two: depth takes a whole number, got `two`",
+            ),
+            (
+                "subsets=5,2000",
+                "--set subsets=5,2000: subsets must be between 1 and 1000",
+            ),
+            (
+                "depth",
+                "--set depth: expected key=value, for example --set depth=32",
+            ),
         ] {
-            assert_eq!(Params::resolve("p", &specs(), &[set.into()]).unwrap_err().0, msg);
+            assert_eq!(
+                Params::resolve("p", &specs(), &[set.into()]).unwrap_err().0,
+                msg
+            );
         }
     }
 }

@@ -228,12 +228,14 @@ impl Centring {
     pub fn to_raw(&self, theta: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let d = theta.dim(1)? - 1;
         let w = theta.narrow(1, 0, d)?.contiguous()?;
-        let b = theta.narrow(1, d, 1)?.sub(&self.mean.contiguous()?.matmul(&w)?)?;
+        let b = theta
+            .narrow(1, d, 1)?
+            .sub(&self.mean.contiguous()?.matmul(&w)?)?;
         Ok((w, b))
     }
 
     /// Raw `(W [B, d, K], b [B, 1, K])` to centred parameters `[B, d + 1, K]`.
-    pub fn from_raw(&self, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn centre_params(&self, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
         let bs = b.add(&self.mean.contiguous()?.matmul(w)?)?;
         Tensor::cat(&[w, &bs], 1)
     }
@@ -342,7 +344,8 @@ impl Preconditioner {
         }
         let gram = z.transpose(1, 2)?.matmul(z)?.affine(1.0 / n as f64, 0.0)?;
         let gram: Vec<Vec<Vec<f32>>> = gram.to_vec3()?;
-        let (mut linv, mut linv_t, mut l_t, mut vars) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut linv, mut linv_t, mut l_t, mut vars) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for g in gram {
             let mut a: Vec<f64> = g.concat().into_iter().map(f64::from).collect();
             let var = floor_var((0..p).map(|i| a[i * p + i]).collect());
@@ -470,7 +473,7 @@ fn col(v: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 fn host(v: &Tensor) -> candle_core::Result<Vec<f64>> {
-    Ok(v.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    v.to_dtype(DType::F64)?.to_vec1::<f64>()
 }
 
 fn to_dev(v: &[f64], dev: &Device) -> candle_core::Result<Tensor> {
@@ -499,7 +502,8 @@ pub fn fit_converged(
         let bytes = n * (d + 1) * 4;
         match batches.last_mut() {
             Some(b)
-                if train.x[b[0]].dim(1)? == d && (b.len() + 1) * bytes <= cfg.batch_bytes.max(bytes) =>
+                if train.x[b[0]].dim(1)? == d
+                    && (b.len() + 1) * bytes <= cfg.batch_bytes.max(bytes) =>
             {
                 b.push(i)
             }
@@ -509,12 +513,24 @@ pub fn fit_converged(
     let y_train = one_hot(&train.y, classes)?;
     let y_val = val.map(|v| one_hot(&v.y, classes)).transpose()?;
     for batch in batches {
-        let fitted = fit_batch(&batch, train, &y_train, val.zip(y_val.as_ref()), test, classes, warm, cfg)?;
+        let fitted = fit_batch(
+            &batch,
+            train,
+            &y_train,
+            val.zip(y_val.as_ref()),
+            test,
+            classes,
+            warm,
+            cfg,
+        )?;
         for (i, f) in batch.into_iter().zip(fitted) {
             out[i] = Some(f);
         }
     }
-    Ok(out.into_iter().map(|f| f.expect("every probe fitted")).collect())
+    Ok(out
+        .into_iter()
+        .map(|f| f.expect("every probe fitted"))
+        .collect())
 }
 
 fn stack(xs: &[Tensor], idx: &[usize]) -> candle_core::Result<Tensor> {
@@ -558,7 +574,7 @@ fn fit_batch(
                 ws.push(Tensor::from_slice(&p.weight, (d, classes), &dev)?);
                 bs.push(Tensor::from_slice(&p.bias, (1, classes), &dev)?);
             }
-            st.from_raw(&Tensor::stack(&ws, 0)?, &Tensor::stack(&bs, 0)?)?
+            st.centre_params(&Tensor::stack(&ws, 0)?, &Tensor::stack(&bs, 0)?)?
         }
         None => Tensor::zeros((b, d + 1, classes), DType::F32, &dev)?,
     };
@@ -607,7 +623,9 @@ fn fit_batch(
                     }
                 }
                 if better.iter().any(|&v| v > 0.0) {
-                    let m = col(&to_dev(&better, &dev)?)?.broadcast_as(theta.shape())?.ne(0f32)?;
+                    let m = col(&to_dev(&better, &dev)?)?
+                        .broadcast_as(theta.shape())?
+                        .ne(0f32)?;
                     best_theta = m.where_cond(&theta, &best_theta)?;
                 }
             }
@@ -650,10 +668,19 @@ fn fit_batch(
         }
         let mut dir = r.neg()?;
         let mut gd = host(&dot(&g, &dir)?)?;
-        if gd.iter().zip(&active).any(|(v, &a)| a && !(*v < 0.0)) {
+        if gd
+            .iter()
+            .zip(&active)
+            .any(|(v, &a)| a && (v.is_nan() || *v >= 0.0))
+        {
             // Not a descent direction for some problem (lost curvature): restart it along -g.
-            let bad: Vec<f64> = gd.iter().map(|v| if *v < 0.0 { 0.0 } else { 1.0 }).collect();
-            let m = col(&to_dev(&bad, &dev)?)?.broadcast_as(dir.shape())?.ne(0f32)?;
+            let bad: Vec<f64> = gd
+                .iter()
+                .map(|v| if *v < 0.0 { 0.0 } else { 1.0 })
+                .collect();
+            let m = col(&to_dev(&bad, &dev)?)?
+                .broadcast_as(dir.shape())?
+                .ne(0f32)?;
             let norm = dot(&g, &g)?.sqrt()?.maximum(1e-12f32)?;
             let sd = g.broadcast_div(&col(&norm)?)?.neg()?;
             dir = m.where_cond(&sd, &dir)?;
@@ -700,7 +727,9 @@ fn fit_batch(
         let s = (&theta_n - &theta)?;
         let yv = (&g_n - &g)?;
         let ys = dot(&s, &yv)?;
-        let rho = ys.gt(1e-20f32)?.where_cond(&ys.maximum(1e-20f32)?.recip()?, &ys.zeros_like()?)?;
+        let rho = ys
+            .gt(1e-20f32)?
+            .where_cond(&ys.maximum(1e-20f32)?.recip()?, &ys.zeros_like()?)?;
         hist.push_back((s, yv, rho));
         if hist.len() > cfg.memory {
             hist.pop_front();
@@ -732,8 +761,12 @@ fn fit_batch(
         // A last check, then report each probe at its best validation error.
         let (vs, _) = val.expect("validation split");
         let ev = errors(&zv.matmul(&to_theta(&theta)?)?, &vs.y)?;
-        let better: Vec<f64> = (0..b).map(|k| if ev[k] < best_val[k] { 1.0 } else { 0.0 }).collect();
-        let m = col(&to_dev(&better, &dev)?)?.broadcast_as(theta.shape())?.ne(0f32)?;
+        let better: Vec<f64> = (0..b)
+            .map(|k| if ev[k] < best_val[k] { 1.0 } else { 0.0 })
+            .collect();
+        let m = col(&to_dev(&better, &dev)?)?
+            .broadcast_as(theta.shape())?
+            .ne(0f32)?;
         theta = m.where_cond(&theta, &best_theta)?;
         logits = z.matmul(&to_theta(&theta)?)?;
     }
@@ -794,7 +827,11 @@ pub fn evaluate(probe: &LinearProbe, x: &Tensor, y: &Tensor) -> candle_core::Res
     let dev = x.device();
     let w = Tensor::from_slice(&probe.weight, (probe.width, probe.classes), dev)?;
     let b = Tensor::from_slice(&probe.bias, (1, probe.classes), dev)?;
-    let logits = x.to_dtype(DType::F32)?.matmul(&w)?.broadcast_add(&b)?.unsqueeze(0)?;
+    let logits = x
+        .to_dtype(DType::F32)?
+        .matmul(&w)?
+        .broadcast_add(&b)?
+        .unsqueeze(0)?;
     let e = errors(&logits, y)?[0];
     let l = host(&cross_entropy(&logits, &one_hot(y, probe.classes)?)?)?[0];
     Ok((e, l))
@@ -813,7 +850,13 @@ pub struct ActivationStats {
 pub fn activation_stats(x: &Tensor) -> candle_core::Result<ActivationStats> {
     let x = x.flatten_from(1)?.to_dtype(DType::F32)?;
     let mean_norm = x.sqr()?.sum(1)?.sqrt()?.mean_all()?.to_scalar::<f32>()? as f64;
-    let alive = x.abs()?.max(0)?.gt(0f32)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()?;
+    let alive = x
+        .abs()?
+        .max(0)?
+        .gt(0f32)?
+        .to_dtype(DType::F32)?
+        .mean_all()?
+        .to_scalar::<f32>()?;
     Ok(ActivationStats {
         mean_norm,
         dead_fraction: 1.0 - alive as f64,
@@ -825,7 +868,8 @@ pub fn activation_stats(x: &Tensor) -> candle_core::Result<ActivationStats> {
 fn safe_std(var: &Tensor) -> candle_core::Result<Tensor> {
     let std = var.sqrt()?;
     let floor = std.max_keepdim(1)?.affine(1e-6, 1e-30)?;
-    std.broadcast_gt(&floor)?.where_cond(&std, &std.ones_like()?)
+    std.broadcast_gt(&floor)?
+        .where_cond(&std, &std.ones_like()?)
 }
 
 /// Settings of the online probes.
@@ -924,9 +968,17 @@ impl OnlineProbes {
 
     /// One update of every probe on a minibatch: `taps[i]` is probe i's tap output (any shape
     /// `[n, ...]`; it is detached and its subset selected here), `y` the labels.
-    pub fn update(&mut self, taps: &[Tensor], y: &Tensor) -> candle_core::Result<Vec<OnlineReading>> {
+    pub fn update(
+        &mut self,
+        taps: &[Tensor],
+        y: &Tensor,
+    ) -> candle_core::Result<Vec<OnlineReading>> {
         if taps.len() != self.probes.len() {
-            candle_core::bail!("{} taps given for {} online probes", taps.len(), self.probes.len());
+            candle_core::bail!(
+                "{} taps given for {} online probes",
+                taps.len(),
+                self.probes.len()
+            );
         }
         self.steps += 1;
         let t = self.steps as i32;
@@ -947,8 +999,11 @@ impl OnlineProbes {
             };
             let std_safe = safe_std(&var)?;
             let z = x.broadcast_sub(&mean)?.broadcast_div(&std_safe)?;
-            let z = Tensor::cat(&[&z, &Tensor::ones((z.dim(0)?, 1), DType::F32, z.device())?], 1)?
-                .unsqueeze(0)?;
+            let z = Tensor::cat(
+                &[&z, &Tensor::ones((z.dim(0)?, 1), DType::F32, z.device())?],
+                1,
+            )?
+            .unsqueeze(0)?;
             p.mean = Some(mean);
             p.var = Some(var);
             let theta = p.theta.unsqueeze(0)?;
@@ -989,7 +1044,10 @@ impl OnlineProbes {
                 let (w, b) = match (&p.mean, &p.var) {
                     (Some(mean), Some(var)) => {
                         // logits = ((x - mean) / std) W_s + b_s = x (W_s / std) + (b_s - mean W).
-                        let w = p.theta.narrow(0, 0, d)?.broadcast_div(&safe_std(var)?.t()?)?;
+                        let w = p
+                            .theta
+                            .narrow(0, 0, d)?
+                            .broadcast_div(&safe_std(var)?.t()?)?;
                         let b = p.theta.narrow(0, d, 1)?.sub(&mean.matmul(&w)?)?;
                         (w, b)
                     }

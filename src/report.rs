@@ -31,7 +31,11 @@ impl Headless {
     }
 
     /// Prints to the given writers (tests).
-    pub fn with_writers(log: Option<RunLogWriter>, out: Box<dyn Write>, err: Box<dyn Write>) -> Self {
+    pub fn with_writers(
+        log: Option<RunLogWriter>,
+        out: Box<dyn Write>,
+        err: Box<dyn Write>,
+    ) -> Self {
         Self { log, out, err }
     }
 }
@@ -63,9 +67,19 @@ pub fn table(s: &Summary) -> String {
         s.label,
         s.datasets,
         if many { "s" } else { "" },
-        if many { "; mean ± standard deviation over datasets" } else { "" }
+        if many {
+            "; mean ± standard deviation over datasets"
+        } else {
+            ""
+        }
     ));
-    let w = s.probes.iter().map(|p| p.probe.len()).max().unwrap_or(5).max(5);
+    let w = s
+        .probes
+        .iter()
+        .map(|p| p.probe.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     out.push_str(&format!(
         "{:<w$}  {:>8}  {:>15}  {:>15}  {:>10}\n",
         "probe", "features", "train error", "test error", "mean norm"

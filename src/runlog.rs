@@ -295,7 +295,8 @@ impl RunLog {
 /// any other bad line is an error naming the file and the line.
 pub fn read(path: &Path) -> anyhow::Result<RunLog> {
     let name = path.display();
-    let file = File::open(path).map_err(|e| anyhow::anyhow!("{name}: cannot open the run log: {e}"))?;
+    let file =
+        File::open(path).map_err(|e| anyhow::anyhow!("{name}: cannot open the run log: {e}"))?;
     let mut reader = BufReader::new(file);
     let mut lines: Vec<(usize, Vec<u8>, bool)> = Vec::new();
     let mut buf = Vec::new();
@@ -353,7 +354,9 @@ pub fn read(path: &Path) -> anyhow::Result<RunLog> {
     let mut it = records.into_iter();
     let header = match it.next() {
         Some(Record::Run(h)) => h,
-        _ => anyhow::bail!("{name}: not a probescope run log (the first line is not a `run` record)"),
+        _ => {
+            anyhow::bail!("{name}: not a probescope run log (the first line is not a `run` record)")
+        }
     };
     if header.schema_version > SCHEMA_VERSION {
         anyhow::bail!(

@@ -5,7 +5,10 @@ use std::process::Command;
 use probescope::runlog::{self, EndStatus, Record};
 
 fn probescope(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_probescope")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -17,12 +20,35 @@ fn probescope(args: &[&str]) -> (i32, String, String) {
 fn bad_input_gets_exit_code_2_and_a_message_naming_it() {
     for (args, needle) in [
         (vec!["run", "nope"], "unknown preset `nope`"),
-        (vec!["run", "untrained-mlp", "--set", "dpeth=3"], "valid keys: datasets, depth"),
-        (vec!["run", "untrained-mlp", "--set", "depth=0"], "depth must be between 1 and 1024"),
-        (vec!["run", "untrained-mlp", "--set", "slope=NaN"], "slope must be between"),
-        (vec!["run", "feature-subset", "--set", "subsets=10,5000"], "larger than the layer's 1000 features"),
-        (vec!["run", "untrained-mlp", "--device", "tpu"], "--device tpu: expected cpu, cuda or cuda:N"),
-        (vec!["run", "untrained-mlp", "--record", "/nonexistent-dir/r.jsonl"], "--record /nonexistent-dir/r.jsonl: cannot create"),
+        (
+            vec!["run", "untrained-mlp", "--set", "dpeth=3"],
+            "valid keys: datasets, depth",
+        ),
+        (
+            vec!["run", "untrained-mlp", "--set", "depth=0"],
+            "depth must be between 1 and 1024",
+        ),
+        (
+            vec!["run", "untrained-mlp", "--set", "slope=NaN"],
+            "slope must be between",
+        ),
+        (
+            vec!["run", "feature-subset", "--set", "subsets=10,5000"],
+            "larger than the layer's 1000 features",
+        ),
+        (
+            vec!["run", "untrained-mlp", "--device", "tpu"],
+            "--device tpu: expected cpu, cuda or cuda:N",
+        ),
+        (
+            vec![
+                "run",
+                "untrained-mlp",
+                "--record",
+                "/nonexistent-dir/r.jsonl",
+            ],
+            "--record /nonexistent-dir/r.jsonl: cannot create",
+        ),
     ] {
         let (code, _, err) = probescope(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -46,8 +72,21 @@ fn a_recorded_run_prints_the_table_and_its_log_reads_back_complete() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.jsonl");
     let (code, out, err) = probescope(&[
-        "run", "untrained-mlp", "--headless", "--record", path.to_str().unwrap(),
-        "--set", "datasets=2", "--set", "depth=4", "--set", "train=1000", "--set", "test=500", "--seed", "7",
+        "run",
+        "untrained-mlp",
+        "--headless",
+        "--record",
+        path.to_str().unwrap(),
+        "--set",
+        "datasets=2",
+        "--set",
+        "depth=4",
+        "--set",
+        "train=1000",
+        "--set",
+        "test=500",
+        "--seed",
+        "7",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("probe") && out.contains("h04"), "{out}");
@@ -56,7 +95,10 @@ fn a_recorded_run_prints_the_table_and_its_log_reads_back_complete() {
     assert_eq!(log.header.preset, "untrained-mlp");
     assert_eq!(log.header.seed, 7);
     assert_eq!(log.header.probes.len(), 5);
-    assert_eq!(log.header.params["depth"], probescope::params::ParamValue::Int(4));
+    assert_eq!(
+        log.header.params["depth"],
+        probescope::params::ParamValue::Int(4)
+    );
     assert_eq!(log.snapshots().count(), 2);
     assert_eq!(log.summaries().count(), 1);
     assert_eq!(log.end().unwrap().status, EndStatus::Finished);
@@ -70,12 +112,28 @@ fn a_recorded_run_prints_the_table_and_its_log_reads_back_complete() {
     // The same seed gives the same numbers.
     let again = dir.path().join("again.jsonl");
     let (code, _, _) = probescope(&[
-        "run", "untrained-mlp", "--record", again.to_str().unwrap(),
-        "--set", "datasets=2", "--set", "depth=4", "--set", "train=1000", "--set", "test=500", "--seed", "7",
+        "run",
+        "untrained-mlp",
+        "--record",
+        again.to_str().unwrap(),
+        "--set",
+        "datasets=2",
+        "--set",
+        "depth=4",
+        "--set",
+        "train=1000",
+        "--set",
+        "test=500",
+        "--seed",
+        "7",
     ]);
     assert_eq!(code, 0);
     let a: Vec<_> = log.snapshots().map(|s| s.probes.clone()).collect();
-    let b: Vec<_> = runlog::read(&again).unwrap().snapshots().map(|s| s.probes.clone()).collect();
+    let b: Vec<_> = runlog::read(&again)
+        .unwrap()
+        .snapshots()
+        .map(|s| s.probes.clone())
+        .collect();
     assert_eq!(a, b);
 }
 
@@ -84,14 +142,28 @@ fn a_torn_last_line_is_skipped_with_a_warning_and_other_damage_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.jsonl");
     let (code, _, _) = probescope(&[
-        "run", "untrained-mlp", "--record", path.to_str().unwrap(),
-        "--set", "datasets=1", "--set", "depth=2", "--set", "train=500", "--set", "test=100",
+        "run",
+        "untrained-mlp",
+        "--record",
+        path.to_str().unwrap(),
+        "--set",
+        "datasets=1",
+        "--set",
+        "depth=2",
+        "--set",
+        "train=500",
+        "--set",
+        "test=100",
     ]);
     assert_eq!(code, 0);
     let full = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = full.lines().collect();
     // Cut the file in the middle of its last line, as a kill -9 during a write would.
-    let torn = format!("{}\n{}", lines[..lines.len() - 1].join("\n"), &lines[lines.len() - 1][..10]);
+    let torn = format!(
+        "{}\n{}",
+        lines[..lines.len() - 1].join("\n"),
+        &lines[lines.len() - 1][..10]
+    );
     std::fs::write(&path, &torn).unwrap();
     let log = runlog::read(&path).unwrap();
     assert_eq!(log.warnings.len(), 1, "{:?}", log.warnings);
@@ -100,13 +172,26 @@ fn a_torn_last_line_is_skipped_with_a_warning_and_other_damage_is_an_error() {
 
     let not_log = dir.path().join("notes.txt");
     std::fs::write(&not_log, "hello\n").unwrap();
-    assert!(runlog::read(&not_log).unwrap_err().to_string().contains("not a probescope run log"));
+    assert!(runlog::read(&not_log)
+        .unwrap_err()
+        .to_string()
+        .contains("not a probescope run log"));
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
-    assert!(runlog::read(&empty).unwrap_err().to_string().contains("empty"));
+    assert!(runlog::read(&empty)
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
     let newer = dir.path().join("newer.jsonl");
-    std::fs::write(&newer, full.replacen("\"schema_version\":1", "\"schema_version\":99", 1)).unwrap();
-    assert!(runlog::read(&newer).unwrap_err().to_string().contains("upgrade probescope"));
+    std::fs::write(
+        &newer,
+        full.replacen("\"schema_version\":1", "\"schema_version\":99", 1),
+    )
+    .unwrap();
+    assert!(runlog::read(&newer)
+        .unwrap_err()
+        .to_string()
+        .contains("upgrade probescope"));
 }
 
 #[test]
@@ -116,5 +201,8 @@ fn presets_lists_every_preset_with_its_defaults() {
     for name in ["untrained-mlp", "bifurcation", "feature-subset"] {
         assert!(out.contains(name), "{out}");
     }
-    assert!(out.contains("datasets=100") && out.contains("slope=0.5"), "{out}");
+    assert!(
+        out.contains("datasets=100") && out.contains("slope=0.5"),
+        "{out}"
+    );
 }

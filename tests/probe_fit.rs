@@ -39,37 +39,58 @@ fn objective(x: &[f32], y: &[u32], d: usize, w: &[f64], b: &[f64], l2: f64) -> f
     let var: Vec<f64> = (0..d)
         .map(|j| {
             let m = (0..n).map(|i| x[i * d + j] as f64).sum::<f64>() / n as f64;
-            (0..n).map(|i| (x[i * d + j] as f64 - m).powi(2)).sum::<f64>() / n as f64
+            (0..n)
+                .map(|i| (x[i * d + j] as f64 - m).powi(2))
+                .sum::<f64>()
+                / n as f64
         })
         .collect();
     let mut ce = 0.0;
     for i in 0..n {
         let z: Vec<f64> = (0..2)
-            .map(|k| b[k] + (0..d).map(|j| x[i * d + j] as f64 * w[j * 2 + k]).sum::<f64>())
+            .map(|k| {
+                b[k] + (0..d)
+                    .map(|j| x[i * d + j] as f64 * w[j * 2 + k])
+                    .sum::<f64>()
+            })
             .collect();
         let m = z[0].max(z[1]);
         let lse = m + ((z[0] - m).exp() + (z[1] - m).exp()).ln();
         ce += lse - z[y[i] as usize];
     }
-    let reg: f64 = (0..d).map(|j| var[j] * (w[j * 2].powi(2) + w[j * 2 + 1].powi(2))).sum();
+    let reg: f64 = (0..d)
+        .map(|j| var[j] * (w[j * 2].powi(2) + w[j * 2 + 1].powi(2)))
+        .sum();
     ce / n as f64 + l2 / 2.0 * reg
 }
 
 /// An independent solver: plain gradient descent in f64 on standardised features, many steps.
 fn reference_solution(x: &[f32], y: &[u32], d: usize, l2: f64) -> (Vec<f64>, Vec<f64>) {
     let n = y.len();
-    let mean: Vec<f64> = (0..d).map(|j| (0..n).map(|i| x[i * d + j] as f64).sum::<f64>() / n as f64).collect();
-    let sd: Vec<f64> = (0..d)
-        .map(|j| ((0..n).map(|i| (x[i * d + j] as f64 - mean[j]).powi(2)).sum::<f64>() / n as f64).sqrt())
+    let mean: Vec<f64> = (0..d)
+        .map(|j| (0..n).map(|i| x[i * d + j] as f64).sum::<f64>() / n as f64)
         .collect();
-    let z: Vec<f64> = (0..n * d).map(|k| (x[k] as f64 - mean[k % d]) / sd[k % d]).collect();
+    let sd: Vec<f64> = (0..d)
+        .map(|j| {
+            ((0..n)
+                .map(|i| (x[i * d + j] as f64 - mean[j]).powi(2))
+                .sum::<f64>()
+                / n as f64)
+                .sqrt()
+        })
+        .collect();
+    let z: Vec<f64> = (0..n * d)
+        .map(|k| (x[k] as f64 - mean[k % d]) / sd[k % d])
+        .collect();
     let mut w = vec![0f64; d * 2];
     let mut b = [0f64; 2];
     for _ in 0..20_000 {
         let mut gw = vec![0f64; d * 2];
         let mut gb = [0f64; 2];
         for i in 0..n {
-            let s: Vec<f64> = (0..2).map(|k| b[k] + (0..d).map(|j| z[i * d + j] * w[j * 2 + k]).sum::<f64>()).collect();
+            let s: Vec<f64> = (0..2)
+                .map(|k| b[k] + (0..d).map(|j| z[i * d + j] * w[j * 2 + k]).sum::<f64>())
+                .collect();
             let m = s[0].max(s[1]);
             let e = [(s[0] - m).exp(), (s[1] - m).exp()];
             for k in 0..2 {
@@ -89,7 +110,9 @@ fn reference_solution(x: &[f32], y: &[u32], d: usize, l2: f64) -> (Vec<f64>, Vec
     }
     // Back to raw features: z_j = (x_j - mean_j) / sd_j.
     let w_raw: Vec<f64> = (0..d * 2).map(|k| w[k] / sd[k / 2]).collect();
-    let b_raw: Vec<f64> = (0..2).map(|c| b[c] - (0..d).map(|j| mean[j] * w_raw[j * 2 + c]).sum::<f64>()).collect();
+    let b_raw: Vec<f64> = (0..2)
+        .map(|c| b[c] - (0..d).map(|j| mean[j] * w_raw[j * 2 + c]).sum::<f64>())
+        .collect();
     (w_raw, b_raw)
 }
 
@@ -98,7 +121,10 @@ fn converged_fit_matches_an_independent_gradient_descent_solution() {
     let d = 3;
     let (x, y) = overlapping(300, d, 1, &[1.0, 3.0, 0.2]);
     let l2 = 0.05;
-    let cfg = FitConfig { l2, ..FitConfig::default() };
+    let cfg = FitConfig {
+        l2,
+        ..FitConfig::default()
+    };
     let fitted = probe::fit_converged(&split(&x, &y, d), None, None, 2, None, &cfg).unwrap();
     let p = &fitted[0].probe;
     let w: Vec<f64> = p.weight.iter().map(|&v| v as f64).collect();
@@ -106,12 +132,18 @@ fn converged_fit_matches_an_independent_gradient_descent_solution() {
     let (w_ref, b_ref) = reference_solution(&x, &y, d, l2);
     let ours = objective(&x, &y, d, &w, &b, l2);
     let reference = objective(&x, &y, d, &w_ref, &b_ref, l2);
-    assert!((ours - reference).abs() < 1e-5, "objective {ours} vs reference {reference}");
+    assert!(
+        (ours - reference).abs() < 1e-5,
+        "objective {ours} vs reference {reference}"
+    );
     // Softmax logits are defined up to a shift per sample; compare the class differences.
     for j in 0..d {
         let ours = w[j * 2 + 1] - w[j * 2];
         let theirs = w_ref[j * 2 + 1] - w_ref[j * 2];
-        assert!((ours - theirs).abs() < 2e-3 * (1.0 + theirs.abs()), "feature {j}: {ours} vs {theirs}");
+        assert!(
+            (ours - theirs).abs() < 2e-3 * (1.0 + theirs.abs()),
+            "feature {j}: {ours} vs {theirs}"
+        );
     }
     assert!(fitted[0].reading.converged);
     assert!((fitted[0].reading.train_loss - reference).abs() < 0.05);
@@ -122,8 +154,18 @@ fn separable_data_reaches_zero_training_error() {
     let mut r = rng::stream(3, "sep");
     let n = 400;
     let x = rng::normal_vec(&mut r, n * 5, 1.0);
-    let y: Vec<u32> = (0..n).map(|i| u32::from(x[i * 5] - x[i * 5 + 3] > 0.0)).collect();
-    let f = probe::fit_converged(&split(&x, &y, 5), None, None, 2, None, &FitConfig::default()).unwrap();
+    let y: Vec<u32> = (0..n)
+        .map(|i| u32::from(x[i * 5] - x[i * 5 + 3] > 0.0))
+        .collect();
+    let f = probe::fit_converged(
+        &split(&x, &y, 5),
+        None,
+        None,
+        2,
+        None,
+        &FitConfig::default(),
+    )
+    .unwrap();
     assert_eq!(f[0].reading.train_error, 0.0);
 }
 
@@ -139,7 +181,11 @@ fn errors_do_not_depend_on_the_scale_of_the_features() {
     assert!((a[0].reading.train_loss - b[0].reading.train_loss).abs() < 1e-4);
     // The raw weights scale inversely with the features.
     for (wa, wb) in a[0].probe.weight.iter().zip(&b[0].probe.weight) {
-        assert!((wa - wb * 1e-7).abs() < 1e-3 * wa.abs().max(1e-2), "{wa} vs {}", wb * 1e-7);
+        assert!(
+            (wa - wb * 1e-7).abs() < 1e-3 * wa.abs().max(1e-2),
+            "{wa} vs {}",
+            wb * 1e-7
+        );
     }
 }
 
@@ -158,7 +204,10 @@ fn batched_fit_of_many_probes_equals_fitting_each_alone() {
     let cfg = FitConfig::default();
     let together = probe::fit_converged(&both, None, None, 2, None, &cfg).unwrap();
     let alone = probe::fit_converged(&split(&x2, &y, d), None, None, 2, None, &cfg).unwrap();
-    assert_eq!(together[1].reading.train_error, alone[0].reading.train_error);
+    assert_eq!(
+        together[1].reading.train_error,
+        alone[0].reading.train_error
+    );
     assert!((together[1].reading.train_loss - alone[0].reading.train_loss).abs() < 1e-5);
 }
 
@@ -171,7 +220,11 @@ fn a_warm_start_from_the_optimum_stays_there() {
     let cold = probe::fit_converged(&s, None, None, 2, None, &cfg).unwrap();
     let warm_from = vec![cold[0].probe.clone()];
     let warm = probe::fit_converged(&s, None, None, 2, Some(&warm_from), &cfg).unwrap();
-    assert!(warm[0].reading.iterations <= 2, "{} iterations", warm[0].reading.iterations);
+    assert!(
+        warm[0].reading.iterations <= 2,
+        "{} iterations",
+        warm[0].reading.iterations
+    );
     assert_eq!(warm[0].reading.train_error, cold[0].reading.train_error);
 }
 
@@ -180,7 +233,15 @@ fn the_raw_probe_reproduces_the_reported_errors() {
     let d = 3;
     let (x, y) = overlapping(400, d, 6, &[2.0, 0.5, 1.0]);
     let (xt, yt) = overlapping(400, d, 7, &[2.0, 0.5, 1.0]);
-    let f = probe::fit_converged(&split(&x, &y, d), Some(&split(&xt, &yt, d)), Some(&split(&xt, &yt, d)), 2, None, &FitConfig::default()).unwrap();
+    let f = probe::fit_converged(
+        &split(&x, &y, d),
+        Some(&split(&xt, &yt, d)),
+        Some(&split(&xt, &yt, d)),
+        2,
+        None,
+        &FitConfig::default(),
+    )
+    .unwrap();
     let te = split(&xt, &yt, d);
     let (err, _) = probe::evaluate(&f[0].probe, &te.x[0], &te.y).unwrap();
     assert_eq!(Some(err), f[0].reading.test_error);
@@ -191,12 +252,23 @@ fn the_raw_probe_reproduces_the_reported_errors() {
 fn online_probes_learn_a_linear_rule_from_minibatches() {
     let d = 6;
     let spec = ProbeSpec::full("x", d);
-    let mut online = OnlineProbes::new(vec![spec], 2, &Device::Cpu, OnlineConfig { lr: 1e-2, ..Default::default() }).unwrap();
+    let mut online = OnlineProbes::new(
+        vec![spec],
+        2,
+        &Device::Cpu,
+        OnlineConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut r = rng::stream(9, "online");
     let mut last = 1.0;
     for _ in 0..300 {
         let x = rng::normal_vec(&mut r, 64 * d, 1.0);
-        let y: Vec<u32> = (0..64).map(|i| u32::from(x[i * d] + 0.5 * x[i * d + 2] > 0.0)).collect();
+        let y: Vec<u32> = (0..64)
+            .map(|i| u32::from(x[i * d] + 0.5 * x[i * d + 2] > 0.0))
+            .collect();
         let xt = Tensor::from_slice(&x, (64, d), &Device::Cpu).unwrap();
         let yt = Tensor::from_slice(&y, 64, &Device::Cpu).unwrap();
         last = online.update(&[xt], &yt).unwrap()[0].smoothed_error;
@@ -204,7 +276,9 @@ fn online_probes_learn_a_linear_rule_from_minibatches() {
     assert!(last < 0.1, "smoothed online error {last}");
     // The exported raw-space probe classifies fresh data as well.
     let x = rng::normal_vec(&mut r, 1000 * d, 1.0);
-    let y: Vec<u32> = (0..1000).map(|i| u32::from(x[i * d] + 0.5 * x[i * d + 2] > 0.0)).collect();
+    let y: Vec<u32> = (0..1000)
+        .map(|i| u32::from(x[i * d] + 0.5 * x[i * d + 2] > 0.0))
+        .collect();
     let (err, _) = probe::evaluate(
         &online.probes().unwrap()[0],
         &Tensor::from_slice(&x, (1000, d), &Device::Cpu).unwrap(),

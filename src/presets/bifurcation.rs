@@ -12,7 +12,9 @@ use candle_nn::{Optimizer, VarBuilder};
 use crate::data::{self, Dataset};
 use crate::graph::{Activation, Graph, Init, Model, Node, Op};
 use crate::params::{ParamError, ParamSpec, Params};
-use crate::probe::{self, FitConfig, LinearProbe, OnlineConfig, OnlineProbes, ProbeReading, ProbeSpec, Split};
+use crate::probe::{
+    self, FitConfig, LinearProbe, OnlineConfig, OnlineProbes, ProbeReading, ProbeSpec, Split,
+};
 use crate::runlog::{ModelMetrics, Record, Snapshot, SnapshotKind, TapReading};
 
 use super::{Preset, RunCtx};
@@ -76,7 +78,9 @@ pub fn graph(half: usize, upper: (usize, usize), lower: (usize, usize)) -> Graph
     let lo = branch(&mut nodes, "lower", "lower_in", lower.0, lower.1);
     nodes.push(Node {
         name: "concat".into(),
-        op: Op::Concat { inputs: vec![up, lo] },
+        op: Op::Concat {
+            inputs: vec![up, lo],
+        },
         probe: true,
     });
     nodes.push(Node {
@@ -110,7 +114,11 @@ pub(crate) fn converged_snapshot(
     test: &Dataset,
     warm: Option<&[LinearProbe]>,
     fit: &FitConfig,
-) -> candle_core::Result<(Vec<probe::Fitted>, Vec<probe::ActivationStats>, ModelMetrics)> {
+) -> candle_core::Result<(
+    Vec<probe::Fitted>,
+    Vec<probe::ActivationStats>,
+    ModelMetrics,
+)> {
     let g = model.graph();
     let outs_tr = model.forward(&train.x)?;
     let outs_te = model.forward(&test.x)?;
@@ -122,11 +130,10 @@ pub(crate) fn converged_snapshot(
         x: features(g, specs, &outs_te)?,
         y: test.y.clone(),
     };
-    let stats = tr
-        .x
-        .iter()
-        .map(probe::activation_stats)
-        .collect::<candle_core::Result<Vec<_>>>()?;
+    let stats =
+        tr.x.iter()
+            .map(probe::activation_stats)
+            .collect::<candle_core::Result<Vec<_>>>()?;
     let fitted = probe::fit_converged(&tr, None, Some(&te), train.classes, warm, fit)?;
     let err = |logits: &Tensor, y: &Tensor| -> candle_core::Result<f64> {
         Ok(probe::errors(&logits.unsqueeze(0)?, y)?[0])
@@ -151,15 +158,51 @@ impl Preset for Bifurcation {
     fn params(&self) -> Vec<ParamSpec> {
         let mut p = vec![
             ParamSpec::int("half", 16, 1, 100_000, "input features per branch"),
-            ParamSpec::float("ratio", 0.6, 0.01, 100.0, "signal strength of the lower half relative to the upper"),
-            ParamSpec::int("upper_depth", 3, 1, 256, "layers of the upper (deep, narrow) branch"),
-            ParamSpec::int("upper_width", 8, 1, 8192, "units per layer of the upper branch"),
-            ParamSpec::int("lower_depth", 1, 1, 256, "layers of the lower (shallow, wide) branch"),
-            ParamSpec::int("lower_width", 64, 1, 8192, "units per layer of the lower branch"),
+            ParamSpec::float(
+                "ratio",
+                0.6,
+                0.01,
+                100.0,
+                "signal strength of the lower half relative to the upper",
+            ),
+            ParamSpec::int(
+                "upper_depth",
+                3,
+                1,
+                256,
+                "layers of the upper (deep, narrow) branch",
+            ),
+            ParamSpec::int(
+                "upper_width",
+                8,
+                1,
+                8192,
+                "units per layer of the upper branch",
+            ),
+            ParamSpec::int(
+                "lower_depth",
+                1,
+                1,
+                256,
+                "layers of the lower (shallow, wide) branch",
+            ),
+            ParamSpec::int(
+                "lower_width",
+                64,
+                1,
+                8192,
+                "units per layer of the lower branch",
+            ),
             ParamSpec::int("steps", 1500, 0, 10_000_000, "training steps (minibatches)"),
             ParamSpec::int("batch", 100, 1, 100_000, "minibatch size"),
             ParamSpec::float("lr", 3e-3, 1e-9, 10.0, "Adam learning rate"),
-            ParamSpec::int("log_every", 250, 1, 10_000_000, "steps between online-probe snapshots"),
+            ParamSpec::int(
+                "log_every",
+                250,
+                1,
+                10_000_000,
+                "steps between online-probe snapshots",
+            ),
             ParamSpec::int("train", 5_000, 2, 10_000_000, "training samples"),
             ParamSpec::int("test", 5_000, 1, 10_000_000, "held-out samples"),
         ];
@@ -200,7 +243,14 @@ impl Preset for Bifurcation {
         let specs = self.probes(p, &g, ctx.seed);
         let fit = super::fit_config(p);
         let (ntr, nte) = (p.usize("train"), p.usize("test"));
-        let all = data::two_source_task(ctx.seed, "data", ntr + nte, p.usize("half"), p.f64("ratio"), &dev)?;
+        let all = data::two_source_task(
+            ctx.seed,
+            "data",
+            ntr + nte,
+            p.usize("half"),
+            p.f64("ratio"),
+            &dev,
+        )?;
         let (train, test) = (all.slice(0, ntr)?, all.slice(ntr, nte)?);
         let vm = g.init_varmap(ctx.seed, &dev)?;
         let model = Model::new(&g, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
@@ -212,7 +262,15 @@ impl Preset for Bifurcation {
 
         let mut summaries = Vec::new();
         let (init, stats, metrics) = converged_snapshot(&model, &specs, &train, &test, None, &fit)?;
-        let snap = snapshot(0, "init", &specs, &init, Some(stats), Some(metrics), ctx.elapsed());
+        let snap = snapshot(
+            0,
+            "init",
+            &specs,
+            &init,
+            Some(stats),
+            Some(metrics),
+            ctx.elapsed(),
+        );
         ctx.sink.progress(&line(&snap));
         ctx.record(Record::Snapshot(snap.clone()))?;
         summaries.push(snap);
@@ -243,7 +301,9 @@ impl Preset for Bifurcation {
             opt.backward_step(&loss)?;
             let last_loss = loss.to_scalar::<f32>()? as f64;
             if !last_loss.is_finite() {
-                anyhow::bail!("training diverged at step {step} (loss {last_loss}); lower --set lr");
+                anyhow::bail!(
+                    "training diverged at step {step} (loss {last_loss}); lower --set lr"
+                );
             }
             let taps: Vec<Tensor> = specs
                 .iter()
@@ -289,8 +349,17 @@ impl Preset for Bifurcation {
             }
         }
         let warm: Vec<LinearProbe> = init.iter().map(|f| f.probe.clone()).collect();
-        let (trained, stats, metrics) = converged_snapshot(&model, &specs, &train, &test, Some(&warm), &fit)?;
-        let snap = snapshot(steps as u64, "trained", &specs, &trained, Some(stats), Some(metrics), ctx.elapsed());
+        let (trained, stats, metrics) =
+            converged_snapshot(&model, &specs, &train, &test, Some(&warm), &fit)?;
+        let snap = snapshot(
+            steps as u64,
+            "trained",
+            &specs,
+            &trained,
+            Some(stats),
+            Some(metrics),
+            ctx.elapsed(),
+        );
         ctx.sink.progress(&line(&snap));
         ctx.record(Record::Snapshot(snap.clone()))?;
         summaries.push(snap);

@@ -28,9 +28,21 @@ impl Preset for FeatureSubset {
 
     fn params(&self) -> Vec<ParamSpec> {
         let mut p = vec![
-            ParamSpec::int("dim", 1_000, 1, 10_000_000, "features of the layer (the paper: 100,000)"),
+            ParamSpec::int(
+                "dim",
+                1_000,
+                1,
+                10_000_000,
+                "features of the layer (the paper: 100,000)",
+            ),
             ParamSpec::int("classes", 10, 2, 100_000, "classes (the paper: 1,000)"),
-            ParamSpec::list("subsets", &[10, 30, 100, 300, 1_000], 1, 10_000_000, "subset sizes, one probe each (the paper: 1,000)"),
+            ParamSpec::list(
+                "subsets",
+                &[10, 30, 100, 300, 1_000],
+                1,
+                10_000_000,
+                "subset sizes, one probe each (the paper: 1,000)",
+            ),
             ParamSpec::int("train", 10_000, 2, 10_000_000, "training samples"),
             ParamSpec::int("test", 10_000, 1, 10_000_000, "held-out samples"),
         ];
@@ -68,14 +80,30 @@ impl Preset for FeatureSubset {
         let specs = self.probes(p, &g, ctx.seed);
         let fit = super::fit_config(p);
         let (ntr, nte, classes) = (p.usize("train"), p.usize("test"), p.usize("classes"));
-        let ds = data::argmax_task(ctx.seed, "data", ntr + nte, p.usize("dim"), classes, &ctx.device)?;
-        let xs: Vec<Tensor> = specs.iter().map(|s| s.select(&ds.x)).collect::<candle_core::Result<_>>()?;
+        let ds = data::argmax_task(
+            ctx.seed,
+            "data",
+            ntr + nte,
+            p.usize("dim"),
+            classes,
+            &ctx.device,
+        )?;
+        let xs: Vec<Tensor> = specs
+            .iter()
+            .map(|s| s.select(&ds.x))
+            .collect::<candle_core::Result<_>>()?;
         let train = Split {
-            x: xs.iter().map(|x| x.narrow(0, 0, ntr)).collect::<candle_core::Result<_>>()?,
+            x: xs
+                .iter()
+                .map(|x| x.narrow(0, 0, ntr))
+                .collect::<candle_core::Result<_>>()?,
             y: ds.y.narrow(0, 0, ntr)?,
         };
         let test = Split {
-            x: xs.iter().map(|x| x.narrow(0, ntr, nte)).collect::<candle_core::Result<_>>()?,
+            x: xs
+                .iter()
+                .map(|x| x.narrow(0, ntr, nte))
+                .collect::<candle_core::Result<_>>()?,
             y: ds.y.narrow(0, ntr, nte)?,
         };
         ctx.sink.progress(&format!(

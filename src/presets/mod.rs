@@ -58,8 +58,20 @@ pub fn find(name: &str) -> Result<Box<dyn Preset>, ParamError> {
 pub fn fit_params() -> Vec<ParamSpec> {
     let d = FitConfig::default();
     vec![
-        ParamSpec::float("probe_l2", d.l2, 0.0, 1e3, "L2 penalty of the converged probe fits (on standardised weights)"),
-        ParamSpec::int("probe_max_iter", d.max_iter as u64, 1, 100_000, "most L-BFGS iterations of a converged probe fit"),
+        ParamSpec::float(
+            "probe_l2",
+            d.l2,
+            0.0,
+            1e3,
+            "L2 penalty of the converged probe fits (on standardised weights)",
+        ),
+        ParamSpec::int(
+            "probe_max_iter",
+            d.max_iter as u64,
+            1,
+            100_000,
+            "most L-BFGS iterations of a converged probe fit",
+        ),
     ]
 }
 
@@ -104,7 +116,10 @@ pub fn summarise(label: &str, specs: &[ProbeSpec], snaps: &[&Snapshot]) -> Summa
         .map(|(i, spec)| {
             let readings: Vec<&TapReading> = snaps.iter().map(|s| &s.probes[i]).collect();
             let train: Vec<f64> = readings.iter().map(|r| r.reading.train_error).collect();
-            let test: Vec<f64> = readings.iter().filter_map(|r| r.reading.test_error).collect();
+            let test: Vec<f64> = readings
+                .iter()
+                .filter_map(|r| r.reading.test_error)
+                .collect();
             let norm: Vec<f64> = readings
                 .iter()
                 .filter_map(|r| r.activation.as_ref().map(|a| a.mean_norm))

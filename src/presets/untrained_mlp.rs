@@ -105,12 +105,36 @@ impl Preset for UntrainedMlp {
 
     fn params(&self) -> Vec<ParamSpec> {
         let mut p = vec![
-            ParamSpec::int("datasets", 100, 1, 100_000, "toy datasets to average over (fresh data, w and weights each)"),
+            ParamSpec::int(
+                "datasets",
+                100,
+                1,
+                100_000,
+                "toy datasets to average over (fresh data, w and weights each)",
+            ),
             ParamSpec::int("depth", 32, 1, 1024, "hidden layers"),
-            ParamSpec::int("width", 128, 1, 8192, "units per layer (and input dimension)"),
+            ParamSpec::int(
+                "width",
+                128,
+                1,
+                8192,
+                "units per layer (and input dimension)",
+            ),
             ParamSpec::float("slope", 0.5, -100.0, 100.0, "LeakyReLU negative slope"),
-            ParamSpec::int("train", 10_000, 2, 10_000_000, "training samples per dataset"),
-            ParamSpec::int("test", 10_000, 1, 10_000_000, "held-out samples per dataset"),
+            ParamSpec::int(
+                "train",
+                10_000,
+                2,
+                10_000_000,
+                "training samples per dataset",
+            ),
+            ParamSpec::int(
+                "test",
+                10_000,
+                1,
+                10_000_000,
+                "held-out samples per dataset",
+            ),
         ];
         p.extend(super::fit_params());
         p
@@ -135,7 +159,16 @@ impl Preset for UntrainedMlp {
         let n = p.usize("datasets");
         let mut snaps = Vec::with_capacity(n);
         for k in 0..n {
-            let r = run_dataset(&g, &specs, ctx.seed, k, p.usize("train"), p.usize("test"), &fit, &ctx.device)?;
+            let r = run_dataset(
+                &g,
+                &specs,
+                ctx.seed,
+                k,
+                p.usize("train"),
+                p.usize("test"),
+                &fit,
+                &ctx.device,
+            )?;
             let snap = Snapshot {
                 step: 0,
                 label: format!("dataset {k}"),
@@ -170,6 +203,10 @@ impl Preset for UntrainedMlp {
             snaps.push(snap);
         }
         let refs: Vec<&Snapshot> = snaps.iter().collect();
-        ctx.record(Record::Summary(super::summarise("untrained-mlp: probe error per layer", &specs, &refs)))
+        ctx.record(Record::Summary(super::summarise(
+            "untrained-mlp: probe error per layer",
+            &specs,
+            &refs,
+        )))
     }
 }
