@@ -873,6 +873,53 @@ mod tests {
     }
 
     #[test]
+    fn auxiliary_heads_add_their_weighted_cross_entropy_to_the_loss() {
+        let mut c = Chain::new(vec![3]);
+        c.linear("fc", 4, true);
+        c.push(
+            "aux",
+            Op::AuxHead {
+                input: "fc".into(),
+                weight: 0.25,
+                init: Init::GlorotNormal,
+            },
+            true,
+        );
+        c.push(
+            "out",
+            Op::Linear {
+                input: "fc".into(),
+                out: 2,
+                init: Init::GlorotNormal,
+            },
+            true,
+        );
+        let g = c.finish("out", 2);
+        let dev = Device::Cpu;
+        let vm = g.init_varmap(5, &dev).unwrap();
+        let m = Model::new(&g, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let x = Tensor::new(&[[0.5f32, -1.0, 2.0], [1.5, 0.2, -0.3]], &dev).unwrap();
+        let y = Tensor::new(&[1u32, 0], &dev).unwrap();
+        let outs = m.forward(&x).unwrap();
+        // Cross-entropy by hand from the logits of each head.
+        let ce = |logits: &Tensor| -> f64 {
+            let l: Vec<Vec<f32>> = logits.to_vec2().unwrap();
+            let labels = [1usize, 0];
+            l.iter()
+                .zip(labels)
+                .map(|(row, k)| {
+                    let lse = row.iter().map(|v| (*v as f64).exp()).sum::<f64>().ln();
+                    lse - row[k] as f64
+                })
+                .sum::<f64>()
+                / 2.0
+        };
+        let expected = ce(&outs[3]) + 0.25 * ce(&outs[2]);
+        let got = m.loss(&outs, &y).unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+    }
+
+    #[test]
     fn graph_round_trips_through_json() {
         let g = mlp();
         let s = serde_json::to_string(&g).unwrap();
