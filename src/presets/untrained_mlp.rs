@@ -158,17 +158,34 @@ impl Preset for UntrainedMlp {
         let fit = super::fit_config(p);
         let n = p.usize("datasets");
         let mut snaps = Vec::with_capacity(n);
+        // Datasets are independent: fit a few at once, so the second core works while the other
+        // runs its small sequential solver steps. Each draws from its own seeded streams, so the
+        // numbers do not depend on how many run together.
+        let workers = std::thread::available_parallelism().map_or(1, |c| c.get().clamp(1, 4));
+        let (train, test) = (p.usize("train"), p.usize("test"));
+        let mut pending: std::collections::VecDeque<(usize, DatasetResult)> = Default::default();
         for k in 0..n {
-            let r = run_dataset(
-                &g,
-                &specs,
-                ctx.seed,
-                k,
-                p.usize("train"),
-                p.usize("test"),
-                &fit,
-                &ctx.device,
-            )?;
+            if pending.is_empty() {
+                let ks: Vec<usize> = (k..(k + workers).min(n)).collect();
+                let results: Vec<candle_core::Result<DatasetResult>> = std::thread::scope(|s| {
+                    let handles: Vec<_> = ks
+                        .iter()
+                        .map(|&k| {
+                            let (g, specs, fit, dev, seed) =
+                                (&g, &specs, &fit, &ctx.device, ctx.seed);
+                            s.spawn(move || run_dataset(g, specs, seed, k, train, test, fit, dev))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("dataset worker panicked"))
+                        .collect()
+                });
+                for (k, r) in ks.into_iter().zip(results) {
+                    pending.push_back((k, r?));
+                }
+            }
+            let (_, r) = pending.pop_front().expect("a result per dataset");
             let snap = Snapshot {
                 step: 0,
                 label: format!("dataset {k}"),
