@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
         seed: 0,
         sink: &mut sink,
         started: Instant::now(),
+        stop: Default::default(),
     };
     preset.run(&params, &mut ctx)
 }

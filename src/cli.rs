@@ -1,6 +1,8 @@
 //! The command line.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::Device;
@@ -116,7 +118,8 @@ pub fn parse_device(spec: &str) -> Result<Device, ParamError> {
     })
 }
 
-/// Runs the command line; returns the process exit code (0 fine, 1 the run failed, 2 bad input).
+/// Runs the command line; returns the process exit code (0 fine, 1 the run failed, 2 bad input,
+/// 130 stopped with Ctrl-C).
 pub fn main_with(cli: Cli) -> i32 {
     let result = match cli.command {
         None => run(&RunArgs::default()),
@@ -135,6 +138,8 @@ pub fn main_with(cli: Cli) -> i32 {
             eprintln!("probescope: {e:#}");
             if e.downcast_ref::<ParamError>().is_some() {
                 2
+            } else if e.downcast_ref::<presets::Stopped>().is_some() {
+                130
             } else {
                 1
             }
@@ -201,12 +206,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     sink.record(&Record::Run(header))?;
     let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        // Ctrl-C asks the run to stop at its next checkpoint, so the log gets its `end` line.
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed));
+    }
     let outcome = {
         let mut ctx = RunCtx {
             device,
             seed: args.seed,
             sink: &mut sink,
             started,
+            stop,
         };
         preset.run(&params, &mut ctx)
     };
@@ -215,6 +227,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         Ok(()) => End {
             status: EndStatus::Finished,
             message: None,
+            elapsed_s,
+        },
+        Err(e) if e.downcast_ref::<presets::Stopped>().is_some() => End {
+            status: EndStatus::Stopped,
+            message: Some("stopped by the user (Ctrl-C)".into()),
             elapsed_s,
         },
         Err(e) => End {

@@ -206,3 +206,47 @@ fn presets_lists_every_preset_with_its_defaults() {
         "{out}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_the_log_ends_with_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args([
+            "run",
+            "untrained-mlp",
+            "--record",
+            path.to_str().unwrap(),
+            "--set",
+            "depth=4",
+            "--set",
+            "train=2000",
+            "--set",
+            "test=500",
+            "--set",
+            "datasets=100000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first snapshot is on disk, then press Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .contains("\"type\":\"snapshot\"")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sends SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let log = runlog::read(&path).unwrap();
+    assert_eq!(log.end().unwrap().status, EndStatus::Stopped);
+    assert!(log.snapshots().count() >= 1);
+}

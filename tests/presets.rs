@@ -19,6 +19,7 @@ fn run(preset: &str, sets: &[&str]) -> Vec<Record> {
         seed: 1,
         sink: &mut sink,
         started: Instant::now(),
+        stop: Default::default(),
     };
     p.run(&params, &mut ctx).unwrap();
     sink.records

@@ -289,6 +289,7 @@ impl Preset for Bifurcation {
         let mut order: Vec<u32> = Vec::new();
         let mut rng = crate::rng::stream(ctx.seed, "minibatches");
         for step in 1..=steps {
+            ctx.check_stop()?;
             if order.len() < batch {
                 let mut perm: Vec<u32> = (0..ntr as u32).collect();
                 rand::seq::SliceRandom::shuffle(perm.as_mut_slice(), &mut rng);

@@ -1,5 +1,7 @@
 //! The paper's experiments as built-in presets.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -94,12 +96,28 @@ pub struct RunCtx<'a> {
     pub sink: &'a mut dyn Sink,
     /// When the run started.
     pub started: Instant,
+    /// Set (by Ctrl-C) to ask the run to stop at its next checkpoint.
+    pub stop: Arc<AtomicBool>,
 }
+
+/// The run was stopped by the user before it finished.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by the user")]
+pub struct Stopped;
 
 impl RunCtx<'_> {
     /// Seconds since the start.
     pub fn elapsed(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+
+    /// An error if the user asked the run to stop.
+    pub fn check_stop(&self) -> Result<(), Stopped> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(Stopped)
+        } else {
+            Ok(())
+        }
     }
 
     /// Sends a record.

@@ -165,6 +165,7 @@ impl Preset for UntrainedMlp {
         let (train, test) = (p.usize("train"), p.usize("test"));
         let mut pending: std::collections::VecDeque<(usize, DatasetResult)> = Default::default();
         for k in 0..n {
+            ctx.check_stop()?;
             if pending.is_empty() {
                 let ks: Vec<usize> = (k..(k + workers).min(n)).collect();
                 let results: Vec<candle_core::Result<DatasetResult>> = std::thread::scope(|s| {
