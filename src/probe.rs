@@ -460,6 +460,13 @@ pub(crate) fn errors(logits: &Tensor, y: &Tensor) -> candle_core::Result<Vec<f64
         .collect())
 }
 
+/// A boolean tensor shaped like `like` (`[B, ...]`) that is true in the problems whose flag is set:
+/// the selector for `where_cond` between two batches of parameters.
+fn problem_mask(flags: &[bool], like: &Tensor, dev: &Device) -> candle_core::Result<Tensor> {
+    let v: Vec<f64> = flags.iter().map(|&f| if f { 1.0 } else { 0.0 }).collect();
+    col(&to_dev(&v, dev)?)?.broadcast_as(like.shape())?.ne(0f32)
+}
+
 fn per_problem(t: &Tensor) -> candle_core::Result<Tensor> {
     t.sum((1, 2))
 }
@@ -586,10 +593,10 @@ fn fit_batch(
     let grad_v = |g: Tensor| pre.grad(&g);
     let mut theta = pre.vars(&theta0)?;
 
-    let (mut f, mut logits) = obj.value(&to_theta(&theta)?)?;
+    let (f0, mut logits) = obj.value(&to_theta(&theta)?)?;
     let mut g = grad_v(obj.gradient(&to_theta(&theta)?, &logits)?)?;
 
-    let mut fh = host(&f)?;
+    let mut fh = host(&f0)?;
     let mut active = vec![true; b];
     let mut converged = vec![false; b];
     let mut iters = vec![0usize; b];
@@ -605,7 +612,7 @@ fn fit_batch(
             if it % cfg.check_every == 0 {
                 let (vs, _) = val.expect("validation split");
                 let ev = errors(&zv.matmul(&to_theta(&theta)?)?, &vs.y)?;
-                let mut better = vec![0f64; b];
+                let mut better = vec![false; b];
                 for k in 0..b {
                     if !active[k] {
                         continue;
@@ -613,7 +620,7 @@ fn fit_batch(
                     if ev[k] < best_val[k] {
                         best_val[k] = ev[k];
                         since_best[k] = 0;
-                        better[k] = 1.0;
+                        better[k] = true;
                     } else {
                         since_best[k] += 1;
                         if since_best[k] >= cfg.patience {
@@ -622,11 +629,9 @@ fn fit_batch(
                         }
                     }
                 }
-                if better.iter().any(|&v| v > 0.0) {
-                    let m = col(&to_dev(&better, &dev)?)?
-                        .broadcast_as(theta.shape())?
-                        .ne(0f32)?;
-                    best_theta = m.where_cond(&theta, &best_theta)?;
+                if better.iter().any(|&v| v) {
+                    best_theta =
+                        problem_mask(&better, &theta, &dev)?.where_cond(&theta, &best_theta)?;
                 }
             }
         }
@@ -674,13 +679,8 @@ fn fit_batch(
             .any(|(v, &a)| a && (v.is_nan() || *v >= 0.0))
         {
             // Not a descent direction for some problem (lost curvature): restart it along -g.
-            let bad: Vec<f64> = gd
-                .iter()
-                .map(|v| if *v < 0.0 { 0.0 } else { 1.0 })
-                .collect();
-            let m = col(&to_dev(&bad, &dev)?)?
-                .broadcast_as(dir.shape())?
-                .ne(0f32)?;
+            let bad: Vec<bool> = gd.iter().map(|v| v.is_nan() || *v >= 0.0).collect();
+            let m = problem_mask(&bad, &dir, &dev)?;
             let norm = dot(&g, &g)?.sqrt()?.maximum(1e-12f32)?;
             let sd = g.broadcast_div(&col(&norm)?)?.neg()?;
             dir = m.where_cond(&sd, &dir)?;
@@ -689,14 +689,13 @@ fn fit_batch(
         // Backtracking line search with one step length per problem.
         let mut step: Vec<f64> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
         let mut settled = vec![false; b];
-        let (mut theta_n, mut fn_, mut logits_n);
+        let (mut theta_n, mut fnh, mut logits_n);
         let mut tries = 0;
         loop {
             theta_n = (&theta + dir.broadcast_mul(&col(&to_dev(&step, &dev)?)?)?)?;
             let (fv, lg) = obj.value(&to_theta(&theta_n)?)?;
-            fn_ = fv;
+            fnh = host(&fv)?;
             logits_n = lg;
-            let fnh = host(&fn_)?;
             let mut all = true;
             for k in 0..b {
                 if settled[k] || step[k] == 0.0 {
@@ -734,7 +733,6 @@ fn fit_batch(
         if hist.len() > cfg.memory {
             hist.pop_front();
         }
-        let fnh = host(&fn_)?;
         for k in 0..b {
             if !active[k] {
                 continue;
@@ -751,23 +749,16 @@ fn fit_batch(
             }
         }
         theta = theta_n;
-        f = fn_;
         logits = logits_n;
         g = g_n;
         fh = fnh;
     }
-    let _ = (&f, &logits);
     if let Some(zv) = &zval {
         // A last check, then report each probe at its best validation error.
         let (vs, _) = val.expect("validation split");
         let ev = errors(&zv.matmul(&to_theta(&theta)?)?, &vs.y)?;
-        let better: Vec<f64> = (0..b)
-            .map(|k| if ev[k] < best_val[k] { 1.0 } else { 0.0 })
-            .collect();
-        let m = col(&to_dev(&better, &dev)?)?
-            .broadcast_as(theta.shape())?
-            .ne(0f32)?;
-        theta = m.where_cond(&theta, &best_theta)?;
+        let better: Vec<bool> = (0..b).map(|k| ev[k] < best_val[k]).collect();
+        theta = problem_mask(&better, &theta, &dev)?.where_cond(&theta, &best_theta)?;
         logits = z.matmul(&to_theta(&theta)?)?;
     }
     let theta = to_theta(&theta)?;
@@ -782,26 +773,25 @@ fn fit_batch(
             ..Default::default()
         })
         .collect();
-    for (split, yoh, is_val) in [
-        val.map(|(s, y)| (s, y.clone(), true)),
-        test.map(|s| -> candle_core::Result<_> { Ok((s, one_hot(&s.y, classes)?, false)) })
-            .transpose()?,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let zs = st.apply(&stack(&split.x, batch)?)?;
-        let lg = zs.matmul(&theta)?;
-        let e = errors(&lg, &split.y)?;
-        let l = host(&cross_entropy(&lg, &yoh)?)?;
+    // Error and loss per problem of centred features `z` against labels `y` (one-hot `yoh`).
+    let score =
+        |z: &Tensor, y: &Tensor, yoh: &Tensor| -> candle_core::Result<(Vec<f64>, Vec<f64>)> {
+            let lg = z.matmul(&theta)?;
+            Ok((errors(&lg, y)?, host(&cross_entropy(&lg, yoh)?)?))
+        };
+    if let (Some(zv), Some((vs, yoh))) = (&zval, val) {
+        let (e, l) = score(zv, &vs.y, yoh)?;
         for k in 0..b {
-            if is_val {
-                readings[k].val_error = Some(e[k]);
-                readings[k].val_loss = Some(l[k]);
-            } else {
-                readings[k].test_error = Some(e[k]);
-                readings[k].test_loss = Some(l[k]);
-            }
+            readings[k].val_error = Some(e[k]);
+            readings[k].val_loss = Some(l[k]);
+        }
+    }
+    if let Some(ts) = test {
+        let zt = st.apply(&stack(&ts.x, batch)?)?;
+        let (e, l) = score(&zt, &ts.y, &one_hot(&ts.y, classes)?)?;
+        for k in 0..b {
+            readings[k].test_error = Some(e[k]);
+            readings[k].test_loss = Some(l[k]);
         }
     }
     let (w, bias) = st.to_raw(&theta)?;
