@@ -4,11 +4,7 @@
 //!
 //!     cargo run --release --example a1_feature_subset [paper]
 
-use std::time::Instant;
-
-use candle_core::Device;
-use probescope::params::Params;
-use probescope::presets::{self, RunCtx};
+use probescope::presets;
 use probescope::report::Headless;
 
 fn main() -> anyhow::Result<()> {
@@ -22,15 +18,5 @@ fn main() -> anyhow::Result<()> {
     } else {
         vec![]
     };
-    let preset = presets::find("feature-subset")?;
-    let params = Params::resolve(preset.name(), &preset.params(), &sets)?;
-    let mut sink = Headless::new(None);
-    let mut ctx = RunCtx {
-        device: Device::Cpu,
-        seed: 0,
-        sink: &mut sink,
-        started: Instant::now(),
-        stop: Default::default(),
-    };
-    preset.run(&params, &mut ctx)
+    presets::run_preset("feature-subset", &sets, 0, &mut Headless::new(None))
 }

@@ -3,31 +3,18 @@
 //!
 //!     cargo run --release --example fig3_untrained_mlp [DATASETS]
 
-use std::time::Instant;
-
-use candle_core::Device;
-use probescope::params::Params;
-use probescope::presets::{self, RunCtx};
+use probescope::presets;
 use probescope::report::Headless;
 
 fn main() -> anyhow::Result<()> {
     probescope::tune_allocator();
     let datasets = std::env::args().nth(1).unwrap_or_else(|| "20".into());
-    let preset = presets::find("untrained-mlp")?;
-    let params = Params::resolve(
-        preset.name(),
-        &preset.params(),
+    presets::run_preset(
+        "untrained-mlp",
         &[format!("datasets={datasets}")],
+        0,
+        &mut Headless::new(None),
     )?;
-    let mut sink = Headless::new(None);
-    let mut ctx = RunCtx {
-        device: Device::Cpu,
-        seed: 0,
-        sink: &mut sink,
-        started: Instant::now(),
-        stop: Default::default(),
-    };
-    preset.run(&params, &mut ctx)?;
     println!(
         "\nThe paper's Fig 3: error near 0 at the input, climbing toward 0.5 (chance) with depth."
     );

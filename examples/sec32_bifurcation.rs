@@ -3,24 +3,10 @@
 //!
 //!     cargo run --release --example sec32_bifurcation
 
-use std::time::Instant;
-
-use candle_core::Device;
-use probescope::params::Params;
-use probescope::presets::{self, RunCtx};
+use probescope::presets;
 use probescope::report::Headless;
 
 fn main() -> anyhow::Result<()> {
     probescope::tune_allocator();
-    let preset = presets::find("bifurcation")?;
-    let params = Params::resolve(preset.name(), &preset.params(), &[])?;
-    let mut sink = Headless::new(None);
-    let mut ctx = RunCtx {
-        device: Device::Cpu,
-        seed: 0,
-        sink: &mut sink,
-        started: Instant::now(),
-        stop: Default::default(),
-    };
-    preset.run(&params, &mut ctx)
+    presets::run_preset("bifurcation", &[], 0, &mut Headless::new(None))
 }

@@ -1,27 +1,13 @@
 //! The paper's shapes, from the presets as a user runs them.
 
-use std::time::Instant;
-
-use candle_core::Device;
-use probescope::params::Params;
-use probescope::presets::{self, bifurcation::half_error_bound, RunCtx};
+use probescope::presets::{self, bifurcation::half_error_bound};
 use probescope::report::Collect;
 use probescope::runlog::{Record, Summary};
 
 fn run(preset: &str, sets: &[&str]) -> Vec<Record> {
-    let p = presets::find(preset).unwrap();
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let params = Params::resolve(preset, &p.params(), &sets).unwrap();
-    p.check(&params).unwrap();
     let mut sink = Collect::default();
-    let mut ctx = RunCtx {
-        device: Device::Cpu,
-        seed: 1,
-        sink: &mut sink,
-        started: Instant::now(),
-        stop: Default::default(),
-    };
-    p.run(&params, &mut ctx).unwrap();
+    presets::run_preset(preset, &sets, 1, &mut sink).unwrap();
     sink.records
 }
 

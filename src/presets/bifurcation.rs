@@ -230,11 +230,7 @@ impl Preset for Bifurcation {
     }
 
     fn probes(&self, _p: &Params, g: &Graph, _seed: u64) -> Vec<ProbeSpec> {
-        g.taps()
-            .expect("valid graph")
-            .iter()
-            .map(|t| ProbeSpec::full(&t.name, t.features))
-            .collect()
+        super::probe_every_tap(g)
     }
 
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
@@ -389,16 +385,7 @@ fn snapshot(
         label: label.into(),
         kind: SnapshotKind::Converged,
         dataset: None,
-        probes: specs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| TapReading {
-                probe: s.name.clone(),
-                tap: s.tap.clone(),
-                reading: fitted[i].reading.clone(),
-                activation: stats.as_ref().map(|v| v[i].clone()),
-            })
-            .collect(),
+        probes: super::converged_readings(specs, fitted, stats.as_deref()),
         model,
         elapsed_s,
     }

@@ -10,7 +10,7 @@ use crate::data;
 use crate::graph::{Chain, Graph};
 use crate::params::{ParamError, ParamSpec, Params};
 use crate::probe::{self, ProbeSpec, Split};
-use crate::runlog::{Record, Snapshot, SnapshotKind, TapReading};
+use crate::runlog::{Record, Snapshot, SnapshotKind};
 
 use super::{Preset, RunCtx};
 
@@ -117,16 +117,7 @@ impl Preset for FeatureSubset {
             label: "subsets".into(),
             kind: SnapshotKind::Converged,
             dataset: Some(0),
-            probes: specs
-                .iter()
-                .zip(&fitted)
-                .map(|(s, f)| TapReading {
-                    probe: s.name.clone(),
-                    tap: s.tap.clone(),
-                    reading: f.reading.clone(),
-                    activation: None,
-                })
-                .collect(),
+            probes: super::converged_readings(&specs, &fitted, None),
             model: None,
             elapsed_s: ctx.elapsed(),
         };

@@ -8,7 +8,7 @@ use candle_core::Device;
 
 use crate::graph::Graph;
 use crate::params::{ParamError, ParamSpec, Params};
-use crate::probe::{FitConfig, ProbeSpec};
+use crate::probe::{ActivationStats, FitConfig, Fitted, ProbeSpec};
 use crate::report::Sink;
 use crate::runlog::{ProbeSummary, Record, Snapshot, Stat, Summary, TapReading};
 
@@ -54,6 +54,34 @@ pub fn find(name: &str) -> Result<Box<dyn Preset>, ParamError> {
             names.join(", ")
         ))
     })
+}
+
+/// The preset called `name` with its parameters: defaults, overridden by `sets` (`key=value`),
+/// checked.
+pub fn prepare(name: &str, sets: &[String]) -> Result<(Box<dyn Preset>, Params), ParamError> {
+    let preset = find(name)?;
+    let params = Params::resolve(preset.name(), &preset.params(), sets)?;
+    preset.check(&params)?;
+    Ok((preset, params))
+}
+
+/// Runs preset `name` on the CPU with `sets` overrides, sending its records to `sink` (no run
+/// log header or end: that is the command line's job).
+pub fn run_preset(
+    name: &str,
+    sets: &[String],
+    seed: u64,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<()> {
+    let (preset, params) = prepare(name, sets)?;
+    let mut ctx = RunCtx {
+        device: Device::Cpu,
+        seed,
+        sink,
+        started: Instant::now(),
+        stop: Default::default(),
+    };
+    preset.run(&params, &mut ctx)
 }
 
 /// The probe-fit parameters every preset takes.
@@ -124,6 +152,34 @@ impl RunCtx<'_> {
     pub fn record(&mut self, r: Record) -> anyhow::Result<()> {
         self.sink.record(&r)
     }
+}
+
+/// A probe on every tap of `g`, reading all of its features.
+pub fn probe_every_tap(g: &Graph) -> Vec<ProbeSpec> {
+    g.taps()
+        .expect("valid graph")
+        .iter()
+        .map(|t| ProbeSpec::full(&t.name, t.features))
+        .collect()
+}
+
+/// A snapshot's per-probe entries from converged fits, with the taps' statistics where known.
+pub fn converged_readings(
+    specs: &[ProbeSpec],
+    fitted: &[Fitted],
+    stats: Option<&[ActivationStats]>,
+) -> Vec<TapReading> {
+    specs
+        .iter()
+        .zip(fitted)
+        .enumerate()
+        .map(|(i, (s, f))| TapReading {
+            probe: s.name.clone(),
+            tap: s.tap.clone(),
+            reading: f.reading.clone(),
+            activation: stats.map(|v| v[i].clone()),
+        })
+        .collect()
 }
 
 /// A summary over snapshots of the same probes (one per dataset).

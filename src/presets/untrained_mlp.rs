@@ -7,7 +7,7 @@ use crate::data;
 use crate::graph::{Activation, Chain, Graph, Model};
 use crate::params::{ParamSpec, Params};
 use crate::probe::{self, ActivationStats, FitConfig, Fitted, ProbeSpec, Split};
-use crate::runlog::{Record, Snapshot, SnapshotKind, TapReading};
+use crate::runlog::{Record, Snapshot, SnapshotKind};
 
 use super::{Preset, RunCtx};
 
@@ -145,11 +145,7 @@ impl Preset for UntrainedMlp {
     }
 
     fn probes(&self, _p: &Params, g: &Graph, _seed: u64) -> Vec<ProbeSpec> {
-        g.taps()
-            .expect("valid graph")
-            .iter()
-            .map(|t| ProbeSpec::full(&t.name, t.features))
-            .collect()
+        super::probe_every_tap(g)
     }
 
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
@@ -192,17 +188,7 @@ impl Preset for UntrainedMlp {
                 label: format!("dataset {k}"),
                 kind: SnapshotKind::Converged,
                 dataset: Some(k),
-                probes: specs
-                    .iter()
-                    .zip(r.fitted)
-                    .zip(r.stats)
-                    .map(|((s, f), a)| TapReading {
-                        probe: s.name.clone(),
-                        tap: s.tap.clone(),
-                        reading: f.reading,
-                        activation: Some(a),
-                    })
-                    .collect(),
+                probes: super::converged_readings(&specs, &r.fitted, Some(&r.stats)),
                 model: None,
                 elapsed_s: ctx.elapsed(),
             };
