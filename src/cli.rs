@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
 
-use crate::params::{ParamError, Params};
+use crate::params::ParamError;
 use crate::presets::{self, RunCtx};
 use crate::report::{Headless, Sink};
 use crate::runlog::{End, EndStatus, Record, RunHeader, RunLogWriter, SCHEMA_VERSION};
@@ -78,15 +78,11 @@ pub struct RunArgs {
 }
 
 impl Default for RunArgs {
+    /// The command line's own defaults, so `probescope` alone is exactly `probescope run`.
     fn default() -> Self {
-        Self {
-            preset: "untrained-mlp".into(),
-            headless: true,
-            device: "cpu".into(),
-            seed: 0,
-            record: None,
-            force: false,
-            sets: Vec::new(),
+        match Cli::try_parse_from(["probescope", "run"]).map(|c| c.command) {
+            Ok(Some(Command::Run(args))) => args,
+            other => unreachable!("`probescope run` always parses: {other:?}"),
         }
     }
 }
@@ -169,9 +165,7 @@ pub fn presets_text() -> String {
 
 /// Runs a preset headless (the terminal UI comes in a later release).
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let preset = presets::find(&args.preset)?;
-    let params = Params::resolve(preset.name(), &preset.params(), &args.sets)?;
-    preset.check(&params)?;
+    let (preset, params) = presets::prepare(&args.preset, &args.sets)?;
     let device = parse_device(&args.device)?;
     let graph = preset.graph(&params);
     graph.shapes().map_err(|e| {
