@@ -16,6 +16,22 @@ fn probescope(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `probescope run untrained-mlp --record PATH --set S...` followed by `extra`.
+fn recorded_mlp_run(
+    path: &std::path::Path,
+    sets: &[&str],
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args = vec!["run", "untrained-mlp", "--record", path.to_str().unwrap()];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(extra);
+    probescope(&args)
+}
+
+const SMALL_RUN: [&str; 4] = ["datasets=2", "depth=4", "train=1000", "test=500"];
+
 #[test]
 fn bad_input_gets_exit_code_2_and_a_message_naming_it() {
     for (args, needle) in [
@@ -71,23 +87,7 @@ fn an_existing_run_log_is_never_overwritten_without_force() {
 fn a_recorded_run_prints_the_table_and_its_log_reads_back_complete() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.jsonl");
-    let (code, out, err) = probescope(&[
-        "run",
-        "untrained-mlp",
-        "--headless",
-        "--record",
-        path.to_str().unwrap(),
-        "--set",
-        "datasets=2",
-        "--set",
-        "depth=4",
-        "--set",
-        "train=1000",
-        "--set",
-        "test=500",
-        "--seed",
-        "7",
-    ]);
+    let (code, out, err) = recorded_mlp_run(&path, &SMALL_RUN, &["--headless", "--seed", "7"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("probe") && out.contains("h04"), "{out}");
     let log = runlog::read(&path).unwrap();
@@ -111,22 +111,7 @@ fn a_recorded_run_prints_the_table_and_its_log_reads_back_complete() {
     }
     // The same seed gives the same numbers.
     let again = dir.path().join("again.jsonl");
-    let (code, _, _) = probescope(&[
-        "run",
-        "untrained-mlp",
-        "--record",
-        again.to_str().unwrap(),
-        "--set",
-        "datasets=2",
-        "--set",
-        "depth=4",
-        "--set",
-        "train=1000",
-        "--set",
-        "test=500",
-        "--seed",
-        "7",
-    ]);
+    let (code, _, _) = recorded_mlp_run(&again, &SMALL_RUN, &["--seed", "7"]);
     assert_eq!(code, 0);
     let a: Vec<_> = log.snapshots().map(|s| s.probes.clone()).collect();
     let b: Vec<_> = runlog::read(&again)
@@ -141,20 +126,11 @@ fn a_recorded_run_prints_the_table_and_its_log_reads_back_complete() {
 fn a_torn_last_line_is_skipped_with_a_warning_and_other_damage_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.jsonl");
-    let (code, _, _) = probescope(&[
-        "run",
-        "untrained-mlp",
-        "--record",
-        path.to_str().unwrap(),
-        "--set",
-        "datasets=1",
-        "--set",
-        "depth=2",
-        "--set",
-        "train=500",
-        "--set",
-        "test=100",
-    ]);
+    let (code, _, _) = recorded_mlp_run(
+        &path,
+        &["datasets=1", "depth=2", "train=500", "test=100"],
+        &[],
+    );
     assert_eq!(code, 0);
     let full = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = full.lines().collect();
