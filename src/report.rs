@@ -13,30 +13,15 @@ pub trait Sink {
     fn progress(&mut self, message: &str);
 }
 
-/// The headless renderer, optionally writing the run log.
+/// The headless renderer (stdout and stderr), optionally writing the run log.
 pub struct Headless {
     log: Option<RunLogWriter>,
-    out: Box<dyn Write>,
-    err: Box<dyn Write>,
 }
 
 impl Headless {
-    /// Prints to the process's stdout and stderr.
+    /// Prints to the process's stdout and stderr, and writes `log` if given.
     pub fn new(log: Option<RunLogWriter>) -> Self {
-        Self {
-            log,
-            out: Box::new(std::io::stdout()),
-            err: Box::new(std::io::stderr()),
-        }
-    }
-
-    /// Prints to the given writers (tests).
-    pub fn with_writers(
-        log: Option<RunLogWriter>,
-        out: Box<dyn Write>,
-        err: Box<dyn Write>,
-    ) -> Self {
-        Self { log, out, err }
+        Self { log }
     }
 }
 
@@ -46,14 +31,15 @@ impl Sink for Headless {
             log.write(record)?;
         }
         if let Record::Summary(s) = record {
-            let _ = self.out.write_all(table(s).as_bytes());
-            let _ = self.out.flush();
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(table(s).as_bytes());
+            let _ = out.flush();
         }
         Ok(())
     }
 
     fn progress(&mut self, message: &str) {
-        let _ = writeln!(self.err, "{message}");
+        eprintln!("{message}");
     }
 }
 
