@@ -9,9 +9,10 @@ use candle_core::Device;
 use clap::{Parser, Subcommand};
 
 use crate::params::ParamError;
-use crate::presets::{self, RunCtx};
+use crate::presets::{self, Controls, RunCtx};
 use crate::report::{Headless, Sink};
 use crate::runlog::{End, EndStatus, Record, RunHeader, RunLogWriter, SCHEMA_VERSION};
+use crate::tui::{self, theme::ColorDepth};
 
 /// Live linear classifier probes on every layer of a neural network.
 #[derive(Debug, Parser)]
@@ -57,7 +58,8 @@ pub struct RunArgs {
     /// Preset name (see `probescope presets`).
     #[arg(default_value = "untrained-mlp")]
     pub preset: String,
-    /// Print progress lines and a final table instead of opening the terminal UI.
+    /// Print progress lines and a final table instead of opening the terminal UI (also what
+    /// happens when stdout is not a terminal).
     #[arg(long)]
     pub headless: bool,
     /// Where to compute: cpu, cuda or cuda:N.
@@ -72,6 +74,10 @@ pub struct RunArgs {
     /// Overwrite the --record file if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Colour theme: a built-in (dark, light, high-contrast, viridis, mono) or a .toml file.
+    /// Default: dark, or mono when NO_COLOR is set.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub theme: Option<String>,
     /// Override a preset parameter, e.g. --set datasets=20 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -163,8 +169,18 @@ pub fn presets_text() -> String {
     out
 }
 
-/// Runs a preset headless (the terminal UI comes in a later release).
-pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+/// A run checked and ready to start: nothing is written until it is.
+pub struct Prepared {
+    preset: Box<dyn presets::Preset>,
+    params: crate::params::Params,
+    device: Device,
+    header: RunHeader,
+    log: Option<RunLogWriter>,
+}
+
+/// Checks everything about a run (preset, parameters, device, graph) and creates its run log.
+/// Bad input is a [`ParamError`] and leaves nothing half-written.
+pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
     let (preset, params) = presets::prepare(&args.preset, &args.sets)?;
     let device = parse_device(&args.device)?;
     let graph = preset.graph(&params);
@@ -175,14 +191,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         ))
     })?;
     let probes = preset.probes(&params, &graph, args.seed);
-    // Everything is checked before the log is created: bad input leaves nothing half-written.
-    let log = match &args.record {
-        Some(path) => {
-            Some(RunLogWriter::create(path, args.force).map_err(|e| ParamError(format!("{e}")))?)
-        }
-        None => None,
-    };
-    let mut sink = Headless::new(log);
     let header = RunHeader {
         schema_version: SCHEMA_VERSION,
         probescope_version: env!("CARGO_PKG_VERSION").into(),
@@ -198,23 +206,43 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
+    // The log is created last, once everything else is known to be fine.
+    let log = match &args.record {
+        Some(path) => {
+            Some(RunLogWriter::create(path, args.force).map_err(|e| ParamError(format!("{e}")))?)
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        preset,
+        params,
+        device,
+        header,
+        log,
+    })
+}
+
+/// Runs a prepared run to its end, sending the header, every record and the end line to `sink`.
+fn execute(
+    preset: &dyn presets::Preset,
+    params: &crate::params::Params,
+    device: Device,
+    header: RunHeader,
+    sink: &mut dyn Sink,
+    controls: Arc<Controls>,
+) -> anyhow::Result<()> {
+    let seed = header.seed;
     sink.record(&Record::Run(header))?;
     let started = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        // Ctrl-C asks the run to stop at its next checkpoint, so the log gets its `end` line.
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed));
-    }
     let outcome = {
         let mut ctx = RunCtx {
             device,
-            seed: args.seed,
-            sink: &mut sink,
+            seed,
+            sink: &mut *sink,
             started,
-            stop,
+            controls,
         };
-        preset.run(&params, &mut ctx)
+        preset.run(params, &mut ctx)
     };
     let elapsed_s = started.elapsed().as_secs_f64();
     let end = match &outcome {
@@ -225,7 +253,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         },
         Err(e) if e.downcast_ref::<presets::Stopped>().is_some() => End {
             status: EndStatus::Stopped,
-            message: Some("stopped by the user (Ctrl-C)".into()),
+            message: Some("stopped by the user".into()),
             elapsed_s,
         },
         Err(e) => End {
@@ -237,4 +265,61 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     sink.record(&Record::End(end))?;
     sink.progress(&format!("done in {elapsed_s:.1}s"));
     outcome
+}
+
+/// Runs a preset: in the terminal UI when stdout and stdin are terminals, else (or with
+/// `--headless`) with the line printer.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let ui = !args.headless && tui::is_interactive();
+    let depth = ColorDepth::detect();
+    // The theme is checked even headless, so a typo is caught before a long job starts.
+    let themes = tui::themes_for(args.theme.as_deref(), depth)
+        .map_err(|e| ParamError(format!("--theme: {e}")))?;
+    let Prepared {
+        preset,
+        params,
+        device,
+        header,
+        log,
+    } = prepare_run(args)?;
+    let controls = Arc::new(Controls::default());
+    let signalled = Arc::new(AtomicBool::new(false));
+    {
+        // Ctrl-C (headless), SIGTERM and SIGHUP ask the run to stop at its next checkpoint, so
+        // the log gets its `end` line; the UI also closes and restores the terminal.
+        let (controls, signalled) = (controls.clone(), signalled.clone());
+        let _ = ctrlc::set_handler(move || {
+            controls.request_stop();
+            signalled.store(true, Ordering::Relaxed);
+        });
+    }
+    if !ui {
+        let mut sink = Headless::new(log);
+        return execute(
+            preset.as_ref(),
+            &params,
+            device,
+            header,
+            &mut sink,
+            controls,
+        );
+    }
+    let worker_controls = controls.clone();
+    tui::run_live(
+        move |sink| {
+            execute(
+                preset.as_ref(),
+                &params,
+                device,
+                header,
+                sink,
+                worker_controls,
+            )
+        },
+        log,
+        controls,
+        signalled,
+        themes,
+        depth,
+    )
 }

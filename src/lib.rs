@@ -16,6 +16,7 @@ pub mod probe;
 pub mod report;
 pub mod rng;
 pub mod runlog;
+pub mod tui;
 
 /// Keeps freed memory in the process instead of handing it back to the kernel at once. Candle
 /// allocates a fresh buffer for every tensor; with glibc's defaults each large one is a new

@@ -125,7 +125,15 @@ pub struct ProbeReading {
     pub iterations: usize,
     /// Whether the fit met its convergence test (gradient, loss change or early stopping).
     pub converged: bool,
+    /// Confusion matrix (row: true class, column: predicted class) on the test split, else the
+    /// validation split, else the training split; converged fits with at most
+    /// [`CONFUSION_MAX_CLASSES`] classes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<Vec<Vec<u32>>>,
 }
+
+/// Most classes for which a converged reading carries a confusion matrix.
+pub const CONFUSION_MAX_CLASSES: usize = 10;
 
 /// Settings of the converged fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -460,6 +468,24 @@ pub(crate) fn errors(logits: &Tensor, y: &Tensor) -> candle_core::Result<Vec<f64
         .collect())
 }
 
+/// Per-problem confusion matrices (row: true class, column: predicted) of logits `[B, n, K]`
+/// against labels `[n]` u32.
+pub(crate) fn confusions(logits: &Tensor, y: &Tensor) -> candle_core::Result<Vec<Vec<Vec<u32>>>> {
+    let k = logits.dim(D::Minus1)?;
+    let pred: Vec<Vec<u32>> = logits.argmax(D::Minus1)?.to_vec2()?;
+    let truth: Vec<u32> = y.to_vec1()?;
+    Ok(pred
+        .iter()
+        .map(|p| {
+            let mut m = vec![vec![0u32; k]; k];
+            for (&t, &q) in truth.iter().zip(p) {
+                m[t as usize][q as usize] += 1;
+            }
+            m
+        })
+        .collect())
+}
+
 /// A boolean tensor shaped like `like` (`[B, ...]`) that is true in the problems whose flag is set:
 /// the selector for `where_cond` between two batches of parameters.
 fn problem_mask(flags: &[bool], like: &Tensor, dev: &Device) -> candle_core::Result<Tensor> {
@@ -774,13 +800,24 @@ fn fit_batch(
         })
         .collect();
     // Error and loss per problem of centred features `z` against labels `y` (one-hot `yoh`).
-    let score =
-        |z: &Tensor, y: &Tensor, yoh: &Tensor| -> candle_core::Result<(Vec<f64>, Vec<f64>)> {
-            let lg = z.matmul(&theta)?;
-            Ok((errors(&lg, y)?, host(&cross_entropy(&lg, yoh)?)?))
-        };
+    let want_confusion = classes <= CONFUSION_MAX_CLASSES;
+    let mut confusion = if want_confusion {
+        Some(confusions(&logits, &train.y)?)
+    } else {
+        None
+    };
+    let score = |z: &Tensor,
+                 y: &Tensor,
+                 yoh: &Tensor|
+     -> candle_core::Result<(Vec<f64>, Vec<f64>, Tensor)> {
+        let lg = z.matmul(&theta)?;
+        Ok((errors(&lg, y)?, host(&cross_entropy(&lg, yoh)?)?, lg))
+    };
     if let (Some(zv), Some((vs, yoh))) = (&zval, val) {
-        let (e, l) = score(zv, &vs.y, yoh)?;
+        let (e, l, lg) = score(zv, &vs.y, yoh)?;
+        if want_confusion {
+            confusion = Some(confusions(&lg, &vs.y)?);
+        }
         for k in 0..b {
             readings[k].val_error = Some(e[k]);
             readings[k].val_loss = Some(l[k]);
@@ -788,10 +825,18 @@ fn fit_batch(
     }
     if let Some(ts) = test {
         let zt = st.apply(&stack(&ts.x, batch)?)?;
-        let (e, l) = score(&zt, &ts.y, &one_hot(&ts.y, classes)?)?;
+        let (e, l, lg) = score(&zt, &ts.y, &one_hot(&ts.y, classes)?)?;
+        if want_confusion {
+            confusion = Some(confusions(&lg, &ts.y)?);
+        }
         for k in 0..b {
             readings[k].test_error = Some(e[k]);
             readings[k].test_loss = Some(l[k]);
+        }
+    }
+    if let Some(c) = confusion {
+        for (r, m) in readings.iter_mut().zip(c) {
+            r.confusion = Some(m);
         }
     }
     let (w, bias) = st.to_raw(&theta)?;

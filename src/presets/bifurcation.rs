@@ -291,6 +291,24 @@ impl Preset for Bifurcation {
                 rand::seq::SliceRandom::shuffle(perm.as_mut_slice(), &mut rng);
                 order = perm;
             }
+            if ctx.take_snapshot_request() {
+                // Asked for from the UI: converge every probe on the model as it is now.
+                let warm: Vec<LinearProbe> = init.iter().map(|f| f.probe.clone()).collect();
+                let (fitted, stats, metrics) =
+                    converged_snapshot(&model, &specs, &train, &test, Some(&warm), &fit)?;
+                let label = format!("step {}", step - 1);
+                let snap = snapshot(
+                    step as u64 - 1,
+                    &label,
+                    &specs,
+                    &fitted,
+                    Some(stats),
+                    Some(metrics),
+                    ctx.elapsed(),
+                );
+                ctx.sink.progress(&line(&snap));
+                ctx.record(Record::Snapshot(snap))?;
+            }
             let idx: Vec<u32> = order.drain(..batch).collect();
             let mb = train.select(&idx)?;
             let outs = model.forward(&mb.x)?;

@@ -17,7 +17,7 @@ pub mod feature_subset;
 pub mod untrained_mlp;
 
 /// A built-in experiment.
-pub trait Preset {
+pub trait Preset: Send + Sync {
     /// Name used on the command line.
     fn name(&self) -> &'static str;
     /// Where it is in the paper and what it shows, one line.
@@ -79,7 +79,7 @@ pub fn run_preset(
         seed,
         sink,
         started: Instant::now(),
-        stop: Default::default(),
+        controls: Default::default(),
     };
     preset.run(&params, &mut ctx)
 }
@@ -124,8 +124,27 @@ pub struct RunCtx<'a> {
     pub sink: &'a mut dyn Sink,
     /// When the run started.
     pub started: Instant,
-    /// Set (by Ctrl-C) to ask the run to stop at its next checkpoint.
-    pub stop: Arc<AtomicBool>,
+    /// Stop, pause and snapshot requests from Ctrl-C or the UI.
+    pub controls: Arc<Controls>,
+}
+
+/// Requests to a running preset, set from other threads (the UI, a signal handler) and honoured
+/// at the preset's checkpoints.
+#[derive(Debug, Default)]
+pub struct Controls {
+    /// Stop at the next checkpoint.
+    pub stop: AtomicBool,
+    /// Wait at the next checkpoint until cleared.
+    pub pause: AtomicBool,
+    /// Take a converged snapshot at the next step that can.
+    pub snapshot: AtomicBool,
+}
+
+impl Controls {
+    /// Asks the run to stop.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The run was stopped by the user before it finished.
@@ -139,13 +158,23 @@ impl RunCtx<'_> {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// An error if the user asked the run to stop.
+    /// A checkpoint: an error if the user asked the run to stop; waits here while it is paused.
     pub fn check_stop(&self) -> Result<(), Stopped> {
-        if self.stop.load(Ordering::Relaxed) {
-            Err(Stopped)
-        } else {
-            Ok(())
+        let c = &self.controls;
+        loop {
+            if c.stop.load(Ordering::Relaxed) {
+                return Err(Stopped);
+            }
+            if !c.pause.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Whether a converged snapshot was asked for (and clears the request).
+    pub fn take_snapshot_request(&self) -> bool {
+        self.controls.snapshot.swap(false, Ordering::Relaxed)
     }
 
     /// Sends a record.

@@ -1,0 +1,283 @@
+//! The terminal UI. The run works in its own thread and sends plain records (never tensors) down
+//! a channel; the UI loop is one `tokio::select!` over the terminal's events, the worker's
+//! channel and a frame tick, and redraws at most 15 times a second, only when something changed.
+//! The terminal is restored however the UI ends: normally, on a panic, on Ctrl-C, SIGTERM or
+//! SIGHUP, or when the worker fails (the failure is shown and the UI stays up to read it).
+
+pub mod diagram;
+pub mod state;
+pub mod theme;
+pub mod view;
+
+use std::io::{IsTerminal, Write};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crossterm::event::{Event, EventStream, KeyEventKind};
+use crossterm::{cursor, execute, terminal};
+use futures_util::StreamExt;
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+use tokio::sync::mpsc;
+
+use crate::presets::Controls;
+use crate::report::Sink;
+use crate::runlog::{Record, RunLogWriter};
+
+use state::{App, Effect};
+use theme::{ColorDepth, Theme, ThemeError};
+
+/// Frames are drawn at most this often.
+pub const FRAME: Duration = Duration::from_millis(66);
+
+/// What the worker sends the UI.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// A record (already in the run log when this arrives).
+    Record(Box<Record>),
+    /// A progress line.
+    Progress(String),
+    /// The worker is done: `Err` holds why it failed.
+    Done(Result<(), String>),
+}
+
+/// The worker's sink: writes the run log first (so nothing recorded depends on the UI), then
+/// hands the record to the UI. Never blocks.
+pub struct ChannelSink {
+    log: Option<RunLogWriter>,
+    tx: mpsc::UnboundedSender<WorkerMsg>,
+}
+
+impl ChannelSink {
+    /// A sink sending to `tx` and writing `log` if given.
+    pub fn new(log: Option<RunLogWriter>, tx: mpsc::UnboundedSender<WorkerMsg>) -> Self {
+        Self { log, tx }
+    }
+}
+
+impl Sink for ChannelSink {
+    fn record(&mut self, record: &Record) -> anyhow::Result<()> {
+        if let Some(log) = &mut self.log {
+            log.write(record)?;
+        }
+        // A closed channel means the UI is gone; the run log still gets everything.
+        let _ = self.tx.send(WorkerMsg::Record(Box::new(record.clone())));
+        Ok(())
+    }
+
+    fn progress(&mut self, message: &str) {
+        let _ = self.tx.send(WorkerMsg::Progress(message.to_string()));
+    }
+}
+
+/// The themes `t` cycles through (every built-in, with the user's overrides of the same name,
+/// plus `spec` when it is a file) and the index of `spec`'s. `None` picks `mono` when `NO_COLOR`
+/// is set, else the default.
+pub fn themes_for(
+    spec: Option<&str>,
+    depth: ColorDepth,
+) -> Result<(Vec<Theme>, usize), ThemeError> {
+    let dir = theme::config_dir();
+    let mut all: Vec<Theme> = theme::BUILTIN
+        .iter()
+        .map(|(n, _)| Theme::load(n, dir.as_deref()))
+        .collect::<Result<_, _>>()?;
+    let spec = spec.unwrap_or(if depth == ColorDepth::None {
+        "mono"
+    } else {
+        theme::BUILTIN[0].0
+    });
+    let chosen = Theme::load(spec, dir.as_deref())?;
+    let at = match all.iter().position(|t| *t == chosen) {
+        Some(i) => i,
+        None => {
+            all.insert(0, chosen);
+            0
+        }
+    };
+    Ok((all, at))
+}
+
+/// Whether the UI can run here: stdout and stdin are terminals.
+pub fn is_interactive() -> bool {
+    std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
+}
+
+static UI_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+static TERMINAL_RAW: AtomicBool = AtomicBool::new(false);
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+fn restore_terminal() {
+    if TERMINAL_RAW.swap(false, Ordering::SeqCst) {
+        let _ = terminal::disable_raw_mode();
+        let mut out = std::io::stdout();
+        let _ = execute!(out, terminal::LeaveAlternateScreen, cursor::Show);
+        let _ = out.flush();
+    }
+}
+
+/// Restores the terminal when dropped.
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let on_ui = UI_THREAD.get() == Some(&std::thread::current().id());
+        if on_ui || !TERMINAL_RAW.load(Ordering::SeqCst) {
+            // The UI itself panicked (or no UI is up): give the terminal back, then report.
+            restore_terminal();
+            previous(info);
+        } else {
+            // A worker thread: keep the screen intact; the worker reports the failure in the UI.
+            let msg = info.to_string();
+            if let Ok(mut slot) = LAST_PANIC.lock() {
+                *slot = Some(msg);
+            }
+        }
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    let detail = LAST_PANIC.lock().ok().and_then(|mut s| s.take());
+    format!(
+        "internal error (a bug in probescope): {}",
+        detail.unwrap_or(text)
+    )
+}
+
+/// Runs `work` in a worker thread with a [`ChannelSink`] and the UI on this thread until the user
+/// quits. Returns the worker's outcome (waiting for it to stop if the user quit early).
+pub fn run_live<F>(
+    work: F,
+    log: Option<RunLogWriter>,
+    controls: Arc<Controls>,
+    signalled: Arc<AtomicBool>,
+    themes: (Vec<Theme>, usize),
+    depth: ColorDepth,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(&mut dyn Sink) -> anyhow::Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let worker_tx = tx.clone();
+    let worker = std::thread::Builder::new()
+        .name("probescope-worker".into())
+        .spawn(move || {
+            let mut sink = ChannelSink::new(log, worker_tx.clone());
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut sink)))
+                .unwrap_or_else(|p| Err(anyhow::anyhow!(panic_message(p.as_ref()))));
+            let _ = worker_tx.send(WorkerMsg::Done(
+                outcome.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
+            ));
+            outcome
+        })?;
+    drop(tx);
+
+    let mut app = App::new(themes.0);
+    app.theme = themes.1;
+    app.depth = depth;
+    let ui = ui_loop(&mut app, rx, &controls, &signalled);
+    // Whatever happened, the worker stops at its next checkpoint and writes its end line.
+    controls.pause.store(false, Ordering::Relaxed);
+    if app.state.active() {
+        controls.request_stop();
+        eprintln!(
+            "probescope: stopping the run (it finishes its current step and closes the log)..."
+        );
+    }
+    let outcome = worker
+        .join()
+        .unwrap_or_else(|p| Err(anyhow::anyhow!(panic_message(p.as_ref()))));
+    ui?;
+    outcome
+}
+
+fn ui_loop(
+    app: &mut App,
+    mut rx: mpsc::UnboundedReceiver<WorkerMsg>,
+    controls: &Controls,
+    signalled: &AtomicBool,
+) -> anyhow::Result<()> {
+    let _ = UI_THREAD.set(std::thread::current().id());
+    install_panic_hook();
+    terminal::enable_raw_mode()?;
+    TERMINAL_RAW.store(true, Ordering::SeqCst);
+    let _guard = TerminalGuard;
+    let mut out = std::io::stdout();
+    execute!(out, terminal::EnterAlternateScreen, cursor::Hide)?;
+    let mut term = Terminal::new(CrosstermBackend::new(out))?;
+    term.clear()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    rt.block_on(async {
+        let mut events = EventStream::new();
+        let mut tick = tokio::time::interval(FRAME);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut dirty = true;
+        let mut worker_open = true;
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => {
+                        match app.key(k) {
+                            Some(Effect::Pause(p)) => controls.pause.store(p, Ordering::Relaxed),
+                            Some(Effect::SnapshotNow) => controls.snapshot.store(true, Ordering::Relaxed),
+                            Some(Effect::Quit) | None => {}
+                        }
+                        dirty = true;
+                    }
+                    Some(Ok(Event::Resize(..))) => dirty = true,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(anyhow::Error::from(e).context("reading the terminal")),
+                    None => app.quit = true,
+                },
+                msg = rx.recv(), if worker_open => {
+                    match msg {
+                        Some(m) => fold(app, m),
+                        None => worker_open = false,
+                    }
+                    // Take everything already queued before drawing.
+                    while let Ok(m) = rx.try_recv() {
+                        fold(app, m);
+                    }
+                    dirty = true;
+                }
+                _ = tick.tick() => {
+                    if signalled.load(Ordering::Relaxed) {
+                        app.quit = true;
+                    }
+                    if dirty {
+                        term.draw(|f| view::draw(app, f.buffer_mut()))?;
+                        dirty = false;
+                    }
+                }
+            }
+            if app.quit {
+                return Ok(());
+            }
+        }
+    })
+}
+
+fn fold(app: &mut App, msg: WorkerMsg) {
+    match msg {
+        WorkerMsg::Record(r) => app.apply(&r),
+        WorkerMsg::Progress(p) => app.progress = p,
+        WorkerMsg::Done(Err(e)) => app.fail(e),
+        WorkerMsg::Done(Ok(())) => {}
+    }
+}

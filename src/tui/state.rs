@@ -1,0 +1,976 @@
+//! The UI's state and its pure updates: records fold in, keys move the selection. Nothing here
+//! draws or touches the terminal, so all of it is unit-tested.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::graph::{Graph, Op};
+use crate::probe::ProbeSpec;
+use crate::runlog::{EndStatus, ModelMetrics, Record, RunHeader, Snapshot, SnapshotKind};
+
+use super::diagram::Layout;
+use super::theme::{ColorDepth, Theme};
+
+/// Most rows the layer x time picture and the histories keep; past it, every second row is
+/// dropped, so the whole run stays in view at half the time resolution.
+pub const HISTORY_CAP: usize = 1024;
+
+/// Snapshots the progress rate is measured over.
+const RATE_WINDOW: usize = 16;
+
+/// The panes, in the order Tab cycles through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    /// Probe error bars.
+    Bars,
+    /// The model graph coloured by probe error.
+    Diagram,
+    /// Layer x time.
+    Heatmap,
+    /// Model loss and error.
+    Chart,
+    /// The selected tap.
+    Inspector,
+}
+
+/// Which series the bars show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarsMode {
+    /// Train and test side by side.
+    Both,
+    /// Train error only.
+    Train,
+    /// Test error only (train where a reading has no test split).
+    Test,
+}
+
+/// Where the run is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Waiting for the header.
+    Starting,
+    /// Working.
+    Running,
+    /// Paused by the user.
+    Paused,
+    /// Done.
+    Finished,
+    /// Stopped by the user.
+    Stopped,
+    /// Failed, with the reason.
+    Failed(String),
+}
+
+impl RunState {
+    /// Whether the worker is still at it.
+    pub fn active(&self) -> bool {
+        matches!(self, Self::Starting | Self::Running | Self::Paused)
+    }
+}
+
+/// A probe as the UI shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapMeta {
+    /// Probe name.
+    pub name: String,
+    /// The node it reads.
+    pub tap: String,
+    /// Index of that node in the graph.
+    pub node: usize,
+    /// Node kind ("linear", "activation", ...).
+    pub kind: String,
+    /// The node's per-sample shape.
+    pub shape: Vec<usize>,
+    /// Features of the node.
+    pub features: usize,
+    /// Features the probe reads (fewer for a random subset).
+    pub width: usize,
+    /// Whether dead units mean something here (ReLU family).
+    pub can_die: bool,
+}
+
+/// One snapshot in the layer x time picture: per-probe errors (NaN where missing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Model step.
+    pub step: u64,
+    /// Snapshot label.
+    pub label: String,
+    /// Converged or online.
+    pub kind: SnapshotKind,
+    /// Train error per probe.
+    pub train: Vec<f32>,
+    /// Validation error per probe.
+    pub val: Vec<f32>,
+    /// Test error per probe.
+    pub test: Vec<f32>,
+}
+
+impl Row {
+    /// The error the colours show: test where there is one, else train.
+    pub fn shown(&self, i: usize) -> f32 {
+        let t = self.test.get(i).copied().unwrap_or(f32::NAN);
+        if t.is_nan() {
+            self.train.get(i).copied().unwrap_or(f32::NAN)
+        } else {
+            t
+        }
+    }
+}
+
+/// The model's figures at one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelPoint {
+    /// Model step.
+    pub step: u64,
+    /// Its metrics.
+    pub metrics: ModelMetricsCopy,
+}
+
+/// [`ModelMetrics`] as plain numbers (NaN where missing).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelMetricsCopy {
+    /// Training loss.
+    pub loss: f64,
+    /// Training error.
+    pub train_error: f64,
+    /// Test error.
+    pub test_error: f64,
+}
+
+impl From<&ModelMetrics> for ModelMetricsCopy {
+    fn from(m: &ModelMetrics) -> Self {
+        Self {
+            loss: m.loss,
+            train_error: m.train_error.unwrap_or(f64::NAN),
+            test_error: m.test_error.unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// A list that keeps at most `cap` entries: when full, every second one is dropped, so the kept
+/// entries stay evenly spaced over the whole run (at `stride`), plus always the newest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decimating<T> {
+    items: Vec<T>,
+    index: Vec<usize>,
+    cap: usize,
+    /// Spacing, in pushes, of the kept entries (doubles at each thinning).
+    pub stride: usize,
+    pushed: usize,
+}
+
+impl<T> Decimating<T> {
+    /// Empty, keeping at most `cap` (at least 3).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            items: Vec::new(),
+            index: Vec::new(),
+            cap: cap.max(3),
+            stride: 1,
+            pushed: 0,
+        }
+    }
+
+    /// Adds one entry.
+    pub fn push(&mut self, item: T) {
+        // The newest is always kept; drop the previous newest if it is off the stride.
+        if self.index.last().is_some_and(|i| i % self.stride != 0) {
+            self.items.pop();
+            self.index.pop();
+        }
+        self.items.push(item);
+        self.index.push(self.pushed);
+        self.pushed += 1;
+        if self.items.len() > self.cap {
+            self.stride *= 2;
+            let stride = self.stride;
+            let last = self.pushed - 1;
+            let mut keep = self.index.iter().map(|i| i % stride == 0 || *i == last);
+            self.items.retain(|_| keep.next().unwrap_or(false));
+            self.index.retain(|i| i % stride == 0 || *i == last);
+        }
+    }
+
+    /// The kept entries, oldest first.
+    pub fn items(&self) -> &[T] {
+        &self.items
+    }
+
+    /// Number kept.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// What the runner must do after a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Pause (true) or resume (false) the worker.
+    Pause(bool),
+    /// Ask the worker for a converged snapshot now.
+    SnapshotNow,
+    /// Leave the UI (stopping the worker if it still runs).
+    Quit,
+}
+
+/// An action a key can trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Previous tap.
+    Left,
+    /// Next tap.
+    Right,
+    /// Up: the branch above in the diagram, ten taps back elsewhere.
+    Up,
+    /// Down: the branch below in the diagram, ten taps on elsewhere.
+    Down,
+    /// First tap.
+    First,
+    /// Last tap.
+    Last,
+    /// Show or hide the inspector.
+    Inspector,
+    /// Focus the next pane.
+    NextPane,
+    /// Focus the previous pane.
+    PrevPane,
+    /// Pause or resume training.
+    Pause,
+    /// Converged snapshot now.
+    Snapshot,
+    /// Next theme.
+    Theme,
+    /// Train / test / both bars.
+    BarsMode,
+    /// Help overlay.
+    Help,
+    /// Quit (asks first while the run is active).
+    Quit,
+}
+
+/// The key table: every key, its action, and the text the help overlay shows. Dispatch and help
+/// both read it, so the help cannot go out of date.
+pub const KEYS: &[(&str, Action, &str)] = &[
+    ("←  h", Action::Left, "previous tap"),
+    ("→  l", Action::Right, "next tap"),
+    (
+        "↑  k",
+        Action::Up,
+        "branch above (diagram), 10 taps back (elsewhere)",
+    ),
+    (
+        "↓  j",
+        Action::Down,
+        "branch below (diagram), 10 taps on (elsewhere)",
+    ),
+    ("Home g", Action::First, "first tap"),
+    ("End G", Action::Last, "last tap"),
+    ("Enter i", Action::Inspector, "show / hide the inspector"),
+    ("Tab", Action::NextPane, "focus the next pane"),
+    ("S-Tab", Action::PrevPane, "focus the previous pane"),
+    ("Space p", Action::Pause, "pause / resume training"),
+    ("s", Action::Snapshot, "converged snapshot now"),
+    ("b", Action::BarsMode, "bars: train and test / train / test"),
+    ("t", Action::Theme, "next theme"),
+    ("?", Action::Help, "this help (any key closes it)"),
+    ("q Esc C-c", Action::Quit, "quit (asks while training runs)"),
+];
+
+/// The action bound to `key`, if any.
+pub fn action_for(key: &KeyEvent) -> Option<Action> {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    Some(match key.code {
+        KeyCode::Char('c') if ctrl => Action::Quit,
+        _ if ctrl => return None,
+        KeyCode::Left | KeyCode::Char('h') => Action::Left,
+        KeyCode::Right | KeyCode::Char('l') => Action::Right,
+        KeyCode::Up | KeyCode::Char('k') => Action::Up,
+        KeyCode::Down | KeyCode::Char('j') => Action::Down,
+        KeyCode::Home | KeyCode::Char('g') => Action::First,
+        KeyCode::End | KeyCode::Char('G') => Action::Last,
+        KeyCode::Enter | KeyCode::Char('i') => Action::Inspector,
+        KeyCode::Tab => Action::NextPane,
+        KeyCode::BackTab => Action::PrevPane,
+        KeyCode::Char(' ') | KeyCode::Char('p') => Action::Pause,
+        KeyCode::Char('s') => Action::Snapshot,
+        KeyCode::Char('b') => Action::BarsMode,
+        KeyCode::Char('t') => Action::Theme,
+        KeyCode::Char('?') => Action::Help,
+        KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
+        _ => return None,
+    })
+}
+
+/// The run as the header describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    /// The header.
+    pub header: RunHeader,
+    /// Classes of the task.
+    pub classes: usize,
+    /// Error of always guessing: 1 - 1/K.
+    pub chance: f64,
+    /// Total of the run's unit of progress (datasets, steps), where the parameters say.
+    pub total: Option<(String, u64)>,
+}
+
+/// Everything the UI shows.
+pub struct App {
+    /// The run, once its header arrived.
+    pub info: Option<RunInfo>,
+    /// The probes.
+    pub taps: Vec<TapMeta>,
+    /// The diagram's layout (from the graph).
+    pub layout: Option<Layout>,
+    /// The newest snapshot.
+    pub latest: Option<Snapshot>,
+    /// Running mean over datasets (train, test, count), for presets that repeat over datasets.
+    pub mean: Option<(Vec<f64>, Vec<f64>, usize)>,
+    /// One row per snapshot (bounded).
+    pub history: Decimating<Row>,
+    /// The model's figures per snapshot (bounded).
+    pub model: Decimating<ModelPoint>,
+    /// Where the run is.
+    pub state: RunState,
+    /// The selected probe.
+    pub selected: usize,
+    /// The focused pane.
+    pub focus: Pane,
+    /// Whether the inspector shows.
+    pub inspector: bool,
+    /// Whether the help overlay shows.
+    pub help: bool,
+    /// Whether the quit question shows.
+    pub confirm_quit: bool,
+    /// Which bars.
+    pub bars: BarsMode,
+    /// The themes `t` cycles through, and the current one.
+    pub themes: Vec<Theme>,
+    /// Index into `themes`.
+    pub theme: usize,
+    /// The worker's last progress line.
+    pub progress: String,
+    /// A short message for the status bar (e.g. "snapshot requested").
+    pub flash: Option<String>,
+    /// Steps (or datasets) per second, from the last two snapshots.
+    pub rate: Option<f64>,
+    /// Seconds since the start, from the newest snapshot or end.
+    pub elapsed_s: f64,
+    /// Whether the UI should close.
+    pub quit: bool,
+    /// Whether this UI can steer the run (false when watching a log).
+    pub can_steer: bool,
+    /// What the terminal can show.
+    pub depth: ColorDepth,
+    rate_points: std::collections::VecDeque<(u64, f64)>,
+}
+
+impl App {
+    /// A fresh UI state with `themes` (the first is current).
+    pub fn new(themes: Vec<Theme>) -> Self {
+        assert!(!themes.is_empty(), "at least one theme");
+        Self {
+            info: None,
+            taps: Vec::new(),
+            layout: None,
+            latest: None,
+            mean: None,
+            history: Decimating::new(HISTORY_CAP),
+            model: Decimating::new(HISTORY_CAP),
+            state: RunState::Starting,
+            selected: 0,
+            focus: Pane::Bars,
+            inspector: true,
+            help: false,
+            confirm_quit: false,
+            bars: BarsMode::Both,
+            themes,
+            theme: 0,
+            progress: String::new(),
+            flash: None,
+            rate: None,
+            elapsed_s: 0.0,
+            quit: false,
+            can_steer: true,
+            depth: ColorDepth::TrueColor,
+            rate_points: Default::default(),
+        }
+    }
+
+    /// The current theme.
+    pub fn theme(&self) -> &Theme {
+        &self.themes[self.theme]
+    }
+
+    /// The run's graph, once known.
+    pub fn graph(&self) -> Option<&Graph> {
+        self.info.as_ref().map(|i| &i.header.graph)
+    }
+
+    /// Chance error (0.5 before the header).
+    pub fn chance(&self) -> f64 {
+        self.info.as_ref().map_or(0.5, |i| i.chance)
+    }
+
+    /// Folds a record in.
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Run(h) => self.start(h),
+            Record::Snapshot(s) => self.snapshot(s),
+            Record::Summary(_) => {}
+            Record::End(e) => {
+                self.elapsed_s = e.elapsed_s;
+                self.state = match e.status {
+                    EndStatus::Finished => RunState::Finished,
+                    EndStatus::Stopped => RunState::Stopped,
+                    EndStatus::Failed => RunState::Failed(
+                        e.message.clone().unwrap_or_else(|| "the run failed".into()),
+                    ),
+                };
+                self.confirm_quit = false;
+            }
+        }
+    }
+
+    /// A failure outside the records (the worker died without an end line).
+    pub fn fail(&mut self, message: String) {
+        if self.state.active() {
+            self.state = RunState::Failed(message);
+        }
+        self.confirm_quit = false;
+    }
+
+    fn start(&mut self, h: &RunHeader) {
+        let g = &h.graph;
+        let shapes = g.shapes().unwrap_or_default();
+        self.taps = h.probes.iter().map(|p| tap_meta(g, &shapes, p)).collect();
+        let classes = g.classes.max(2);
+        let total = ["steps", "datasets"].iter().find_map(|k| {
+            h.params.get(*k).and_then(|v| match v {
+                crate::params::ParamValue::Int(n) => Some((k.to_string(), *n)),
+                _ => None,
+            })
+        });
+        self.info = Some(RunInfo {
+            header: h.clone(),
+            classes,
+            chance: 1.0 - 1.0 / classes as f64,
+            total,
+        });
+        self.layout = Some(Layout::new(g, &self.taps));
+        self.selected = self.selected.min(self.taps.len().saturating_sub(1));
+        if self.state == RunState::Starting {
+            self.state = RunState::Running;
+        }
+    }
+
+    fn snapshot(&mut self, s: &Snapshot) {
+        let n = self.taps.len();
+        let mut row = Row {
+            step: s.step,
+            label: s.label.clone(),
+            kind: s.kind,
+            train: vec![f32::NAN; n],
+            val: vec![f32::NAN; n],
+            test: vec![f32::NAN; n],
+        };
+        for (i, r) in s.probes.iter().enumerate().take(n) {
+            row.train[i] = r.reading.train_error as f32;
+            row.val[i] = r.reading.val_error.map_or(f32::NAN, |v| v as f32);
+            row.test[i] = r.reading.test_error.map_or(f32::NAN, |v| v as f32);
+        }
+        self.history.push(row);
+        if let Some(m) = &s.model {
+            self.model.push(ModelPoint {
+                step: s.step,
+                metrics: m.into(),
+            });
+        }
+        if s.dataset.is_some() {
+            let (tr, te, k) = self
+                .mean
+                .get_or_insert_with(|| (vec![0.0; n], vec![0.0; n], 0));
+            for (i, r) in s.probes.iter().enumerate().take(n) {
+                tr[i] += r.reading.train_error;
+                te[i] += r.reading.test_error.unwrap_or(f64::NAN);
+            }
+            *k += 1;
+        }
+        // Progress rate over the last few snapshots (several may arrive at once): datasets per
+        // second for dataset presets, else steps per second.
+        let unit = match s.dataset {
+            Some(d) => d as u64 + 1,
+            None => s.step,
+        };
+        self.rate_points.push_back((unit, s.elapsed_s));
+        while self.rate_points.len() > RATE_WINDOW {
+            self.rate_points.pop_front();
+        }
+        if let (Some(&(u0, t0)), Some(&(u1, t1))) =
+            (self.rate_points.front(), self.rate_points.back())
+        {
+            if u1 > u0 && t1 - t0 > 0.0 {
+                self.rate = Some((u1 - u0) as f64 / (t1 - t0));
+            }
+        }
+        self.elapsed_s = s.elapsed_s;
+        self.latest = Some(s.clone());
+    }
+
+    /// The bars' values for probe `i`: (train, test), NaN where missing. A running mean over
+    /// datasets where the preset repeats over datasets, else the newest snapshot.
+    pub fn bar_values(&self, i: usize) -> (f64, f64) {
+        if let Some((tr, te, k)) = &self.mean {
+            let k = *k as f64;
+            return (tr[i] / k, te[i] / k);
+        }
+        match &self.latest {
+            Some(s) => s.probes.get(i).map_or((f64::NAN, f64::NAN), |r| {
+                (
+                    r.reading.train_error,
+                    r.reading.test_error.unwrap_or(f64::NAN),
+                )
+            }),
+            None => (f64::NAN, f64::NAN),
+        }
+    }
+
+    /// The error that colours probe `i` (test where there is one, else train), as a fraction of
+    /// chance: 0 perfect, 1 chance or worse.
+    pub fn level(&self, i: usize) -> f64 {
+        let (tr, te) = self.bar_values(i);
+        let e = if te.is_nan() { tr } else { te };
+        e / self.chance()
+    }
+
+    /// What the bars' title says they show.
+    pub fn bars_source(&self) -> String {
+        if let Some((_, _, k)) = &self.mean {
+            return format!("mean of {k} dataset{}", if *k == 1 { "" } else { "s" });
+        }
+        match &self.latest {
+            Some(s) => format!(
+                "{} {}",
+                match s.kind {
+                    SnapshotKind::Converged => "converged",
+                    SnapshotKind::Online => "online",
+                },
+                s.label
+            ),
+            None => "waiting for the first snapshot".into(),
+        }
+    }
+
+    /// Handles a key; returns what the runner must do.
+    pub fn key(&mut self, key: KeyEvent) -> Option<Effect> {
+        let action = action_for(&key);
+        if self.help {
+            self.help = false;
+            return None;
+        }
+        if self.confirm_quit {
+            return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('q') | KeyCode::Enter => {
+                    self.quit = true;
+                    Some(Effect::Quit)
+                }
+                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    self.quit = true;
+                    Some(Effect::Quit)
+                }
+                _ => {
+                    self.confirm_quit = false;
+                    None
+                }
+            };
+        }
+        self.flash = None;
+        self.act(action?)
+    }
+
+    /// Does `action`.
+    pub fn act(&mut self, action: Action) -> Option<Effect> {
+        let n = self.taps.len();
+        match action {
+            Action::Left => self.select_by(-1),
+            Action::Right => self.select_by(1),
+            Action::Up | Action::Down => {
+                let down = action == Action::Down;
+                let lane_move = (self.focus == Pane::Diagram)
+                    .then(|| {
+                        self.layout
+                            .as_ref()
+                            .and_then(|l| l.neighbour_lane(self.selected, down))
+                    })
+                    .flatten();
+                match lane_move {
+                    Some(i) => self.selected = i,
+                    None => self.select_by(if down { 10 } else { -10 }),
+                }
+            }
+            Action::First => self.selected = 0,
+            Action::Last => self.selected = n.saturating_sub(1),
+            Action::Inspector => self.inspector = !self.inspector,
+            Action::NextPane | Action::PrevPane => {
+                let mut panes = vec![Pane::Bars, Pane::Diagram, Pane::Heatmap, Pane::Chart];
+                if self.inspector {
+                    panes.push(Pane::Inspector);
+                }
+                let at = panes.iter().position(|p| *p == self.focus).unwrap_or(0);
+                let len = panes.len();
+                let next = if action == Action::NextPane {
+                    (at + 1) % len
+                } else {
+                    (at + len - 1) % len
+                };
+                self.focus = panes[next];
+            }
+            Action::Pause => {
+                if !self.can_steer {
+                    self.flash = Some("watching a log: this view cannot steer the run".into());
+                    return None;
+                }
+                match self.state {
+                    RunState::Running => {
+                        self.state = RunState::Paused;
+                        self.flash = Some("paused: the worker stops at its next checkpoint".into());
+                        return Some(Effect::Pause(true));
+                    }
+                    RunState::Paused => {
+                        self.state = RunState::Running;
+                        return Some(Effect::Pause(false));
+                    }
+                    _ => self.flash = Some("the run is not running".into()),
+                }
+            }
+            Action::Snapshot => {
+                if !self.can_steer {
+                    self.flash = Some("watching a log: this view cannot steer the run".into());
+                } else if self.state.active() {
+                    self.flash = Some("converged snapshot requested".into());
+                    return Some(Effect::SnapshotNow);
+                } else {
+                    self.flash = Some("the run is over: no more snapshots".into());
+                }
+            }
+            Action::Theme => {
+                self.theme = (self.theme + 1) % self.themes.len();
+                self.flash = Some(format!("theme: {}", self.theme().name));
+            }
+            Action::BarsMode => {
+                self.bars = match self.bars {
+                    BarsMode::Both => BarsMode::Train,
+                    BarsMode::Train => BarsMode::Test,
+                    BarsMode::Test => BarsMode::Both,
+                }
+            }
+            Action::Help => self.help = true,
+            Action::Quit => {
+                if self.state.active() && self.can_steer {
+                    self.confirm_quit = true;
+                } else {
+                    self.quit = true;
+                    return Some(Effect::Quit);
+                }
+            }
+        }
+        None
+    }
+
+    fn select_by(&mut self, delta: i64) {
+        let n = self.taps.len() as i64;
+        if n == 0 {
+            return;
+        }
+        // Single steps wrap around; jumps stop at the ends.
+        let next = self.selected as i64 + delta;
+        self.selected = if delta.abs() == 1 {
+            next.rem_euclid(n) as usize
+        } else {
+            next.clamp(0, n - 1) as usize
+        };
+    }
+}
+
+fn tap_meta(g: &Graph, shapes: &[Vec<usize>], p: &ProbeSpec) -> TapMeta {
+    let node = g.index_of(&p.tap).unwrap_or(0);
+    let shape = shapes.get(node).cloned().unwrap_or_default();
+    let can_die = match g.nodes.get(node).map(|n| &n.op) {
+        Some(Op::Activation { activation, .. }) => activation.can_die(),
+        _ => false,
+    };
+    TapMeta {
+        name: p.name.clone(),
+        tap: p.tap.clone(),
+        node,
+        kind: g.nodes.get(node).map_or("?", |n| n.op.kind()).to_string(),
+        features: shape.iter().product(),
+        shape,
+        width: p.width(),
+        can_die,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets;
+    use crate::probe::ProbeReading;
+    use crate::runlog::{TapReading, SCHEMA_VERSION};
+
+    pub(crate) fn header(preset: &str, sets: &[&str]) -> RunHeader {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let (p, params) = presets::prepare(preset, &sets).unwrap();
+        let graph = p.graph(&params);
+        let probes = p.probes(&params, &graph, 0);
+        RunHeader {
+            schema_version: SCHEMA_VERSION,
+            probescope_version: "test".into(),
+            preset: preset.into(),
+            params: params.0.clone(),
+            seed: 0,
+            device: "cpu".into(),
+            graph,
+            probes,
+            fit: presets::fit_config(&params),
+            started_unix: 0,
+        }
+    }
+
+    fn snap(
+        h: &RunHeader,
+        step: u64,
+        dataset: Option<usize>,
+        err: impl Fn(usize) -> f64,
+    ) -> Snapshot {
+        Snapshot {
+            step,
+            label: format!("s{step}"),
+            kind: SnapshotKind::Converged,
+            dataset,
+            probes: h
+                .probes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| TapReading {
+                    probe: p.name.clone(),
+                    tap: p.tap.clone(),
+                    reading: ProbeReading {
+                        train_error: err(i),
+                        test_error: Some(err(i) + 0.01),
+                        ..Default::default()
+                    },
+                    activation: None,
+                })
+                .collect(),
+            model: None,
+            elapsed_s: step as f64,
+        }
+    }
+
+    fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    fn app_with(preset: &str) -> (App, RunHeader) {
+        let h = header(preset, &[]);
+        let mut app = App::new(vec![Theme::default_theme()]);
+        app.apply(&Record::Run(h.clone()));
+        (app, h)
+    }
+
+    #[test]
+    fn selection_wraps_and_jumps_clamp() {
+        let (mut app, h) = app_with("untrained-mlp");
+        let n = h.probes.len();
+        assert_eq!(n, 33);
+        app.key(key(KeyCode::Left));
+        assert_eq!(app.selected, n - 1);
+        app.key(key(KeyCode::Char('l')));
+        assert_eq!(app.selected, 0);
+        app.key(key(KeyCode::Char('j')));
+        assert_eq!(app.selected, 10);
+        app.key(key(KeyCode::Char('G')));
+        assert_eq!(app.selected, n - 1);
+        app.key(key(KeyCode::Down));
+        assert_eq!(app.selected, n - 1);
+        app.key(key(KeyCode::Up));
+        assert_eq!(app.selected, n - 11);
+        app.key(key(KeyCode::Home));
+        assert_eq!(app.selected, 0);
+    }
+
+    #[test]
+    fn diagram_focus_moves_between_branches() {
+        let (mut app, h) = app_with("bifurcation");
+        let upper = h.probes.iter().position(|p| p.name == "upper1").unwrap();
+        app.selected = upper;
+        app.focus = Pane::Diagram;
+        app.key(key(KeyCode::Down));
+        let now = &h.probes[app.selected].name;
+        assert!(now.starts_with("lower"), "moved to {now}");
+        app.key(key(KeyCode::Up));
+        assert!(h.probes[app.selected].name.starts_with("upper"));
+    }
+
+    #[test]
+    fn history_stays_bounded_and_keeps_both_ends() {
+        let mut d = Decimating::new(8);
+        for i in 0..1000usize {
+            d.push(i);
+            assert!(d.len() <= 8, "{} kept", d.len());
+            assert_eq!(*d.items().last().unwrap(), i, "newest kept");
+            assert_eq!(d.items()[0], 0, "oldest kept");
+        }
+        // Evenly spaced: consecutive kept entries (but the newest) are one stride apart.
+        let it = d.items();
+        for w in it[..it.len() - 1].windows(2) {
+            assert_eq!(w[1] - w[0], d.stride);
+        }
+    }
+
+    #[test]
+    fn snapshots_fold_into_mean_history_and_rate() {
+        let (mut app, h) = app_with("untrained-mlp");
+        app.apply(&Record::Snapshot(snap(&h, 0, Some(0), |i| {
+            i as f64 / 100.0
+        })));
+        app.apply(&Record::Snapshot(snap(&h, 0, Some(1), |i| i as f64 / 50.0)));
+        let (tr, te) = app.bar_values(10);
+        assert!((tr - 0.15).abs() < 1e-12, "{tr}");
+        assert!((te - 0.16).abs() < 1e-12, "{te}");
+        assert_eq!(app.history.len(), 2);
+        assert!((app.history.items()[1].shown(10) - 0.21).abs() < 1e-6);
+        assert_eq!(app.bars_source(), "mean of 2 datasets");
+        // Colour level: 0.16 test error against chance 0.5.
+        assert!((app.level(10) - 0.32).abs() < 1e-12);
+        // Both snapshots at 0 s: no rate yet.
+        assert_eq!(app.rate, None);
+    }
+
+    #[test]
+    fn rate_from_consecutive_snapshots() {
+        let (mut app, h) = app_with("bifurcation");
+        app.apply(&Record::Snapshot(snap(&h, 100, None, |_| 0.3)));
+        app.apply(&Record::Snapshot(snap(&h, 300, None, |_| 0.3)));
+        // 200 steps in 200 s.
+        assert_eq!(app.rate, Some(1.0));
+        assert_eq!(app.bars_source(), "converged s300");
+
+        // Datasets arriving in pairs: the rate is over the window, not the last pair.
+        let (mut app, h) = app_with("untrained-mlp");
+        for (d, t) in [(0, 1.0), (1, 1.0), (2, 3.0), (3, 3.0)] {
+            let mut s = snap(&h, 0, Some(d), |_| 0.3);
+            s.elapsed_s = t;
+            app.apply(&Record::Snapshot(s));
+        }
+        assert_eq!(app.rate, Some(1.5));
+    }
+
+    #[test]
+    fn quit_asks_while_running_and_not_after() {
+        let (mut app, _) = app_with("untrained-mlp");
+        assert_eq!(app.key(key(KeyCode::Char('q'))), None);
+        assert!(app.confirm_quit);
+        assert_eq!(app.key(key(KeyCode::Char('n'))), None);
+        assert!(!app.confirm_quit && !app.quit);
+        app.key(key(KeyCode::Esc));
+        assert_eq!(app.key(key(KeyCode::Char('y'))), Some(Effect::Quit));
+        assert!(app.quit);
+
+        let (mut app, _) = app_with("untrained-mlp");
+        app.fail("boom".into());
+        assert_eq!(app.state, RunState::Failed("boom".into()));
+        assert_eq!(app.key(key(KeyCode::Char('q'))), Some(Effect::Quit));
+    }
+
+    #[test]
+    fn pause_snapshot_theme_help_and_panes() {
+        let mut themes = vec![Theme::default_theme(), Theme::builtin("mono").unwrap()];
+        themes.truncate(2);
+        let h = header("bifurcation", &[]);
+        let mut app = App::new(themes);
+        app.apply(&Record::Run(h));
+        assert_eq!(app.key(key(KeyCode::Char(' '))), Some(Effect::Pause(true)));
+        assert_eq!(app.state, RunState::Paused);
+        assert_eq!(app.key(key(KeyCode::Char('p'))), Some(Effect::Pause(false)));
+        assert_eq!(app.key(key(KeyCode::Char('s'))), Some(Effect::SnapshotNow));
+        app.key(key(KeyCode::Char('t')));
+        assert_eq!(app.theme().name, "mono");
+        app.key(key(KeyCode::Char('t')));
+        assert_eq!(app.theme().name, "dark");
+        app.key(key(KeyCode::Char('?')));
+        assert!(app.help);
+        app.key(key(KeyCode::Char('x')));
+        assert!(!app.help, "any key closes the help");
+        let order: Vec<Pane> = (0..5)
+            .map(|_| {
+                app.key(key(KeyCode::Tab));
+                app.focus
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                Pane::Diagram,
+                Pane::Heatmap,
+                Pane::Chart,
+                Pane::Inspector,
+                Pane::Bars
+            ]
+        );
+        app.key(key(KeyCode::Enter));
+        assert!(!app.inspector);
+        app.key(key(KeyCode::Char('b')));
+        assert_eq!(app.bars, BarsMode::Train);
+    }
+
+    #[test]
+    fn every_bound_key_is_in_the_help_table() {
+        let all = [
+            KeyCode::Left,
+            KeyCode::Right,
+            KeyCode::Up,
+            KeyCode::Down,
+            KeyCode::Home,
+            KeyCode::End,
+            KeyCode::Enter,
+            KeyCode::Tab,
+            KeyCode::BackTab,
+            KeyCode::Esc,
+        ]
+        .into_iter()
+        .chain((b' '..=b'~').map(|c| KeyCode::Char(c as char)));
+        for code in all {
+            if let Some(a) = action_for(&key(code)) {
+                assert!(
+                    KEYS.iter().any(|(_, b, _)| *b == a),
+                    "{code:?} -> {a:?} has no help line"
+                );
+            }
+        }
+        // And every help line's action is reachable.
+        for (_, a, _) in KEYS {
+            let reachable = (b' '..=b'~')
+                .map(|c| KeyCode::Char(c as char))
+                .chain([
+                    KeyCode::Left,
+                    KeyCode::Right,
+                    KeyCode::Up,
+                    KeyCode::Down,
+                    KeyCode::Tab,
+                    KeyCode::BackTab,
+                    KeyCode::Enter,
+                    KeyCode::Home,
+                    KeyCode::End,
+                ])
+                .any(|c| action_for(&key(c)) == Some(*a));
+            assert!(reachable, "{a:?} has no key");
+        }
+    }
+}

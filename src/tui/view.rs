@@ -1,0 +1,904 @@
+//! Drawing: every pane renders straight into a ratatui `Buffer` from the [`App`] state, so the
+//! same code serves the terminal, the snapshot tests and the frame benchmark.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Direction, Layout as Split, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Chart, Clear, Dataset, GraphType, Paragraph, Widget, Wrap};
+
+use super::diagram::{self, err_label, DiagramView};
+use super::state::{App, BarsMode, Pane, RunState, KEYS};
+use super::theme::{downgrade, Theme};
+use crate::runlog::SnapshotKind;
+
+/// Smallest terminal the UI draws into; below it, a message says how big it must be.
+pub const MIN_SIZE: (u16, u16) = (60, 16);
+
+const EIGHTHS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// Draws the whole UI into `buf` (its full area).
+pub fn draw(app: &App, buf: &mut Buffer) {
+    let area = buf.area;
+    Clear.render(area, buf);
+    let theme = app.theme().for_depth(app.depth);
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        too_small(area, buf, &theme);
+        return;
+    }
+    let [main, status] = rows(area, [Constraint::Min(1), Constraint::Length(1)]);
+    let wide_inspector = app.inspector && area.width >= 110;
+    let (left, side) = if wide_inspector {
+        let [l, r] = cols(main, [Constraint::Min(1), Constraint::Length(44)]);
+        (l, Some(r))
+    } else {
+        (main, None)
+    };
+    let lanes = app.layout.as_ref().map_or(1, |l| l.lanes) as u16;
+    let diagram_h = (2 * lanes + 2).min(left.height / 3).max(4);
+    let rest = left.height.saturating_sub(diagram_h);
+    let bars_h = (rest * 11 / 20).max(6);
+    let [bars, diag, bottom] = rows(
+        left,
+        [
+            Constraint::Length(bars_h),
+            Constraint::Length(diagram_h),
+            Constraint::Min(1),
+        ],
+    );
+    let [heat, right] = cols(bottom, [Constraint::Percentage(55), Constraint::Min(1)]);
+    draw_bars(app, &theme, bars, buf);
+    draw_diagram(app, &theme, diag, buf);
+    draw_heatmap(app, &theme, heat, buf);
+    match side {
+        Some(side) => {
+            draw_inspector(app, &theme, side, buf);
+            draw_chart(app, &theme, right, buf);
+        }
+        None if app.inspector => draw_inspector(app, &theme, right, buf),
+        None => draw_chart(app, &theme, right, buf),
+    }
+    draw_status(app, &theme, status, buf);
+    if let RunState::Failed(msg) = &app.state {
+        let h = 6.min(main.height);
+        let r = Rect::new(main.x, main.y + main.height - h, main.width, h);
+        let block = Block::bordered()
+            .title(" the run failed ")
+            .border_style(Style::default().fg(theme.bad));
+        Clear.render(r, buf);
+        Paragraph::new(vec![
+            Line::from(msg.as_str()),
+            Line::from(Span::styled(
+                "The readings above are what it recorded. q quits.",
+                Style::default().fg(theme.muted),
+            )),
+        ])
+        .wrap(Wrap { trim: true })
+        .block(block)
+        .render(r, buf);
+    }
+    if app.confirm_quit {
+        let r = centred(area, 52, 5);
+        Clear.render(r, buf);
+        Paragraph::new(vec![
+            Line::from("Training is still running."),
+            Line::from("Stop it and quit?  y / q: yes    any other key: no"),
+        ])
+        .block(
+            Block::bordered()
+                .title(" quit ")
+                .border_style(Style::default().fg(theme.warn)),
+        )
+        .style(Style::default().bg(theme.overlay_bg).fg(theme.text))
+        .render(r, buf);
+    }
+    if app.help {
+        draw_help(app, &theme, area, buf);
+    }
+}
+
+fn rows<const N: usize>(area: Rect, c: [Constraint; N]) -> [Rect; N] {
+    Split::default()
+        .direction(Direction::Vertical)
+        .constraints(c)
+        .areas(area)
+}
+
+fn cols<const N: usize>(area: Rect, c: [Constraint; N]) -> [Rect; N] {
+    Split::default()
+        .direction(Direction::Horizontal)
+        .constraints(c)
+        .areas(area)
+}
+
+fn centred(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn too_small(area: Rect, buf: &mut Buffer, theme: &Theme) {
+    let text = format!(
+        "terminal too small: {}x{}; probescope needs at least {}x{}. Enlarge it, or press q to quit.",
+        area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+    );
+    Paragraph::new(text)
+        .style(Style::default().fg(theme.warn))
+        .wrap(Wrap { trim: true })
+        .render(area, buf);
+}
+
+fn pane_block<'a>(app: &App, theme: &Theme, pane: Pane, title: String) -> Block<'a> {
+    let focused = app.focus == pane;
+    let mut style = Style::default().fg(if focused { theme.focus } else { theme.border });
+    if focused && theme.monochrome {
+        style = style.add_modifier(Modifier::BOLD);
+    }
+    Block::bordered()
+        .border_type(if focused {
+            ratatui::widgets::BorderType::Thick
+        } else {
+            ratatui::widgets::BorderType::Plain
+        })
+        .border_style(style)
+        .title(Span::styled(title, Style::default().fg(theme.text)))
+}
+
+/// The horizontal window of `n` slots of `slot` columns that fits `width` and shows `selected`.
+fn window(n: usize, slot: usize, width: usize, selected: usize) -> (usize, usize) {
+    let fit = (width / slot.max(1)).max(1);
+    if n <= fit {
+        return (0, n);
+    }
+    let start = selected.saturating_sub(fit / 2).min(n - fit);
+    (start, fit)
+}
+
+fn label_of(app: &App, i: usize) -> String {
+    app.taps.get(i).map_or_else(String::new, |t| t.name.clone())
+}
+
+fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let n = app.taps.len();
+    let sel = app.selected.min(n.saturating_sub(1));
+    let (tr, te) = if n > 0 {
+        app.bar_values(sel)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+    let title = format!(
+        " probe error · {} · {} train {} test {} ",
+        app.bars_source(),
+        label_of(app, sel),
+        err_label(tr, 4).trim(),
+        err_label(te, 4).trim()
+    );
+    let block = pane_block(app, theme, Pane::Bars, title).title_bottom(
+        Line::from(vec![
+            Span::styled("█", Style::default().fg(theme.train)),
+            Span::raw(" train "),
+            Span::styled("█", Style::default().fg(theme.test)),
+            Span::raw(" test "),
+            Span::styled("─", Style::default().fg(theme.chance)),
+            Span::raw(format!(" chance {:.2} ", app.chance())),
+        ])
+        .right_aligned(),
+    );
+    let inner = block.inner(area);
+    block.render(area, buf);
+    if n == 0 || inner.width < 8 || inner.height < 3 {
+        return;
+    }
+    let axis_w = 4u16;
+    let plot = Rect::new(
+        inner.x + axis_w,
+        inner.y,
+        inner.width - axis_w,
+        inner.height - 1,
+    );
+    let label_row = inner.y + inner.height - 1;
+    let values: Vec<(f64, f64)> = (0..n).map(|i| app.bar_values(i)).collect();
+    let vmax = values
+        .iter()
+        .flat_map(|(a, b)| [*a, *b])
+        .filter(|v| v.is_finite())
+        .fold(app.chance(), f64::max);
+    let ymax = ((vmax * 10.0).ceil() / 10.0).clamp(0.1, 1.0);
+    let series: Vec<(usize, Color, char)> = match app.bars {
+        BarsMode::Both => vec![(0, theme.train, '█'), (1, theme.test, '█')],
+        BarsMode::Train => vec![(0, theme.train, '█')],
+        BarsMode::Test => vec![(1, theme.test, '█')],
+    };
+    let min_slot = series.len();
+    let pw = plot.width as usize;
+    let (start, shown) = window(n, min_slot, pw, sel);
+    let slot = (pw / shown).max(min_slot);
+    let bw = if slot > series.len() {
+        ((slot - 1) / series.len()).max(1)
+    } else {
+        1
+    };
+    let ph = plot.height as usize;
+    // Axis.
+    for (frac, text) in [
+        (1.0, format!("{ymax:.1}")),
+        (0.5, format!("{:.2}", ymax / 2.0)),
+        (0.0, "0".into()),
+    ] {
+        let y = plot.y + ((1.0 - frac) * (ph - 1) as f64).round() as u16;
+        let s = text.trim_start_matches('0');
+        let s = if s.is_empty() { "0" } else { s };
+        buf.set_string(
+            inner.x,
+            y,
+            format!("{s:>3}"),
+            Style::default().fg(theme.muted),
+        );
+    }
+    // Chance line underneath the bars.
+    let chance_rows = app.chance() / ymax * ph as f64;
+    if app.chance() <= ymax {
+        let y = plot.y + ph as u16 - 1 - (chance_rows.floor() as u16).min(ph as u16 - 1);
+        for x in plot.x..plot.x + plot.width {
+            buf[(x, y)]
+                .set_char('─')
+                .set_style(Style::default().fg(theme.chance));
+        }
+    }
+    for (k, i) in (start..start + shown).enumerate() {
+        let x0 = plot.x as usize + k * slot;
+        for (s, &(which, colour, _)) in series.iter().enumerate() {
+            let v = if which == 0 { values[i].0 } else { values[i].1 };
+            // Test where there is no test split: fall back to train in test-only mode.
+            let v = if v.is_nan() && app.bars == BarsMode::Test {
+                values[i].0
+            } else {
+                v
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let eighths = ((v / ymax).clamp(0.0, 1.0) * (ph * 8) as f64).round() as usize;
+            let style = if theme.monochrome && which == 1 {
+                Style::default().add_modifier(Modifier::DIM)
+            } else {
+                Style::default().fg(colour)
+            };
+            for b in 0..bw {
+                let x = (x0 + s * bw + b) as u16;
+                if x >= plot.x + plot.width {
+                    continue;
+                }
+                for r in 0..ph {
+                    let fill = eighths.saturating_sub(r * 8).min(8);
+                    if fill == 0 {
+                        break;
+                    }
+                    let y = plot.y + (ph - 1 - r) as u16;
+                    buf[(x, y)].set_char(EIGHTHS[fill]).set_style(style);
+                }
+            }
+            // Value label above the bar when it fits.
+            if bw >= 3 {
+                let top_row = ph.saturating_sub(eighths.div_ceil(8) + 1);
+                let y = plot.y + top_row as u16;
+                let x = (x0 + s * bw) as u16;
+                if x + 3 <= plot.x + plot.width {
+                    buf.set_string(x, y, err_label(v, 3), Style::default().fg(theme.text));
+                }
+            }
+        }
+    }
+    // Labels: tap indices at intervals, the selected tap's marker and name.
+    let used = series.len() * bw;
+    let mut k = 0;
+    while k < shown {
+        let x = plot.x as usize + k * slot;
+        let text = format!("{}", start + k);
+        if x + text.len() < (plot.x + plot.width) as usize {
+            buf.set_string(x as u16, label_row, &text, Style::default().fg(theme.muted));
+        }
+        k += (8 / slot.max(1)).max(1) * 2;
+    }
+    let sx = plot.x as usize + (sel - start) * slot + used.saturating_sub(1) / 2;
+    let name = format!("▲{}", label_of(app, sel));
+    let w = name.chars().count();
+    let end = (plot.x + plot.width) as usize;
+    let x = if sx + w <= end {
+        sx
+    } else {
+        end.saturating_sub(w).max(plot.x as usize)
+    };
+    // Clear the row first so the name reads cleanly over the indices.
+    for cx in x..(x + w).min(end) {
+        buf[(cx as u16, label_row)].set_char(' ');
+    }
+    buf.set_stringn(x as u16, label_row, &name, end - x, theme.selected());
+    if start > 0 {
+        buf.set_string(inner.x, label_row, "◀", Style::default().fg(theme.muted));
+    }
+    if start + shown < n {
+        buf.set_string(
+            inner.x + inner.width - 1,
+            label_row,
+            "▶",
+            Style::default().fg(theme.muted),
+        );
+    }
+}
+
+fn draw_diagram(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let n = app.taps.len();
+    let levels: Vec<f64> = (0..n).map(|i| app.level(i)).collect();
+    let errors: Vec<f64> = (0..n)
+        .map(|i| {
+            let (tr, te) = app.bar_values(i);
+            if te.is_nan() {
+                tr
+            } else {
+                te
+            }
+        })
+        .collect();
+    let sel = app.selected.min(n.saturating_sub(1));
+    let title = format!(
+        " model graph · coloured by {} error · {} {} ",
+        if errors.iter().all(|e| e.is_nan()) || app.bar_values(0).1.is_finite() {
+            "test"
+        } else {
+            "train"
+        },
+        label_of(app, sel),
+        err_label(errors.get(sel).copied().unwrap_or(f64::NAN), 4).trim()
+    );
+    let block = pane_block(app, theme, Pane::Diagram, title);
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let Some(layout) = &app.layout else {
+        return;
+    };
+    let depth = app.depth;
+    let map = move |c: Color| downgrade(c, depth);
+    diagram::render(
+        &DiagramView {
+            layout,
+            taps: &app.taps,
+            selected: sel,
+            levels: &levels,
+            errors: &errors,
+            theme,
+            map: &map,
+        },
+        inner,
+        buf,
+    );
+}
+
+fn scale_legend(theme: &Theme, app: &App) -> Line<'static> {
+    let mut spans = vec![Span::raw(" 0 ")];
+    for k in 0..8 {
+        let (ch, style) = theme.scale_cell(k as f64 / 7.0);
+        let style = match style.fg {
+            Some(c) => Style::default().fg(downgrade(c, app.depth)),
+            None => style,
+        };
+        spans.push(Span::styled(ch.to_string(), style));
+    }
+    spans.push(Span::raw(format!(" {:.2} ", app.chance())));
+    Line::from(spans).right_aligned()
+}
+
+fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let rows_all = app.history.items();
+    let block = pane_block(
+        app,
+        theme,
+        Pane::Heatmap,
+        format!(" layer × time · {} snapshots ", rows_all.len()),
+    )
+    .title_bottom(scale_legend(theme, app));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let n = app.taps.len();
+    if n == 0 || inner.width < 8 || inner.height < 2 || rows_all.is_empty() {
+        if inner.height > 0 && inner.width > 0 {
+            buf.set_stringn(
+                inner.x,
+                inner.y,
+                "waiting for snapshots",
+                inner.width as usize,
+                Style::default().fg(theme.muted),
+            );
+        }
+        return;
+    }
+    let axis_w = 6u16;
+    let plot = Rect::new(
+        inner.x + axis_w,
+        inner.y,
+        inner.width - axis_w,
+        inner.height - 1,
+    );
+    let sel = app.selected.min(n - 1);
+    let (start, shown) = window(n, 1, plot.width as usize, sel);
+    let slot = (plot.width as usize / shown).max(1);
+    let per_row = if theme.monochrome { 1 } else { 2 };
+    let capacity = plot.height as usize * per_row;
+    // Evenly spaced snapshots over the whole history, always ending with the newest.
+    let picks: Vec<usize> = if rows_all.len() <= capacity {
+        (0..rows_all.len()).collect()
+    } else {
+        (0..capacity)
+            .map(|k| k * (rows_all.len() - 1) / (capacity - 1).max(1))
+            .collect()
+    };
+    let chance = app.chance();
+    let colour = |e: f32| -> Option<Color> {
+        e.is_finite()
+            .then(|| downgrade(theme.scale(f64::from(e) / chance), app.depth))
+    };
+    for (r, chunk) in picks.chunks(per_row).enumerate() {
+        let y = plot.y + r as u16;
+        let first = &rows_all[chunk[0]];
+        if r == 0 || r + 1 == picks.len().div_ceil(per_row) || r % 4 == 0 {
+            buf.set_stringn(
+                inner.x,
+                y,
+                format!("{:>5}", compact_step(first)),
+                5,
+                Style::default().fg(theme.muted),
+            );
+        }
+        for (k, i) in (start..start + shown).enumerate() {
+            let x = plot.x + (k * slot) as u16;
+            let upper = first.shown(i);
+            let lower = chunk.get(1).map(|&j| rows_all[j].shown(i));
+            for dx in 0..slot as u16 {
+                let cell = &mut buf[(x + dx, y)];
+                if theme.monochrome {
+                    let (ch, st) = theme.scale_cell(f64::from(upper) / chance);
+                    cell.set_char(if upper.is_finite() { ch } else { '·' })
+                        .set_style(st);
+                    continue;
+                }
+                match (colour(upper), lower.map(colour)) {
+                    (Some(u), Some(Some(l))) => {
+                        cell.set_char('▀').set_style(Style::default().fg(u).bg(l));
+                    }
+                    (Some(u), _) => {
+                        cell.set_char('▀').set_style(Style::default().fg(u));
+                    }
+                    (None, Some(Some(l))) => {
+                        cell.set_char('▄').set_style(Style::default().fg(l));
+                    }
+                    _ => {
+                        cell.set_char('·')
+                            .set_style(Style::default().fg(theme.muted));
+                    }
+                }
+            }
+        }
+    }
+    let y = inner.y + inner.height - 1;
+    let x = plot.x + ((sel - start) * slot) as u16;
+    let name = format!("▲{}", label_of(app, sel));
+    let end = plot.x + plot.width;
+    let x = x
+        .min(end.saturating_sub(name.chars().count() as u16))
+        .max(plot.x);
+    buf.set_stringn(x, y, &name, (end - x) as usize, theme.selected());
+    buf.set_string(inner.x, y, " step", Style::default().fg(theme.muted));
+}
+
+fn compact_step(r: &super::state::Row) -> String {
+    if r.label.starts_with("dataset") {
+        return format!("d{}", r.label.trim_start_matches("dataset ").trim());
+    }
+    let s = r.step;
+    if s >= 10_000 {
+        format!("{}k", s / 1000)
+    } else {
+        s.to_string()
+    }
+}
+
+fn draw_chart(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let pts = app.model.items();
+    let block = pane_block(app, theme, Pane::Chart, " model loss and error ".into());
+    if pts.is_empty() {
+        let inner = block.inner(area);
+        block.render(area, buf);
+        Paragraph::new(if app.info.is_some() {
+            "this preset does not train a model: only its probes are fitted"
+        } else {
+            "waiting for the run"
+        })
+        .style(Style::default().fg(theme.muted))
+        .wrap(Wrap { trim: true })
+        .render(inner, buf);
+        return;
+    }
+    let series = |f: &dyn Fn(&super::state::ModelPoint) -> f64| -> Vec<(f64, f64)> {
+        pts.iter()
+            .map(|p| (p.step as f64, f(p)))
+            .filter(|(_, y)| y.is_finite())
+            .collect()
+    };
+    let loss = series(&|p| p.metrics.loss);
+    let train = series(&|p| p.metrics.train_error);
+    let test = series(&|p| p.metrics.test_error);
+    let x0 = pts.first().map_or(0.0, |p| p.step as f64);
+    let x1 = pts.last().map_or(1.0, |p| p.step as f64).max(x0 + 1.0);
+    let ymax = loss
+        .iter()
+        .chain(&train)
+        .chain(&test)
+        .map(|p| p.1)
+        .fold(0.1, f64::max);
+    let mut sets = vec![Dataset::default()
+        .name("loss")
+        .marker(ratatui::symbols::Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(Style::default().fg(theme.focus))
+        .data(&loss)];
+    if !train.is_empty() {
+        sets.push(
+            Dataset::default()
+                .name("train err")
+                .marker(ratatui::symbols::Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(theme.train))
+                .data(&train),
+        );
+    }
+    if !test.is_empty() {
+        sets.push(
+            Dataset::default()
+                .name("test err")
+                .marker(ratatui::symbols::Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(theme.test))
+                .data(&test),
+        );
+    }
+    let last = pts.last().expect("non-empty");
+    let title = format!(
+        " model · step {} · loss {:.3}{} ",
+        last.step,
+        last.metrics.loss,
+        if last.metrics.test_error.is_finite() {
+            format!(" · test err {:.3}", last.metrics.test_error)
+        } else {
+            String::new()
+        }
+    );
+    Chart::new(sets)
+        .block(pane_block(app, theme, Pane::Chart, title))
+        .x_axis(
+            Axis::default()
+                .bounds([x0, x1])
+                .style(Style::default().fg(theme.muted))
+                .labels([format!("{x0}"), format!("{x1}")]),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, ymax])
+                .style(Style::default().fg(theme.muted))
+                .labels(["0".to_string(), format!("{ymax:.2}")]),
+        )
+        .render(area, buf);
+}
+
+fn spark(values: &[f32], width: usize, lo: f32, hi: f32) -> String {
+    if values.is_empty() || width == 0 {
+        return String::new();
+    }
+    let picks: Vec<f32> = if values.len() <= width {
+        values.to_vec()
+    } else {
+        (0..width)
+            .map(|k| values[k * (values.len() - 1) / (width - 1).max(1)])
+            .collect()
+    };
+    picks
+        .iter()
+        .map(|v| {
+            if !v.is_finite() {
+                ' '
+            } else {
+                let t = ((v - lo) / (hi - lo).max(1e-9)).clamp(0.0, 1.0);
+                EIGHTHS[1 + (t * 7.0).round() as usize]
+            }
+        })
+        .collect()
+}
+
+fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let n = app.taps.len();
+    let block = pane_block(app, theme, Pane::Inspector, " inspector ".into());
+    let inner = block.inner(area);
+    block.render(area, buf);
+    if n == 0 {
+        return;
+    }
+    let i = app.selected.min(n - 1);
+    let t = &app.taps[i];
+    let muted = Style::default().fg(theme.muted);
+    let mut lines = vec![Line::from(vec![
+        Span::styled(t.name.clone(), theme.selected()),
+        Span::styled(format!("  {} · tap {}", t.kind, t.tap), muted),
+    ])];
+    let subset = if t.width < t.features {
+        format!(" · probe reads a random {} of them", t.width)
+    } else {
+        String::new()
+    };
+    lines.push(Line::from(format!(
+        "shape {:?} · {} features{subset}",
+        t.shape, t.features
+    )));
+    let reading = app
+        .latest
+        .as_ref()
+        .and_then(|s| s.probes.get(i).map(|r| (s, r)));
+    if let Some((s, r)) = reading {
+        let rd = &r.reading;
+        let opt = |v: Option<f64>| err_label(v.unwrap_or(f64::NAN), 4).trim().to_string();
+        lines.push(Line::from(format!(
+            "latest ({}, {}): train {} val {} test {}",
+            match s.kind {
+                SnapshotKind::Converged => "converged",
+                SnapshotKind::Online => "online",
+            },
+            s.label,
+            err_label(rd.train_error, 4).trim(),
+            opt(rd.val_error),
+            opt(rd.test_error)
+        )));
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{} {} · loss {:.4}",
+                rd.iterations,
+                if s.kind == SnapshotKind::Online {
+                    "updates"
+                } else if rd.converged {
+                    "iterations, converged"
+                } else {
+                    "iterations, NOT converged"
+                },
+                rd.train_loss
+            ),
+            if s.kind == SnapshotKind::Converged && !rd.converged {
+                Style::default().fg(theme.warn)
+            } else {
+                muted
+            },
+        )));
+        if let Some(a) = &r.activation {
+            let dead = if t.can_die {
+                format!(" · dead units {:.1}%", 100.0 * a.dead_fraction)
+            } else {
+                String::new()
+            };
+            lines.push(Line::from(format!(
+                "mean activation norm {:.3e}{dead}",
+                a.mean_norm
+            )));
+        }
+    } else {
+        lines.push(Line::from(Span::styled("no reading yet", muted)));
+    }
+    let hist = app.history.items();
+    if !hist.is_empty() {
+        let w = inner.width.saturating_sub(7) as usize;
+        let chance = app.chance() as f32;
+        for (name, pick, style) in [
+            ("train", 0, Style::default().fg(theme.train)),
+            ("test ", 2, Style::default().fg(theme.test)),
+        ] {
+            let v: Vec<f32> = hist
+                .iter()
+                .map(|r| match pick {
+                    0 => r.train[i],
+                    _ => r.test[i],
+                })
+                .collect();
+            if v.iter().all(|x| x.is_nan()) {
+                continue;
+            }
+            lines.push(Line::from(vec![
+                Span::styled(format!("{name}  "), muted),
+                Span::styled(spark(&v, w, 0.0, chance), style),
+            ]));
+        }
+    }
+    if let Some(m) = reading.and_then(|(_, r)| r.reading.confusion.as_ref()) {
+        lines.push(Line::from(Span::styled(
+            "confusion, % of each true class (rows) predicted as (columns):",
+            muted,
+        )));
+        let k = m.len();
+        let mut head = String::from("   ");
+        for c in 0..k {
+            head.push_str(&format!("{c:>4}"));
+        }
+        lines.push(Line::from(Span::styled(head, muted)));
+        for (r, row) in m.iter().enumerate() {
+            let total: u32 = row.iter().sum();
+            let mut spans = vec![Span::styled(format!("{r:>3}"), muted)];
+            for (c, &v) in row.iter().enumerate() {
+                let pct = if total > 0 {
+                    100.0 * f64::from(v) / f64::from(total)
+                } else {
+                    0.0
+                };
+                let style = if r == c {
+                    Style::default().fg(theme.good).add_modifier(Modifier::BOLD)
+                } else if pct >= 1.0 {
+                    Style::default().fg(theme.bad)
+                } else {
+                    muted
+                };
+                spans.push(Span::styled(format!("{pct:>4.0}"), style));
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .style(Style::default().fg(theme.text))
+        .render(inner, buf);
+}
+
+fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let (state, colour) = match &app.state {
+        RunState::Starting => ("starting", theme.muted),
+        RunState::Running => ("running", theme.good),
+        RunState::Paused => ("paused", theme.warn),
+        RunState::Finished => ("finished", theme.good),
+        RunState::Stopped => ("stopped", theme.warn),
+        RunState::Failed(_) => ("FAILED", theme.bad),
+    };
+    let mut spans = vec![Span::styled(
+        format!(" {state} "),
+        Style::default()
+            .fg(colour)
+            .add_modifier(Modifier::BOLD | Modifier::REVERSED),
+    )];
+    if let Some(info) = &app.info {
+        let h = &info.header;
+        let mut progress = String::new();
+        if let (Some((unit, total)), Some(s)) = (&info.total, &app.latest) {
+            let done = match s.dataset {
+                Some(d) => d as u64 + 1,
+                None => s.step,
+            };
+            let unit = unit.trim_end_matches('s');
+            progress = format!(" · {unit} {done}/{total}");
+        }
+        let rate = app.rate.map_or(String::new(), |r| {
+            let unit = if app.mean.is_some() {
+                "datasets"
+            } else {
+                "steps"
+            };
+            format!(" · {r:.1} {unit}/s")
+        });
+        spans.push(Span::raw(format!(
+            " {} · {} · seed {}{progress}{rate} · {:.0}s",
+            h.preset, h.device, h.seed, app.elapsed_s
+        )));
+    }
+    if !app.can_steer {
+        spans.push(Span::styled(
+            " · read-only",
+            Style::default().fg(theme.warn),
+        ));
+    }
+    if let Some(f) = &app.flash {
+        spans.push(Span::styled(
+            format!(" · {f}"),
+            Style::default().fg(theme.warn),
+        ));
+    }
+    let hints = " ←→ tap  Tab pane  Enter inspect  Space pause  s snap  t theme  ? help  q quit ";
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let hint_w = hints.chars().count();
+    Paragraph::new(Line::from(spans))
+        .style(Style::default().fg(theme.text))
+        .render(area, buf);
+    if used + hint_w <= area.width as usize {
+        buf.set_string(
+            area.x + area.width - hint_w as u16,
+            area.y,
+            hints,
+            Style::default().fg(theme.muted),
+        );
+    } else if used + 9 <= area.width as usize {
+        buf.set_string(
+            area.x + area.width - 9,
+            area.y,
+            " ? help ",
+            Style::default().fg(theme.muted),
+        );
+    }
+}
+
+fn draw_help(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let mut lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(keys, _, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {keys:<10}"), Style::default().fg(theme.focus)),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        format!(
+            " theme: {} · themes: {}",
+            app.theme().name,
+            app.themes
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Style::default().fg(theme.muted),
+    )));
+    lines.push(Line::from(Span::styled(
+        " colours: probe error, from 0 to the chance level",
+        Style::default().fg(theme.muted),
+    )));
+    let h = (lines.len() + 2) as u16;
+    let r = centred(area, 72, h);
+    Clear.render(r, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .block(
+            Block::bordered()
+                .title(" keys · any key closes ")
+                .border_style(Style::default().fg(theme.focus)),
+        )
+        .style(Style::default().bg(theme.overlay_bg).fg(theme.text))
+        .render(r, buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_keep_the_selection_visible() {
+        for n in [1, 5, 33, 129] {
+            for sel in 0..n {
+                let (start, shown) = window(n, 2, 80, sel);
+                assert!(start <= sel && sel < start + shown, "n {n} sel {sel}");
+                assert!(start + shown <= n);
+            }
+        }
+    }
+
+    #[test]
+    fn sparkline_spans_the_range() {
+        assert_eq!(spark(&[0.0, 0.5, 1.0], 10, 0.0, 1.0), "▁▅█");
+        assert_eq!(spark(&[f32::NAN, 1.0], 10, 0.0, 1.0), " █");
+        assert_eq!(
+            spark(
+                &(0..100).map(|v| v as f32).collect::<Vec<_>>(),
+                4,
+                0.0,
+                99.0
+            )
+            .chars()
+            .count(),
+            4
+        );
+    }
+}
