@@ -198,7 +198,7 @@ impl Preset for Bifurcation {
             ParamSpec::float("lr", 3e-3, 1e-9, 10.0, "Adam learning rate"),
             ParamSpec::int(
                 "log_every",
-                250,
+                50,
                 1,
                 10_000_000,
                 "steps between online-probe snapshots",

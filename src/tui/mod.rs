@@ -5,6 +5,7 @@
 //! SIGHUP, or when the worker fails (the failure is shown and the UI stays up to read it).
 
 pub mod diagram;
+pub mod sample;
 pub mod state;
 pub mod theme;
 pub mod view;

@@ -719,27 +719,11 @@ fn tap_meta(g: &Graph, shapes: &[Vec<usize>], p: &ProbeSpec) -> TapMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::presets;
     use crate::probe::ProbeReading;
-    use crate::runlog::{TapReading, SCHEMA_VERSION};
+    use crate::runlog::TapReading;
 
-    pub(crate) fn header(preset: &str, sets: &[&str]) -> RunHeader {
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        let (p, params) = presets::prepare(preset, &sets).unwrap();
-        let graph = p.graph(&params);
-        let probes = p.probes(&params, &graph, 0);
-        RunHeader {
-            schema_version: SCHEMA_VERSION,
-            probescope_version: "test".into(),
-            preset: preset.into(),
-            params: params.0.clone(),
-            seed: 0,
-            device: "cpu".into(),
-            graph,
-            probes,
-            fit: presets::fit_config(&params),
-            started_unix: 0,
-        }
+    fn header(preset: &str, sets: &[&str]) -> RunHeader {
+        crate::tui::sample::header(preset, sets).unwrap()
     }
 
     fn snap(

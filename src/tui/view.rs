@@ -399,7 +399,11 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         app,
         theme,
         Pane::Heatmap,
-        format!(" layer × time · {} snapshots ", rows_all.len()),
+        format!(
+            " layer × time · {} snapshot{} ",
+            rows_all.len(),
+            if rows_all.len() == 1 { "" } else { "s" }
+        ),
     )
     .title_bottom(scale_legend(theme, app));
     let inner = block.inner(area);
@@ -649,17 +653,25 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if let Some((s, r)) = reading {
         let rd = &r.reading;
         let opt = |v: Option<f64>| err_label(v.unwrap_or(f64::NAN), 4).trim().to_string();
-        lines.push(Line::from(format!(
-            "latest ({}, {}): train {} val {} test {}",
-            match s.kind {
-                SnapshotKind::Converged => "converged",
-                SnapshotKind::Online => "online",
-            },
-            s.label,
-            err_label(rd.train_error, 4).trim(),
-            opt(rd.val_error),
-            opt(rd.test_error)
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{} reading, {}",
+                match s.kind {
+                    SnapshotKind::Converged => "converged",
+                    SnapshotKind::Online => "online",
+                },
+                s.label
+            ),
+            muted,
         )));
+        lines.push(Line::from(vec![
+            Span::styled("train ", muted),
+            Span::raw(err_label(rd.train_error, 4).trim().to_string()),
+            Span::styled("  val ", muted),
+            Span::raw(opt(rd.val_error)),
+            Span::styled("  test ", muted),
+            Span::raw(opt(rd.test_error)),
+        ]));
         lines.push(Line::from(Span::styled(
             format!(
                 "{} {} · loss {:.4}",
@@ -774,12 +786,16 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         let h = &info.header;
         let mut progress = String::new();
         if let (Some((unit, total)), Some(s)) = (&info.total, &app.latest) {
-            let done = match s.dataset {
-                Some(d) => d as u64 + 1,
-                None => s.step,
+            // Datasets count for dataset snapshots, steps for the others.
+            let done = match (unit.as_str(), s.dataset) {
+                ("datasets", Some(d)) => Some(d as u64 + 1),
+                ("steps", None) => Some(s.step),
+                _ => None,
             };
-            let unit = unit.trim_end_matches('s');
-            progress = format!(" · {unit} {done}/{total}");
+            if let Some(done) = done {
+                let unit = unit.trim_end_matches('s');
+                progress = format!(" · {unit} {done}/{total}");
+            }
         }
         let rate = app.rate.map_or(String::new(), |r| {
             let unit = if app.mean.is_some() {

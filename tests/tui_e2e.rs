@@ -1,0 +1,199 @@
+//! End to end in a real terminal: the binary runs in a tmux pane (120x40) as a person would use it;
+//! keys go in with `send-keys` and the screen comes back with `capture-pane`. Skipped, with a
+//! message, where tmux is not installed (`.ci/run` installs it).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(name: &str) -> Option<Self> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+            return None;
+        }
+        let t = Self {
+            socket: format!("probescope-{name}-{}", std::process::id()),
+        };
+        t.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-s",
+            "e2e",
+            "env -u NO_COLOR COLORTERM=truecolor PS1='$ ' bash --norc --noprofile",
+        ]);
+        Some(t)
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn type_line(&self, line: &str) {
+        self.run(&["send-keys", "-t", "e2e", "-l", line]);
+        self.keys(&["Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "e2e"])
+    }
+
+    /// Waits (up to `secs`) until the screen satisfies `ok`; returns the last screen.
+    fn wait_for(&self, secs: u64, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if Instant::now() > until {
+                panic!("timed out waiting for {what}; the screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_probescope")
+}
+
+#[test]
+fn live_ui_keys_help_quit_and_the_shell_is_usable_again() {
+    let Some(t) = Tmux::start("keys") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.jsonl");
+    t.type_line("stty -g > /tmp/probescope-e2e-stty-before-$$");
+    t.type_line(&format!(
+        "{} run bifurcation --set steps=200000 --record {}; echo EXIT=$?",
+        bin(),
+        log.display()
+    ));
+    let s = t.wait_for(
+        60,
+        "the bars, the diagram and the layer x time picture",
+        |s| {
+            s.contains("probe error")
+                && s.contains("model graph")
+                && s.contains("layer × time")
+                && s.contains("running")
+                && s.contains('╯')
+        },
+    );
+    assert!(s.contains("bifurcation · cpu"), "{s}");
+    // Online snapshots keep coming in: the layer x time picture fills.
+    t.wait_for(60, "several snapshots", |s| {
+        s.lines().any(|l| {
+            l.contains("layer × time · ")
+                && l.split("layer × time · ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| n >= 3)
+        })
+    });
+    t.keys(&["?"]);
+    t.wait_for(10, "the help", |s| s.contains("keys · any key closes"));
+    t.keys(&["x"]);
+    t.wait_for(10, "the help to close", |s| {
+        !s.contains("keys · any key closes")
+    });
+    t.keys(&["l", "l"]);
+    t.wait_for(10, "the selection to move", |s| s.contains("▲lower_in"));
+    t.keys(&["Space"]);
+    t.wait_for(10, "paused", |s| s.contains(" paused "));
+    t.keys(&["Space"]);
+    t.wait_for(10, "running again", |s| s.contains(" running "));
+    t.keys(&["t"]);
+    t.wait_for(10, "the next theme", |s| s.contains("theme: light"));
+    t.keys(&["q"]);
+    t.wait_for(10, "the quit question", |s| s.contains("Stop it and quit?"));
+    t.keys(&["y"]);
+    let s = t.wait_for(60, "the exit", |s| s.contains("EXIT=130"));
+    assert!(!s.contains("probe error"), "the UI's screen is gone:\n{s}");
+    // The terminal is as it was: same stty settings, and the shell answers.
+    t.type_line("stty -g | cmp -s - /tmp/probescope-e2e-stty-before-$$ && echo STTY-SAME; rm -f /tmp/probescope-e2e-stty-before-$$");
+    t.wait_for(10, "the same terminal settings", |s| {
+        s.contains("STTY-SAME")
+    });
+    // The run log ends with a stopped line.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.contains("\"type\":\"end\"") && last.contains("stopped"),
+        "{last}"
+    );
+}
+
+#[test]
+fn sigterm_closes_the_ui_and_restores_the_terminal() {
+    let Some(t) = Tmux::start("term") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("term.jsonl");
+    t.type_line("stty -g > /tmp/probescope-e2e-term-$$");
+    t.type_line(&format!(
+        "{} run bifurcation --set steps=200001 --record {}; echo EXIT=$?",
+        bin(),
+        log.display()
+    ));
+    t.wait_for(60, "the UI", |s| {
+        s.contains("probe error") && s.contains("running")
+    });
+    let pid = String::from_utf8(
+        Command::new("pgrep")
+            .args(["-f", "steps=200001"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let pid = pid
+        .lines()
+        .next()
+        .expect("the binary runs")
+        .trim()
+        .to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    t.wait_for(60, "the exit", |s| s.contains("EXIT=130"));
+    t.type_line("stty -g | cmp -s - /tmp/probescope-e2e-term-$$ && echo STTY-SAME; rm -f /tmp/probescope-e2e-term-$$");
+    t.wait_for(10, "the same terminal settings", |s| {
+        s.contains("STTY-SAME")
+    });
+    assert!(Path::new(&log).exists());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().last().unwrap().contains("stopped"));
+}
