@@ -232,6 +232,7 @@ fn execute(
     controls: Arc<Controls>,
 ) -> anyhow::Result<()> {
     let seed = header.seed;
+    let controls_for_end = controls.clone();
     sink.record(&Record::Run(header))?;
     let started = Instant::now();
     let outcome = {
@@ -242,9 +243,17 @@ fn execute(
             started,
             controls,
         };
-        preset.run(params, &mut ctx)
+        // A panic in a preset is a bug, but the run log still gets its end line saying so.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if tui::debug_panic() == Some("worker") {
+                panic!("PROBESCOPE_DEBUG_PANIC=worker: a deliberate worker panic");
+            }
+            preset.run(params, &mut ctx)
+        }))
+        .unwrap_or_else(|p| Err(anyhow::anyhow!(tui::panic_message(p.as_ref()))))
     };
     let elapsed_s = started.elapsed().as_secs_f64();
+    let stop_reason = controls_for_end.stop_reason();
     let end = match &outcome {
         Ok(()) => End {
             status: EndStatus::Finished,
@@ -253,7 +262,7 @@ fn execute(
         },
         Err(e) if e.downcast_ref::<presets::Stopped>().is_some() => End {
             status: EndStatus::Stopped,
-            message: Some("stopped by the user".into()),
+            message: Some(stop_reason),
             elapsed_s,
         },
         Err(e) => End {

@@ -306,3 +306,51 @@ fn feature_subsets_are_reproducible_from_the_seed_and_select_those_columns() {
     // A subset as large as the layer is the whole layer.
     assert_eq!(ProbeSpec::random_subset("p", "t", 10, 10, 1).subset, None);
 }
+
+#[test]
+fn confusion_matrix_counts_the_raw_probes_predictions() {
+    let d = 3;
+    let (x, y) = overlapping(400, d, 8, &[1.0, 3.0, 0.2]);
+    let (xt, yt) = overlapping(300, d, 9, &[1.0, 3.0, 0.2]);
+    let f = probe::fit_converged(
+        &split(&x, &y, d),
+        None,
+        Some(&split(&xt, &yt, d)),
+        2,
+        None,
+        &FitConfig::default(),
+    )
+    .unwrap();
+    let m = f[0]
+        .reading
+        .confusion
+        .clone()
+        .expect("two classes: a confusion matrix");
+    // Rows: true class counts of the test split.
+    for (c, row) in m.iter().enumerate() {
+        let count = yt.iter().filter(|&&v| v as usize == c).count() as u32;
+        assert_eq!(row.iter().sum::<u32>(), count);
+    }
+    // Off-diagonal mass is the test error.
+    let wrong = m[0][1] + m[1][0];
+    assert_eq!(Some(f64::from(wrong) / 300.0), f[0].reading.test_error);
+    // The same counts from the raw probe's predictions, on the host in f64 (a near-tie may
+    // flip one sample between f32 and f64).
+    let p = &f[0].probe;
+    let mut host = [[0u32; 2]; 2];
+    for (i, &t) in yt.iter().enumerate() {
+        let logit = |k: usize| {
+            (0..d)
+                .map(|j| f64::from(xt[i * d + j]) * f64::from(p.weight[j * 2 + k]))
+                .sum::<f64>()
+                + f64::from(p.bias[k])
+        };
+        let pred = usize::from(logit(1) > logit(0));
+        host[t as usize][pred] += 1;
+    }
+    let diff: u32 = (0..2)
+        .flat_map(|r| (0..2).map(move |c| (r, c)))
+        .map(|(r, c)| m[r][c].abs_diff(host[r][c]))
+        .sum();
+    assert!(diff <= 2, "device {m:?} vs host {host:?}");
+}

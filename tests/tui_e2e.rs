@@ -197,3 +197,52 @@ fn sigterm_closes_the_ui_and_restores_the_terminal() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().last().unwrap().contains("stopped"));
 }
+
+#[test]
+fn a_worker_panic_is_shown_and_a_ui_panic_restores_the_terminal() {
+    let Some(t) = Tmux::start("panic") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("panic.jsonl");
+    t.type_line("stty -g > /tmp/probescope-e2e-panic-$$");
+    // The worker fails: the UI stays up and says why; q leaves at once (nothing is running).
+    t.type_line(&format!(
+        "RUST_BACKTRACE=0 PROBESCOPE_DEBUG_PANIC=worker {} run bifurcation --record {}; echo EXIT=$?",
+        bin(),
+        log.display()
+    ));
+    let s = t.wait_for(60, "the failure", |s| s.contains("the run failed"));
+    assert!(s.contains("internal error") && s.contains("FAILED"), "{s}");
+    t.keys(&["q"]);
+    t.wait_for(30, "the exit", |s| s.contains("EXIT=1"));
+    // The log has the header and an end line that says what went wrong.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().next().unwrap().contains("\"type\":\"run\""));
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.contains("failed") && last.contains("deliberate worker panic"),
+        "{last}"
+    );
+    // The UI itself panics: the terminal comes back and the panic is printed on it.
+    t.type_line("clear");
+    let log2 = dir.path().join("ui-panic.jsonl");
+    t.type_line(&format!(
+        "RUST_BACKTRACE=0 PROBESCOPE_DEBUG_PANIC=ui {} run bifurcation --set steps=200002 --record {}; echo EXIT=$?",
+        bin(),
+        log2.display()
+    ));
+    let s = t.wait_for(60, "the exit", |s| s.contains("EXIT=101"));
+    assert!(s.contains("deliberate UI panic"), "{s}");
+    // The worker was stopped and closed its log.
+    let text = std::fs::read_to_string(&log2).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.contains("stopped") && last.contains("terminal UI failed"),
+        "{last}"
+    );
+    t.type_line("stty -g | cmp -s - /tmp/probescope-e2e-panic-$$ && echo STTY-SAME; rm -f /tmp/probescope-e2e-panic-$$");
+    t.wait_for(10, "the same terminal settings", |s| {
+        s.contains("STTY-SAME")
+    });
+}

@@ -138,12 +138,31 @@ pub struct Controls {
     pub pause: AtomicBool,
     /// Take a converged snapshot at the next step that can.
     pub snapshot: AtomicBool,
+    /// Why the run was asked to stop, for the log's end line (default: by the user).
+    pub reason: std::sync::Mutex<Option<String>>,
 }
 
 impl Controls {
     /// Asks the run to stop.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks the run to stop, saying why in the log's end line.
+    pub fn request_stop_because(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert_with(|| reason.to_string());
+        }
+        self.request_stop();
+    }
+
+    /// Why the run stopped.
+    pub fn stop_reason(&self) -> String {
+        self.reason
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or_else(|| "stopped by the user".into())
     }
 }
 

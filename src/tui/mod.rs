@@ -106,6 +106,15 @@ pub fn is_interactive() -> bool {
     std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
 }
 
+/// The test hook `PROBESCOPE_DEBUG_PANIC=ui|worker`: panic on purpose (in the UI after its first
+/// snapshot, or in the run after its header), so the tests can check that the terminal is
+/// restored and the failure reported and logged.
+pub fn debug_panic() -> Option<&'static str> {
+    static V: OnceLock<Option<String>> = OnceLock::new();
+    V.get_or_init(|| std::env::var("PROBESCOPE_DEBUG_PANIC").ok())
+        .as_deref()
+}
+
 static UI_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 static TERMINAL_RAW: AtomicBool = AtomicBool::new(false);
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
@@ -146,7 +155,8 @@ fn install_panic_hook() {
     }));
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// A caught panic's payload as a message for the user and the run log.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -190,11 +200,24 @@ where
     let mut app = App::new(themes.0);
     app.theme = themes.1;
     app.depth = depth;
-    let ui = ui_loop(&mut app, rx, &controls, &signalled);
-    // Whatever happened, the worker stops at its next checkpoint and writes its end line.
+    let ui = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        ui_loop(&mut app, rx, &controls, &signalled)
+    }));
+    // Whatever happened (the terminal is already restored), the worker stops at its next
+    // checkpoint and writes its end line, so nothing recorded is lost.
     controls.pause.store(false, Ordering::Relaxed);
-    if app.state.active() {
-        controls.request_stop();
+    let active = app.state.active();
+    match &ui {
+        Err(_) => controls.request_stop_because("stopped: the terminal UI failed"),
+        Ok(Err(e)) => {
+            controls.request_stop_because(&format!("stopped: the terminal UI failed: {e:#}"))
+        }
+        Ok(Ok(())) if signalled.load(Ordering::Relaxed) => {
+            controls.request_stop_because("stopped by a signal")
+        }
+        Ok(Ok(())) => controls.request_stop(),
+    }
+    if active {
         eprintln!(
             "probescope: stopping the run (it finishes its current step and closes the log)..."
         );
@@ -202,7 +225,10 @@ where
     let outcome = worker
         .join()
         .unwrap_or_else(|p| Err(anyhow::anyhow!(panic_message(p.as_ref()))));
-    ui?;
+    match ui {
+        Err(p) => std::panic::resume_unwind(p),
+        Ok(r) => r?,
+    }
     outcome
 }
 
@@ -264,6 +290,9 @@ fn ui_loop(
                     if dirty {
                         term.draw(|f| view::draw(app, f.buffer_mut()))?;
                         dirty = false;
+                        if debug_panic() == Some("ui") && app.latest.is_some() {
+                            panic!("PROBESCOPE_DEBUG_PANIC=ui: a deliberate UI panic");
+                        }
                     }
                 }
             }
