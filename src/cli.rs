@@ -50,6 +50,19 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 50)]
         epochs: usize,
     },
+    /// The terminal UI: frame render time with 33 and 129 taps, and the trainer's speed with the
+    /// UI open against headless.
+    Ui {
+        /// Training steps of each trainer run.
+        #[arg(long, default_value_t = 3000)]
+        steps: usize,
+        /// Frames timed per picture.
+        #[arg(long, default_value_t = 300)]
+        frames: usize,
+        /// Alternating headless / UI rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 /// Arguments of `probescope run`.
@@ -133,6 +146,14 @@ pub fn main_with(cli: Cli) -> i32 {
         Some(Command::Bench {
             what: BenchWhat::Probes { seed, epochs },
         }) => crate::bench::probes(seed, epochs).map(|report| print!("{report}")),
+        Some(Command::Bench {
+            what:
+                BenchWhat::Ui {
+                    steps,
+                    frames,
+                    rounds,
+                },
+        }) => crate::bench_ui::ui(steps, frames, rounds.max(1)).map(|report| print!("{report}")),
     };
     match result {
         Ok(()) => 0,

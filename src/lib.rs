@@ -7,6 +7,7 @@
 //! and the command line in [`cli`].
 
 pub mod bench;
+pub mod bench_ui;
 pub mod cli;
 pub mod data;
 pub mod graph;

@@ -6,7 +6,7 @@ use probescope::presets;
 use probescope::runlog::{Record, RunHeader};
 use probescope::tui::sample;
 use probescope::tui::state::{Action, App};
-use probescope::tui::theme::Theme;
+use probescope::tui::theme::{ColorDepth, Theme};
 use probescope::tui::view::{self, MIN_SIZE};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -135,7 +135,15 @@ fn diagram_cells_take_the_error_scale_colour() {
     let buf = render(&app, 200, 60);
     let t = text(&buf);
     let concat = h.probes.iter().position(|p| p.name == "concat").unwrap();
-    let expect = app.theme().scale(app.level(concat));
+    let level = app.level(concat);
+    let expect = app.theme().palette(ColorDepth::TrueColor).at(level);
+    // The frame's lookup table is within one step of the exact interpolation.
+    match (expect, app.theme().scale(level)) {
+        (Color::Rgb(r, g, b), Color::Rgb(r2, g2, b2)) => {
+            assert!(r.abs_diff(r2) <= 2 && g.abs_diff(g2) <= 2 && b.abs_diff(b2) <= 2)
+        }
+        other => panic!("{other:?}"),
+    }
     // Find the diagram's "concat" cell and read its background.
     let (row, line) = t
         .lines()

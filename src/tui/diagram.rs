@@ -19,7 +19,7 @@ use ratatui::style::{Color, Modifier, Style};
 use crate::graph::{Graph, Op};
 
 use super::state::TapMeta;
-use super::theme::Theme;
+use super::theme::{Palette, Theme};
 
 /// One shown node.
 #[derive(Debug, Clone, PartialEq)]
@@ -382,8 +382,8 @@ pub struct DiagramView<'a> {
     pub errors: &'a [f64],
     /// The theme (already mapped to the terminal's colours).
     pub theme: &'a Theme,
-    /// Maps a scale colour to the terminal's depth.
-    pub map: &'a dyn Fn(Color) -> Color,
+    /// The error scale for this frame.
+    pub palette: &'a Palette,
 }
 
 /// A short error label: ".266", "1.00", " -- ".
@@ -543,7 +543,7 @@ pub fn render(v: &DiagramView<'_>, area: Rect, buf: &mut Buffer) -> Option<Densi
             .collect(),
             Density::Cells | Density::Dense => vec![' '],
         };
-        let cell_bg = (probe.is_some() && level.is_finite()).then(|| (v.map)(v.theme.scale(level)));
+        let cell_bg = (probe.is_some() && level.is_finite()).then(|| v.palette.at(level));
         if v.theme.monochrome {
             style = Style::default();
         } else if let Some(bg) = cell_bg {
@@ -679,7 +679,7 @@ mod tests {
             levels: &levels,
             errors: &levels,
             theme: &theme,
-            map: &|c| c,
+            palette: &theme.palette(super::super::theme::ColorDepth::TrueColor),
         };
         let area = Rect::new(0, 0, w, h);
         let mut buf = Buffer::empty(area);

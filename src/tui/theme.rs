@@ -353,9 +353,33 @@ impl Theme {
         t
     }
 
-    /// The scale colour of `t`, mapped for `depth`.
-    pub fn scale_for(&self, t: f64, depth: ColorDepth) -> Color {
-        downgrade(self.scale(t), depth)
+    /// The scale as a lookup table of [`PALETTE_LEVELS`] colours mapped for `depth`, so a
+    /// frame interpolates and maps each level once rather than once per cell.
+    pub fn palette(&self, depth: ColorDepth) -> Palette {
+        Palette(
+            (0..PALETTE_LEVELS)
+                .map(|k| downgrade(self.scale(k as f64 / (PALETTE_LEVELS - 1) as f64), depth))
+                .collect(),
+        )
+    }
+}
+
+/// Levels of a [`Palette`]: finer than any terminal colour step.
+pub const PALETTE_LEVELS: usize = 256;
+
+/// The error scale, precomputed for one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Palette(Vec<Color>);
+
+impl Palette {
+    /// The colour of `t` in [0, 1] (clamped; NaN and infinities are the worst colour).
+    pub fn at(&self, t: f64) -> Color {
+        let t = if t.is_finite() {
+            t.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self.0[(t * (self.0.len() - 1) as f64 + 0.5) as usize]
     }
 }
 
@@ -475,6 +499,20 @@ mod tests {
         assert_eq!(t.scale(0.5), Color::Rgb(100, 50, 25));
         assert_eq!(t.scale(7.0), Color::Rgb(200, 100, 50));
         assert_eq!(t.scale(f64::NAN), Color::Rgb(200, 100, 50));
+    }
+
+    #[test]
+    fn palette_matches_the_scale_at_its_levels() {
+        let t = Theme::default_theme();
+        let p = t.palette(ColorDepth::TrueColor);
+        assert_eq!(p.at(0.0), t.scale(0.0));
+        assert_eq!(p.at(1.0), t.scale(1.0));
+        assert_eq!(p.at(f64::NAN), t.scale(1.0));
+        assert_eq!(p.at(-3.0), t.scale(0.0));
+        let k = 77.0 / (PALETTE_LEVELS - 1) as f64;
+        assert_eq!(p.at(k), t.scale(k));
+        let p16 = t.palette(ColorDepth::Ansi16);
+        assert_eq!(p16.at(0.5), downgrade(t.scale(0.5), ColorDepth::Ansi16));
     }
 
     #[test]

@@ -362,8 +362,7 @@ fn draw_diagram(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let Some(layout) = &app.layout else {
         return;
     };
-    let depth = app.depth;
-    let map = move |c: Color| downgrade(c, depth);
+    let palette = theme.palette(app.depth);
     diagram::render(
         &DiagramView {
             layout,
@@ -372,7 +371,7 @@ fn draw_diagram(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             levels: &levels,
             errors: &errors,
             theme,
-            map: &map,
+            palette: &palette,
         },
         inner,
         buf,
@@ -442,10 +441,9 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             .collect()
     };
     let chance = app.chance();
-    let colour = |e: f32| -> Option<Color> {
-        e.is_finite()
-            .then(|| downgrade(theme.scale(f64::from(e) / chance), app.depth))
-    };
+    let palette = theme.palette(app.depth);
+    let colour =
+        |e: f32| -> Option<Color> { e.is_finite().then(|| palette.at(f64::from(e) / chance)) };
     for (r, chunk) in picks.chunks(per_row).enumerate() {
         let y = plot.y + r as u16;
         let first = &rows_all[chunk[0]];

@@ -1,0 +1,260 @@
+//! `probescope bench ui`: the cost of the terminal UI. Frame render time with 33 and 129 taps at
+//! 200x60 against the cheapest full frame (one paragraph) drawn in the same invocation, and the
+//! trainer's speed with the UI open against headless.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use ratatui::backend::CrosstermBackend;
+use ratatui::layout::Rect;
+use ratatui::widgets::Paragraph;
+use ratatui::{Terminal, TerminalOptions, Viewport};
+
+use crate::graph::{Activation, Chain};
+use crate::presets;
+use crate::report::Sink;
+use crate::runlog::Record;
+use crate::tui::state::App;
+use crate::tui::theme::Theme;
+use crate::tui::{sample, view, ChannelSink, WorkerMsg, FRAME};
+
+/// Counts the bytes a frame would send to the terminal.
+#[derive(Default, Clone)]
+struct CountingSink(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Write for CountingSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .fetch_add(b.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn terminal(
+    w: u16,
+    h: u16,
+    bytes: &CountingSink,
+) -> anyhow::Result<Terminal<CrosstermBackend<CountingSink>>> {
+    Ok(Terminal::with_options(
+        CrosstermBackend::new(bytes.clone()),
+        TerminalOptions {
+            viewport: Viewport::Fixed(Rect::new(0, 0, w, h)),
+        },
+    )?)
+}
+
+/// Mean seconds per frame of drawing alone into a buffer (no diff, no output).
+fn time_draw_only(app: &mut App, frames: usize) -> f64 {
+    let mut buf = ratatui::buffer::Buffer::empty(Rect::new(0, 0, 200, 60));
+    let n = app.taps.len().max(1);
+    let t = Instant::now();
+    for k in 0..frames {
+        app.selected = k % n;
+        view::draw(app, &mut buf);
+    }
+    t.elapsed().as_secs_f64() / frames as f64
+}
+
+/// Mean seconds per frame over `frames` full redraws (the terminal's diff is defeated by
+/// alternating the selection, so every frame changes).
+fn time_frames(app: &mut App, frames: usize) -> anyhow::Result<(f64, usize)> {
+    let bytes = CountingSink::default();
+    let mut term = terminal(200, 60, &bytes)?;
+    let n = app.taps.len().max(1);
+    let t = Instant::now();
+    for k in 0..frames {
+        app.selected = k % n;
+        term.draw(|f| view::draw(app, f.buffer_mut()))?;
+    }
+    let secs = t.elapsed().as_secs_f64() / frames as f64;
+    let sent = bytes.0.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((secs, sent / frames.max(1)))
+}
+
+fn time_baseline(frames: usize) -> anyhow::Result<f64> {
+    let mut term = terminal(200, 60, &CountingSink::default())?;
+    let text: String = (0..60)
+        .map(|r| format!("{}\n", "x".repeat(150 + r % 50)))
+        .collect();
+    let t = Instant::now();
+    for k in 0..frames {
+        let p = Paragraph::new(if k % 2 == 0 { text.as_str() } else { "" });
+        term.draw(|f| f.render_widget(p, f.area()))?;
+    }
+    Ok(t.elapsed().as_secs_f64() / frames as f64)
+}
+
+/// A 129-tap state: 128 layers, the 64th also reading the input.
+fn deep_app() -> anyhow::Result<App> {
+    let mut h = sample::header("untrained-mlp", &["depth=128"])?;
+    let mut c = Chain::new(vec![128]);
+    for i in 1..=128 {
+        if i == 64 {
+            let prev = c.last();
+            c.push(
+                "skip",
+                crate::graph::Op::Concat {
+                    inputs: vec![prev, "input".into()],
+                },
+                false,
+            );
+        }
+        c.linear(format!("fc{i:03}"), 128, false).activation(
+            format!("h{i:03}"),
+            Activation::LeakyRelu { slope: 0.5 },
+            true,
+        );
+    }
+    c.linear("logits", 10, false);
+    h.graph = c.finish("logits", 10);
+    h.probes = presets::probe_every_tap(&h.graph);
+    Ok(sample::app(&h, 400))
+}
+
+/// Throws records away (the headless baseline without printing).
+struct Discard;
+
+impl Sink for Discard {
+    fn record(&mut self, _: &Record) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn progress(&mut self, _: &str) {}
+}
+
+/// Seconds of one bifurcation run of `steps` steps, headless or with a UI thread folding every
+/// record and redrawing a 200x60 frame at most 15 times a second, as the real UI does.
+fn run_trainer(steps: usize, with_ui: bool) -> anyhow::Result<(f64, usize)> {
+    let sets = vec![format!("steps={steps}"), "log_every=10".to_string()];
+    if !with_ui {
+        let t = Instant::now();
+        presets::run_preset("bifurcation", &sets, 0, &mut Discard)?;
+        return Ok((t.elapsed().as_secs_f64(), 0));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<WorkerMsg>();
+    let ui = std::thread::spawn(move || -> anyhow::Result<usize> {
+        let mut app = App::new(vec![Theme::default_theme()]);
+        let mut term = terminal(200, 60, &CountingSink::default())?;
+        let mut frames = 0;
+        let mut last = Instant::now() - FRAME;
+        let mut dirty = false;
+        loop {
+            // Block until a record comes or the next frame is due.
+            let wait = FRAME.saturating_sub(last.elapsed());
+            let got = {
+                let deadline = Instant::now() + wait;
+                loop {
+                    match rx.try_recv() {
+                        Ok(m) => break Some(m),
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                            return Ok(frames)
+                        }
+                        Err(_) if Instant::now() >= deadline => break None,
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            };
+            if let Some(WorkerMsg::Record(r)) = got {
+                app.apply(&r);
+                dirty = true;
+            }
+            if dirty && last.elapsed() >= FRAME {
+                term.draw(|f| view::draw(&app, f.buffer_mut()))?;
+                frames += 1;
+                dirty = false;
+                last = Instant::now();
+            }
+        }
+    });
+    let t = Instant::now();
+    {
+        let mut sink = ChannelSink::new(None, tx);
+        let h = sample::header("bifurcation", &["steps=1"])?;
+        sink.record(&Record::Run(h))?;
+        presets::run_preset("bifurcation", &sets, 0, &mut sink)?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let frames = ui
+        .join()
+        .map_err(|_| anyhow::anyhow!("UI thread panicked"))??;
+    Ok((secs, frames))
+}
+
+/// Runs the UI benchmark; returns the report.
+pub fn ui(steps: usize, frames: usize, rounds: usize) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let base = time_baseline(frames)?;
+    let h33 = sample::header("untrained-mlp", &[])?;
+    let mut small = sample::app(&h33, 400);
+    let mut deep = deep_app()?;
+    let (f33, b33) = time_frames(&mut small, frames)?;
+    let (f129, b129) = time_frames(&mut deep, frames)?;
+    let d33 = time_draw_only(&mut small, frames);
+    let d129 = time_draw_only(&mut deep, frames);
+    let base2 = time_baseline(frames)?;
+    let base = base.min(base2);
+    writeln!(out, "frame render at 200x60, {frames} frames each (ratatui diff and crossterm output included):")?;
+    writeln!(
+        out,
+        "  baseline (one full-screen paragraph): {:8.1} µs/frame",
+        base * 1e6
+    )?;
+    writeln!(
+        out,
+        "  33 taps, 400 snapshots:               {:8.1} µs/frame  ({:.2}x baseline, {b33} bytes/frame)",
+        f33 * 1e6,
+        f33 / base
+    )?;
+    writeln!(
+        out,
+        "  129 taps, 400 snapshots:              {:8.1} µs/frame  ({:.2}x baseline, {b129} bytes/frame)",
+        f129 * 1e6,
+        f129 / base
+    )?;
+    writeln!(
+        out,
+        "  drawing alone (no diff, no output):   {:8.1} µs/frame with 33 taps, {:.1} µs with 129",
+        d33 * 1e6,
+        d129 * 1e6
+    )?;
+    let mut headless = Vec::new();
+    let mut live = Vec::new();
+    let mut drawn = 0;
+    for _ in 0..rounds {
+        headless.push(run_trainer(steps, false)?.0);
+        let (s, f) = run_trainer(steps, true)?;
+        live.push(s);
+        drawn += f;
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (h, l) = (med(&mut headless), med(&mut live));
+    writeln!(
+        out,
+        "trainer: bifurcation, {steps} steps, online probes logged every 10 steps, median of {rounds} alternating rounds:"
+    )?;
+    writeln!(
+        out,
+        "  headless:  {:7.2} s  ({:7.1} steps/s)",
+        h,
+        steps as f64 / h
+    )?;
+    writeln!(
+        out,
+        "  UI open:   {:7.2} s  ({:7.1} steps/s, {} frames drawn in all)",
+        l,
+        steps as f64 / l,
+        drawn
+    )?;
+    writeln!(
+        out,
+        "  speed with the UI open: {:.1}% of headless",
+        100.0 * h / l
+    )?;
+    Ok(out)
+}
