@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ratatui::backend::CrosstermBackend;
 use ratatui::layout::Rect;
@@ -17,7 +17,7 @@ use crate::report::Sink;
 use crate::runlog::Record;
 use crate::tui::state::App;
 use crate::tui::theme::Theme;
-use crate::tui::{sample, view, ChannelSink, WorkerMsg, FRAME};
+use crate::tui::{sample, view, ChannelSink, WorkerMsg};
 
 /// Counts the bytes a frame would send to the terminal.
 #[derive(Default, Clone)]
@@ -125,49 +125,54 @@ impl Sink for Discard {
     fn progress(&mut self, _: &str) {}
 }
 
-/// Seconds of one bifurcation run of `steps` steps, headless or with a UI thread folding every
-/// record and redrawing a 200x60 frame at most 15 times a second, as the real UI does.
-fn run_trainer(steps: usize, with_ui: bool) -> anyhow::Result<(f64, usize)> {
+/// How the trainer's records are consumed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Consumer {
+    /// Dropped in the worker (headless without printing).
+    Headless,
+    /// Sent down the channel to the UI's loop, which folds them but draws nothing.
+    Channel,
+    /// Sent to the UI's loop, which folds them and redraws at most 15 times a second.
+    Ui,
+}
+
+/// Seconds of one bifurcation run of `steps` steps with its records consumed by `consumer`.
+fn run_trainer(steps: usize, consumer: Consumer) -> anyhow::Result<(f64, usize)> {
     let sets = vec![format!("steps={steps}"), "log_every=10".to_string()];
-    if !with_ui {
+    let draw = consumer == Consumer::Ui;
+    if consumer == Consumer::Headless {
         let t = Instant::now();
         presets::run_preset("bifurcation", &sets, 0, &mut Discard)?;
         return Ok((t.elapsed().as_secs_f64(), 0));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<WorkerMsg>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<WorkerMsg>();
+    // The UI's own loop, with no terminal events and a terminal that only counts bytes; the
+    // idle variant runs the same loop but draws nothing.
     let ui = std::thread::spawn(move || -> anyhow::Result<usize> {
         let mut app = App::new(vec![Theme::default_theme()]);
         let mut term = terminal(200, 60, &CountingSink::default())?;
         let mut frames = 0;
-        let mut last = Instant::now() - FRAME;
-        let mut dirty = false;
-        loop {
-            // Block until a record comes or the next frame is due.
-            let wait = FRAME.saturating_sub(last.elapsed());
-            let got = {
-                let deadline = Instant::now() + wait;
-                loop {
-                    match rx.try_recv() {
-                        Ok(m) => break Some(m),
-                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                            return Ok(frames)
-                        }
-                        Err(_) if Instant::now() >= deadline => break None,
-                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                    }
+        let controls = crate::presets::Controls::default();
+        let signalled = std::sync::atomic::AtomicBool::new(false);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        rt.block_on(crate::tui::event_loop(
+            &mut app,
+            rx,
+            futures_util::stream::pending(),
+            &controls,
+            &signalled,
+            true,
+            |app| {
+                if draw {
+                    term.draw(|f| view::draw(app, f.buffer_mut()))?;
+                    frames += 1;
                 }
-            };
-            if let Some(WorkerMsg::Record(r)) = got {
-                app.apply(&r);
-                dirty = true;
-            }
-            if dirty && last.elapsed() >= FRAME {
-                term.draw(|f| view::draw(&app, f.buffer_mut()))?;
-                frames += 1;
-                dirty = false;
-                last = Instant::now();
-            }
-        }
+                Ok(())
+            },
+        ))?;
+        Ok(frames)
     });
     let t = Instant::now();
     {
@@ -220,41 +225,51 @@ pub fn ui(steps: usize, frames: usize, rounds: usize) -> anyhow::Result<String> 
         d33 * 1e6,
         d129 * 1e6
     )?;
-    let mut headless = Vec::new();
-    let mut live = Vec::new();
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
     let mut drawn = 0;
     for _ in 0..rounds {
-        headless.push(run_trainer(steps, false)?.0);
-        let (s, f) = run_trainer(steps, true)?;
-        live.push(s);
-        drawn += f;
+        for (k, c) in [Consumer::Headless, Consumer::Channel, Consumer::Ui]
+            .into_iter()
+            .enumerate()
+        {
+            let (s, f) = run_trainer(steps, c)?;
+            times[k].push(s);
+            drawn += f;
+        }
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (h, l) = (med(&mut headless), med(&mut live));
+    let [h, c, l] = times.map(|mut v| med(&mut v));
     writeln!(
         out,
-        "trainer: bifurcation, {steps} steps, online probes logged every 10 steps, median of {rounds} alternating rounds:"
+        "trainer: bifurcation, {steps} steps, online probes logged every 10 steps, median of {rounds} rounds (the three alternate):"
     )?;
     writeln!(
         out,
-        "  headless:  {:7.2} s  ({:7.1} steps/s)",
+        "  headless (records dropped):      {:7.2} s  ({:7.1} steps/s)",
         h,
         steps as f64 / h
     )?;
     writeln!(
         out,
-        "  UI open:   {:7.2} s  ({:7.1} steps/s, {} frames drawn in all)",
+        "  UI loop without drawing:         {:7.2} s  ({:7.1} steps/s)",
+        c,
+        steps as f64 / c
+    )?;
+    writeln!(
+        out,
+        "  UI open (fold + draw, 15 fps):   {:7.2} s  ({:7.1} steps/s, {} frames drawn in all)",
         l,
         steps as f64 / l,
         drawn
     )?;
     writeln!(
         out,
-        "  speed with the UI open: {:.1}% of headless",
-        100.0 * h / l
+        "  speed with the UI open: {:.1}% of headless, {:.1}% of the loop without drawing",
+        100.0 * h / l,
+        100.0 * c / l
     )?;
     Ok(out)
 }

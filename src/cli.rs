@@ -305,6 +305,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     // The theme is checked even headless, so a typo is caught before a long job starts.
     let themes = tui::themes_for(args.theme.as_deref(), depth)
         .map_err(|e| ParamError(format!("--theme: {e}")))?;
+    let keymap = tui::keys::Keymap::load(tui::theme::config_dir().as_deref())
+        .map_err(|e| ParamError(format!("{e}")))?;
     let Prepared {
         preset,
         params,
@@ -351,5 +353,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         signalled,
         themes,
         depth,
+        keymap,
     )
 }

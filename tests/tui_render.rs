@@ -80,8 +80,12 @@ fn help_overlay() {
     for (w, ht) in [(80, 24), (200, 60)] {
         let t = text(&render(&app, w, ht));
         // Every key of the table is listed.
-        for (keys, _, what) in probescope::tui::state::KEYS {
-            assert!(t.contains(keys) && t.contains(what), "{keys} missing:\n{t}");
+        for b in &app.keymap.bindings {
+            let keys = app.keymap.label(b.action);
+            assert!(
+                t.contains(&keys) && t.contains(b.help),
+                "{keys} missing:\n{t}"
+            );
         }
         insta::assert_snapshot!(format!("help_{w}x{ht}"), t);
     }

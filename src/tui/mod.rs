@@ -5,6 +5,7 @@
 //! SIGHUP, or when the worker fails (the failure is shown and the UI stays up to read it).
 
 pub mod diagram;
+pub mod keys;
 pub mod sample;
 pub mod state;
 pub mod theme;
@@ -178,6 +179,7 @@ pub fn run_live<F>(
     signalled: Arc<AtomicBool>,
     themes: (Vec<Theme>, usize),
     depth: ColorDepth,
+    keymap: keys::Keymap,
 ) -> anyhow::Result<()>
 where
     F: FnOnce(&mut dyn Sink) -> anyhow::Result<()> + Send + 'static,
@@ -200,6 +202,7 @@ where
     let mut app = App::new(themes.0);
     app.theme = themes.1;
     app.depth = depth;
+    app.keymap = keymap;
     let ui = std::panic::catch_unwind(AssertUnwindSafe(|| {
         ui_loop(&mut app, rx, &controls, &signalled)
     }));
@@ -234,7 +237,7 @@ where
 
 fn ui_loop(
     app: &mut App,
-    mut rx: mpsc::UnboundedReceiver<WorkerMsg>,
+    rx: mpsc::UnboundedReceiver<WorkerMsg>,
     controls: &Controls,
     signalled: &AtomicBool,
 ) -> anyhow::Result<()> {
@@ -250,57 +253,85 @@ fn ui_loop(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
-    rt.block_on(async {
-        let mut events = EventStream::new();
-        let mut tick = tokio::time::interval(FRAME);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut dirty = true;
-        let mut worker_open = true;
-        loop {
-            tokio::select! {
-                ev = events.next() => match ev {
-                    Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => {
-                        match app.key(k) {
-                            Some(Effect::Pause(p)) => controls.pause.store(p, Ordering::Relaxed),
-                            Some(Effect::SnapshotNow) => controls.snapshot.store(true, Ordering::Relaxed),
-                            Some(Effect::Quit) | None => {}
-                        }
-                        dirty = true;
-                    }
-                    Some(Ok(Event::Resize(..))) => dirty = true,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(anyhow::Error::from(e).context("reading the terminal")),
-                    None => app.quit = true,
-                },
-                msg = rx.recv(), if worker_open => {
-                    match msg {
-                        Some(m) => fold(app, m),
-                        None => worker_open = false,
-                    }
-                    // Take everything already queued before drawing.
-                    while let Ok(m) = rx.try_recv() {
-                        fold(app, m);
+    rt.block_on(event_loop(
+        app,
+        rx,
+        EventStream::new(),
+        controls,
+        signalled,
+        false,
+        |app| {
+            term.draw(|f| view::draw(app, f.buffer_mut()))?;
+            if debug_panic() == Some("ui") && app.latest.is_some() {
+                panic!("PROBESCOPE_DEBUG_PANIC=ui: a deliberate UI panic");
+            }
+            Ok(())
+        },
+    ))
+}
+
+/// The UI loop: one `select!` over the terminal's `events`, the worker's channel and a frame tick;
+/// `draw` runs on a tick when something changed, so at most once per [`FRAME`]. Returns when the
+/// user quits, on a signal, or (with `until_worker_done`, for the benchmark) when the worker's
+/// channel closes.
+pub async fn event_loop<S, D>(
+    app: &mut App,
+    mut rx: mpsc::UnboundedReceiver<WorkerMsg>,
+    mut events: S,
+    controls: &Controls,
+    signalled: &AtomicBool,
+    until_worker_done: bool,
+    mut draw: D,
+) -> anyhow::Result<()>
+where
+    S: futures_util::Stream<Item = std::io::Result<Event>> + Unpin,
+    D: FnMut(&App) -> anyhow::Result<()>,
+{
+    let mut tick = tokio::time::interval(FRAME);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    let mut worker_open = true;
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => {
+                    match app.key(k) {
+                        Some(Effect::Pause(p)) => controls.pause.store(p, Ordering::Relaxed),
+                        Some(Effect::SnapshotNow) => controls.snapshot.store(true, Ordering::Relaxed),
+                        Some(Effect::Quit) | None => {}
                     }
                     dirty = true;
                 }
-                _ = tick.tick() => {
-                    if signalled.load(Ordering::Relaxed) {
-                        app.quit = true;
-                    }
-                    if dirty {
-                        term.draw(|f| view::draw(app, f.buffer_mut()))?;
-                        dirty = false;
-                        if debug_panic() == Some("ui") && app.latest.is_some() {
-                            panic!("PROBESCOPE_DEBUG_PANIC=ui: a deliberate UI panic");
-                        }
-                    }
+                Some(Ok(Event::Resize(..))) => dirty = true,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(anyhow::Error::from(e).context("reading the terminal")),
+                None => app.quit = true,
+            },
+            msg = rx.recv(), if worker_open => {
+                match msg {
+                    Some(m) => fold(app, m),
+                    None => worker_open = false,
+                }
+                // Take everything already queued before drawing.
+                while let Ok(m) = rx.try_recv() {
+                    fold(app, m);
+                }
+                dirty = true;
+            }
+            _ = tick.tick() => {
+                if signalled.load(Ordering::Relaxed) {
+                    app.quit = true;
+                }
+                if dirty {
+                    draw(app)?;
+                    dirty = false;
                 }
             }
-            if app.quit {
-                return Ok(());
-            }
         }
-    })
+        if app.quit || (until_worker_done && !worker_open) {
+            return Ok(());
+        }
+    }
 }
 
 fn fold(app: &mut App, msg: WorkerMsg) {

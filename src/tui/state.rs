@@ -3,6 +3,8 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use super::keys::Keymap;
+
 use crate::graph::{Graph, Op};
 use crate::probe::ProbeSpec;
 use crate::runlog::{EndStatus, ModelMetrics, Record, RunHeader, Snapshot, SnapshotKind};
@@ -253,59 +255,6 @@ pub enum Action {
     Quit,
 }
 
-/// The key table: every key, its action, and the text the help overlay shows. Dispatch and help
-/// both read it, so the help cannot go out of date.
-pub const KEYS: &[(&str, Action, &str)] = &[
-    ("←  h", Action::Left, "previous tap"),
-    ("→  l", Action::Right, "next tap"),
-    (
-        "↑  k",
-        Action::Up,
-        "branch above (diagram), 10 taps back (elsewhere)",
-    ),
-    (
-        "↓  j",
-        Action::Down,
-        "branch below (diagram), 10 taps on (elsewhere)",
-    ),
-    ("Home g", Action::First, "first tap"),
-    ("End G", Action::Last, "last tap"),
-    ("Enter i", Action::Inspector, "show / hide the inspector"),
-    ("Tab", Action::NextPane, "focus the next pane"),
-    ("S-Tab", Action::PrevPane, "focus the previous pane"),
-    ("Space p", Action::Pause, "pause / resume training"),
-    ("s", Action::Snapshot, "converged snapshot now"),
-    ("b", Action::BarsMode, "bars: train and test / train / test"),
-    ("t", Action::Theme, "next theme"),
-    ("?", Action::Help, "this help (any key closes it)"),
-    ("q Esc C-c", Action::Quit, "quit (asks while training runs)"),
-];
-
-/// The action bound to `key`, if any.
-pub fn action_for(key: &KeyEvent) -> Option<Action> {
-    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-    Some(match key.code {
-        KeyCode::Char('c') if ctrl => Action::Quit,
-        _ if ctrl => return None,
-        KeyCode::Left | KeyCode::Char('h') => Action::Left,
-        KeyCode::Right | KeyCode::Char('l') => Action::Right,
-        KeyCode::Up | KeyCode::Char('k') => Action::Up,
-        KeyCode::Down | KeyCode::Char('j') => Action::Down,
-        KeyCode::Home | KeyCode::Char('g') => Action::First,
-        KeyCode::End | KeyCode::Char('G') => Action::Last,
-        KeyCode::Enter | KeyCode::Char('i') => Action::Inspector,
-        KeyCode::Tab => Action::NextPane,
-        KeyCode::BackTab => Action::PrevPane,
-        KeyCode::Char(' ') | KeyCode::Char('p') => Action::Pause,
-        KeyCode::Char('s') => Action::Snapshot,
-        KeyCode::Char('b') => Action::BarsMode,
-        KeyCode::Char('t') => Action::Theme,
-        KeyCode::Char('?') => Action::Help,
-        KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
-        _ => return None,
-    })
-}
-
 /// The run as the header describes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
@@ -367,6 +316,8 @@ pub struct App {
     pub can_steer: bool,
     /// What the terminal can show.
     pub depth: ColorDepth,
+    /// The key table.
+    pub keymap: Keymap,
     rate_points: std::collections::VecDeque<(u64, f64)>,
 }
 
@@ -398,6 +349,7 @@ impl App {
             quit: false,
             can_steer: true,
             depth: ColorDepth::TrueColor,
+            keymap: Keymap::default(),
             rate_points: Default::default(),
         }
     }
@@ -410,6 +362,14 @@ impl App {
     /// The run's graph, once known.
     pub fn graph(&self) -> Option<&Graph> {
         self.info.as_ref().map(|i| &i.header.graph)
+    }
+
+    /// Whether the run trains a model (it has a `steps` parameter), so a converged snapshot can
+    /// be asked for between steps.
+    pub fn trains(&self) -> bool {
+        self.info
+            .as_ref()
+            .is_some_and(|i| i.header.params.contains_key("steps"))
     }
 
     /// Chance error (0.5 before the header).
@@ -568,7 +528,7 @@ impl App {
 
     /// Handles a key; returns what the runner must do.
     pub fn key(&mut self, key: KeyEvent) -> Option<Effect> {
-        let action = action_for(&key);
+        let action = self.keymap.action(&key);
         if self.help {
             self.help = false;
             return None;
@@ -651,6 +611,9 @@ impl App {
             Action::Snapshot => {
                 if !self.can_steer {
                     self.flash = Some("watching a log: this view cannot steer the run".into());
+                } else if !self.trains() {
+                    self.flash =
+                        Some("this preset trains no model: every snapshot is converged".into());
                 } else if self.state.active() {
                     self.flash = Some("converged snapshot requested".into());
                     return Some(Effect::SnapshotNow);
@@ -884,6 +847,13 @@ mod tests {
         assert_eq!(app.state, RunState::Paused);
         assert_eq!(app.key(key(KeyCode::Char('p'))), Some(Effect::Pause(false)));
         assert_eq!(app.key(key(KeyCode::Char('s'))), Some(Effect::SnapshotNow));
+        let (mut untrained, _) = app_with("untrained-mlp");
+        assert_eq!(untrained.key(key(KeyCode::Char('s'))), None);
+        assert!(untrained
+            .flash
+            .as_deref()
+            .unwrap()
+            .contains("every snapshot is converged"));
         app.key(key(KeyCode::Char('t')));
         assert_eq!(app.theme().name, "mono");
         app.key(key(KeyCode::Char('t')));
@@ -912,49 +882,5 @@ mod tests {
         assert!(!app.inspector);
         app.key(key(KeyCode::Char('b')));
         assert_eq!(app.bars, BarsMode::Train);
-    }
-
-    #[test]
-    fn every_bound_key_is_in_the_help_table() {
-        let all = [
-            KeyCode::Left,
-            KeyCode::Right,
-            KeyCode::Up,
-            KeyCode::Down,
-            KeyCode::Home,
-            KeyCode::End,
-            KeyCode::Enter,
-            KeyCode::Tab,
-            KeyCode::BackTab,
-            KeyCode::Esc,
-        ]
-        .into_iter()
-        .chain((b' '..=b'~').map(|c| KeyCode::Char(c as char)));
-        for code in all {
-            if let Some(a) = action_for(&key(code)) {
-                assert!(
-                    KEYS.iter().any(|(_, b, _)| *b == a),
-                    "{code:?} -> {a:?} has no help line"
-                );
-            }
-        }
-        // And every help line's action is reachable.
-        for (_, a, _) in KEYS {
-            let reachable = (b' '..=b'~')
-                .map(|c| KeyCode::Char(c as char))
-                .chain([
-                    KeyCode::Left,
-                    KeyCode::Right,
-                    KeyCode::Up,
-                    KeyCode::Down,
-                    KeyCode::Tab,
-                    KeyCode::BackTab,
-                    KeyCode::Enter,
-                    KeyCode::Home,
-                    KeyCode::End,
-                ])
-                .any(|c| action_for(&key(c)) == Some(*a));
-            assert!(reachable, "{a:?} has no key");
-        }
     }
 }

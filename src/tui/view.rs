@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Clear, Dataset, GraphType, Paragraph, Widget, Wrap};
 
 use super::diagram::{self, err_label, DiagramView};
-use super::state::{App, BarsMode, Pane, RunState, KEYS};
+use super::state::{App, BarsMode, Pane, RunState};
 use super::theme::{downgrade, Theme};
 use crate::runlog::SnapshotKind;
 
@@ -844,12 +844,17 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
 }
 
 fn draw_help(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let mut lines: Vec<Line> = KEYS
+    let mut lines: Vec<Line> = app
+        .keymap
+        .bindings
         .iter()
-        .map(|(keys, _, what)| {
+        .map(|b| {
             Line::from(vec![
-                Span::styled(format!(" {keys:<10}"), Style::default().fg(theme.focus)),
-                Span::raw(*what),
+                Span::styled(
+                    format!(" {:<10} ", app.keymap.label(b.action)),
+                    Style::default().fg(theme.focus),
+                ),
+                Span::raw(b.help),
             ])
         })
         .collect();
