@@ -138,6 +138,14 @@ fn live_ui_keys_help_quit_and_the_shell_is_usable_again() {
     t.wait_for(10, "running again", |s| s.contains(" running "));
     t.keys(&["t"]);
     t.wait_for(10, "the next theme", |s| s.contains("theme: light"));
+    // Resizing at any time: too small says so, and the UI comes back when there is room.
+    t.run(&["resize-window", "-t", "e2e", "-x", "50", "-y", "12"]);
+    t.wait_for(10, "the too-small message", |s| s.contains("too small"));
+    t.run(&["resize-window", "-t", "e2e", "-x", "80", "-y", "24"]);
+    t.wait_for(10, "the UI at 80x24", |s| {
+        s.contains("probe error") && s.contains("model graph")
+    });
+    t.run(&["resize-window", "-t", "e2e", "-x", "120", "-y", "40"]);
     t.keys(&["q"]);
     t.wait_for(10, "the quit question", |s| s.contains("Stop it and quit?"));
     t.keys(&["y"]);

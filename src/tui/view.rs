@@ -46,17 +46,30 @@ pub fn draw(app: &App, buf: &mut Buffer) {
             Constraint::Min(1),
         ],
     );
-    let [heat, right] = cols(bottom, [Constraint::Percentage(55), Constraint::Min(1)]);
+    // A preset that trains no model has no chart: the layer x time picture takes its room.
+    let chart = !(app.model.is_empty() && app.info.is_some());
+    let right_pane = match side {
+        Some(_) => chart,
+        None => app.inspector || chart,
+    };
+    let (heat, right) = if right_pane {
+        let [h, r] = cols(bottom, [Constraint::Percentage(55), Constraint::Min(1)]);
+        (h, Some(r))
+    } else {
+        (bottom, None)
+    };
     draw_bars(app, &theme, bars, buf);
     draw_diagram(app, &theme, diag, buf);
     draw_heatmap(app, &theme, heat, buf);
-    match side {
-        Some(side) => {
-            draw_inspector(app, &theme, side, buf);
+    if let Some(side) = side {
+        draw_inspector(app, &theme, side, buf);
+    }
+    if let Some(right) = right {
+        if side.is_none() && app.inspector {
+            draw_inspector(app, &theme, right, buf);
+        } else {
             draw_chart(app, &theme, right, buf);
         }
-        None if app.inspector => draw_inspector(app, &theme, right, buf),
-        None => draw_chart(app, &theme, right, buf),
     }
     draw_status(app, &theme, status, buf);
     if let RunState::Failed(msg) = &app.state {
@@ -494,7 +507,8 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         .min(end.saturating_sub(name.chars().count() as u16))
         .max(plot.x);
     buf.set_stringn(x, y, &name, (end - x) as usize, theme.selected());
-    buf.set_string(inner.x, y, " step", Style::default().fg(theme.muted));
+    let axis = if app.mean.is_some() { " data" } else { " step" };
+    buf.set_string(inner.x, y, axis, Style::default().fg(theme.muted));
 }
 
 fn compact_step(r: &super::state::Row) -> String {
@@ -783,16 +797,23 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if let Some(info) = &app.info {
         let h = &info.header;
         let mut progress = String::new();
-        if let (Some((unit, total)), Some(s)) = (&info.total, &app.latest) {
-            // Datasets count for dataset snapshots, steps for the others.
-            let done = match (unit.as_str(), s.dataset) {
+        // Datasets count for dataset snapshots, steps for the others.
+        let done = match (&info.total, &app.latest) {
+            (Some((unit, _)), Some(s)) => match (unit.as_str(), s.dataset) {
                 ("datasets", Some(d)) => Some(d as u64 + 1),
                 ("steps", None) => Some(s.step),
                 _ => None,
-            };
-            if let Some(done) = done {
-                let unit = unit.trim_end_matches('s');
-                progress = format!(" · {unit} {done}/{total}");
+            },
+            _ => None,
+        };
+        if let (Some((unit, total)), Some(done)) = (&info.total, done) {
+            progress = format!(" · {} {done}/{total}", unit.trim_end_matches('s'));
+            // Time left, while the run goes on at its measured rate.
+            if let (Some(r), RunState::Running) = (app.rate, &app.state) {
+                if r > 0.0 && *total > done {
+                    let left = ((*total - done) as f64 / r).round() as u64;
+                    progress.push_str(&format!(" · ~{} left", clock(left)));
+                }
             }
         }
         let rate = app.rate.map_or(String::new(), |r| {
@@ -804,8 +825,11 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             format!(" · {r:.1} {unit}/s")
         });
         spans.push(Span::raw(format!(
-            " {} · {} · seed {}{progress}{rate} · {:.0}s",
-            h.preset, h.device, h.seed, app.elapsed_s
+            " {} · {} · seed {}{progress}{rate} · {}",
+            h.preset,
+            h.device,
+            h.seed,
+            clock(app.elapsed_s.round() as u64)
         )));
     }
     if !app.can_steer {
@@ -840,6 +864,15 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             " ? help ",
             Style::default().fg(theme.muted),
         );
+    }
+}
+
+/// Seconds as "42s", "3m05s" or "2h03m".
+fn clock(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -902,6 +935,13 @@ mod tests {
                 assert!(start + shown <= n);
             }
         }
+    }
+
+    #[test]
+    fn clock_reads_naturally() {
+        assert_eq!(clock(42), "42s");
+        assert_eq!(clock(185), "3m05s");
+        assert_eq!(clock(7380), "2h03m");
     }
 
     #[test]
