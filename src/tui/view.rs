@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Clear, Dataset, GraphType, Paragraph, Widget, Wrap};
 
 use super::diagram::{self, err_label, DiagramView};
-use super::state::{App, BarsMode, Pane, RunState};
+use super::state::{Action, App, BarsMode, Pane, RunState};
 use super::theme::{downgrade, Theme};
 use crate::runlog::SnapshotKind;
 
@@ -844,7 +844,28 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Style::default().fg(theme.warn),
         ));
     }
-    let hints = " ←→ tap  Tab pane  Enter inspect  Space pause  s snap  t theme  ? help  q quit ";
+    // Hints from the key table, so a rebound key shows as it is.
+    let first = |a: Action| {
+        app.keymap
+            .bindings
+            .iter()
+            .find(|b| b.action == a)
+            .and_then(|b| b.keys.first())
+            .map_or_else(|| "-".to_string(), |k| k.label())
+    };
+    let hints = format!(
+        " {}{} tap  {} pane  {} inspect  {} pause  {} snap  {} theme  {} help  {} quit ",
+        first(Action::Left),
+        first(Action::Right),
+        first(Action::NextPane),
+        first(Action::Inspector),
+        first(Action::Pause),
+        first(Action::Snapshot),
+        first(Action::Theme),
+        first(Action::Help),
+        first(Action::Quit)
+    );
+    let help_hint = format!(" {} help ", first(Action::Help));
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let hint_w = hints.chars().count();
     Paragraph::new(Line::from(spans))
@@ -854,14 +875,15 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         buf.set_string(
             area.x + area.width - hint_w as u16,
             area.y,
-            hints,
+            &hints,
             Style::default().fg(theme.muted),
         );
-    } else if used + 9 <= area.width as usize {
+    } else if used + help_hint.chars().count() < area.width as usize {
+        let w = help_hint.chars().count() as u16;
         buf.set_string(
-            area.x + area.width - 9,
+            area.x + area.width - w,
             area.y,
-            " ? help ",
+            &help_hint,
             Style::default().fg(theme.muted),
         );
     }
