@@ -226,3 +226,52 @@ fn ctrl_c_stops_the_run_and_the_log_ends_with_stopped() {
     assert_eq!(log.end().unwrap().status, EndStatus::Stopped);
     assert!(log.snapshots().count() >= 1);
 }
+
+#[test]
+fn bad_theme_and_key_files_are_named_with_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let theme = dir.path().join("mine.toml");
+    std::fs::write(
+        &theme,
+        include_str!("../themes/dark.toml").replace("test = \"#ff8700\"", "test = \"orange-ish\""),
+    )
+    .unwrap();
+    let line = include_str!("../themes/dark.toml")
+        .lines()
+        .position(|l| l.starts_with("test ="))
+        .unwrap()
+        + 1;
+    let (code, _, err) = probescope(&["run", "--headless", "--theme", theme.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("mine.toml") && err.contains(&format!("line {line}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("`test`") && err.contains("orange-ish"),
+        "{err}"
+    );
+
+    let (code, _, err) = probescope(&["run", "--headless", "--theme", "solarised"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("solarised") && err.contains("viridis"),
+        "{err}"
+    );
+
+    // A key table in the config directory.
+    let conf = dir.path().join("probescope");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("keys.toml"), "[keys]\nquit = [\"Escape\"]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args(["run", "--headless"])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("keys.toml") && err.contains("line 2") && err.contains("Escape"),
+        "{err}"
+    );
+}

@@ -342,3 +342,19 @@ fn fold(app: &mut App, msg: WorkerMsg) {
         WorkerMsg::Done(Ok(())) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_color_picks_mono_and_an_explicit_theme_wins() {
+        let (all, at) = themes_for(None, ColorDepth::None).unwrap();
+        assert_eq!(all[at].name, "mono");
+        let (all, at) = themes_for(None, ColorDepth::Ansi256).unwrap();
+        assert_eq!(all[at].name, "dark");
+        let (all, at) = themes_for(Some("viridis"), ColorDepth::None).unwrap();
+        assert_eq!(all[at].name, "viridis");
+        assert_eq!(all.len(), theme::BUILTIN.len());
+    }
+}
