@@ -11,7 +11,6 @@ use ratatui::layout::Rect;
 use ratatui::widgets::Paragraph;
 use ratatui::{Terminal, TerminalOptions, Viewport};
 
-use crate::graph::{Activation, Chain};
 use crate::presets;
 use crate::report::Sink;
 use crate::runlog::Record;
@@ -90,29 +89,7 @@ fn time_baseline(frames: usize) -> anyhow::Result<f64> {
 
 /// A 129-tap state: 128 layers, the 64th also reading the input.
 fn deep_app() -> anyhow::Result<App> {
-    let mut h = sample::header("untrained-mlp", &["depth=128"])?;
-    let mut c = Chain::new(vec![128]);
-    for i in 1..=128 {
-        if i == 64 {
-            let prev = c.last();
-            c.push(
-                "skip",
-                crate::graph::Op::Concat {
-                    inputs: vec![prev, "input".into()],
-                },
-                false,
-            );
-        }
-        c.linear(format!("fc{i:03}"), 128, false).activation(
-            format!("h{i:03}"),
-            Activation::LeakyRelu { slope: 0.5 },
-            true,
-        );
-    }
-    c.linear("logits", 10, false);
-    h.graph = c.finish("logits", 10);
-    h.probes = presets::probe_every_tap(&h.graph);
-    Ok(sample::app(&h, 400))
+    Ok(sample::app(&sample::deep_skip_header()?, 400))
 }
 
 /// Throws records away (the headless baseline without printing).

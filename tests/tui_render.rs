@@ -1,8 +1,6 @@
 //! The UI rendered into an off-screen buffer: snapshots of each preset's first snapshot and of the
 //! help at 80x24 and 200x60, every terminal size from 1x1 to 300x100, colours, failure and quit.
 
-use probescope::graph::{Activation, Chain, Op};
-use probescope::presets;
 use probescope::runlog::{Record, RunHeader};
 use probescope::tui::sample;
 use probescope::tui::state::{Action, App};
@@ -32,31 +30,8 @@ fn text(buf: &Buffer) -> String {
         .join("\n")
 }
 
-/// A 128-layer chain whose layer 64 also reads the input (the paper's sec 3.6 skip connection).
 fn deep_skip_header() -> RunHeader {
-    let mut h = sample::header("untrained-mlp", &["depth=128"]).unwrap();
-    let mut c = Chain::new(vec![128]);
-    for i in 1..=128 {
-        if i == 64 {
-            let prev = c.last();
-            c.push(
-                "skip",
-                Op::Concat {
-                    inputs: vec![prev, "input".into()],
-                },
-                false,
-            );
-        }
-        c.linear(format!("fc{i:03}"), 128, false).activation(
-            format!("h{i:03}"),
-            Activation::LeakyRelu { slope: 0.5 },
-            true,
-        );
-    }
-    c.linear("logits", 10, false);
-    h.graph = c.finish("logits", 10);
-    h.probes = presets::probe_every_tap(&h.graph);
-    h
+    sample::deep_skip_header().unwrap()
 }
 
 const PRESETS: [&str; 3] = ["untrained-mlp", "bifurcation", "feature-subset"];

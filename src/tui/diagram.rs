@@ -599,7 +599,6 @@ pub fn render(v: &DiagramView<'_>, area: Rect, buf: &mut Buffer) -> Option<Densi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Activation, Chain, Init};
 
     fn metas(g: &Graph) -> Vec<TapMeta> {
         let shapes = g.shapes().unwrap();
@@ -622,47 +621,7 @@ mod tests {
 
     /// A `depth`-layer chain; with `skip`, layer depth/2 also reads the input (concatenated).
     fn chain_with_skip(depth: usize, skip: bool, aux_every: usize) -> Graph {
-        let mut c = Chain::new(vec![8]);
-        for i in 1..=depth {
-            if skip && i == depth / 2 {
-                let prev = c.last();
-                c.push(
-                    "skip",
-                    Op::Concat {
-                        inputs: vec![prev, "input".into()],
-                    },
-                    true,
-                );
-            }
-            c.linear(format!("fc{i}"), 8, false).activation(
-                format!("h{i}"),
-                Activation::Relu,
-                true,
-            );
-            if aux_every > 0 && i % aux_every == 0 {
-                let last = c.last();
-                c.push(
-                    format!("aux{i}"),
-                    Op::AuxHead {
-                        input: last.clone(),
-                        weight: 1.0,
-                        init: Init::GlorotNormal,
-                    },
-                    false,
-                );
-                // Keep the chain going from the layer, not the head.
-                c.push(
-                    format!("id{i}"),
-                    Op::Activation {
-                        input: last,
-                        activation: Activation::Relu,
-                    },
-                    false,
-                );
-            }
-        }
-        c.linear("logits", 2, true);
-        c.finish("logits", 2)
+        crate::tui::sample::chain(depth, 8, 2, skip.then_some(depth / 2), aux_every)
     }
 
     fn draw(g: &Graph, w: u16, h: u16, selected: usize) -> (String, Option<Density>) {

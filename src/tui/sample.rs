@@ -2,6 +2,7 @@
 //! (graph and probes) with synthetic readings from a closed form, so pictures do not depend on
 //! floating-point details of the machine.
 
+use crate::graph::{Activation, Chain, Graph, Init, Op};
 use crate::params::ParamError;
 use crate::presets;
 use crate::probe::{ActivationStats, ProbeReading};
@@ -118,4 +119,66 @@ pub fn app(h: &RunHeader, snapshots: usize) -> App {
         app.apply(&Record::Snapshot(snapshot(h, k, k == 0)));
     }
     app
+}
+
+/// A chain of `depth` layers of `width` units (LeakyReLU 0.5) with a probe on every layer and
+/// `classes` outputs. With `skip_at = Some(k)`, layer k also reads the input (a concatenation,
+/// the skip connection of the paper's sec 3.6); with `aux_every = m > 0`, an auxiliary head hangs
+/// on every m-th layer.
+pub fn chain(
+    depth: usize,
+    width: usize,
+    classes: usize,
+    skip_at: Option<usize>,
+    aux_every: usize,
+) -> Graph {
+    let mut c = Chain::new(vec![width]);
+    for i in 1..=depth {
+        if skip_at == Some(i) {
+            let prev = c.last();
+            c.push(
+                "skip",
+                Op::Concat {
+                    inputs: vec![prev, "input".into()],
+                },
+                false,
+            );
+        }
+        c.linear(format!("fc{i:03}"), width, false).activation(
+            format!("h{i:03}"),
+            Activation::LeakyRelu { slope: 0.5 },
+            true,
+        );
+        if aux_every > 0 && i % aux_every == 0 {
+            let last = c.last();
+            c.push(
+                format!("aux{i:03}"),
+                Op::AuxHead {
+                    input: last.clone(),
+                    weight: 1.0,
+                    init: Init::GlorotNormal,
+                },
+                false,
+            );
+            // The chain goes on from the layer, not from the head.
+            c.push(
+                format!("id{i:03}"),
+                Op::Activation {
+                    input: last,
+                    activation: Activation::Relu,
+                },
+                false,
+            );
+        }
+    }
+    c.linear("logits", classes, false);
+    c.finish("logits", classes)
+}
+
+/// A header for the 128-layer chain whose 64th layer also reads the input: 129 taps.
+pub fn deep_skip_header() -> Result<RunHeader, ParamError> {
+    let mut h = header("untrained-mlp", &["depth=128"])?;
+    h.graph = chain(128, 128, 10, Some(64), 0);
+    h.probes = presets::probe_every_tap(&h.graph);
+    Ok(h)
 }
