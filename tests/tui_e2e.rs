@@ -54,6 +54,23 @@ impl Tmux {
         self.keys(&["Enter"]);
     }
 
+    /// Saves the pane's terminal settings, to compare after the UI has gone.
+    fn save_stty(&self) {
+        self.type_line(&format!("stty -g > /tmp/{}.stty", self.socket));
+    }
+
+    /// Waits until the pane's terminal settings equal the saved ones. The marker is computed
+    /// by the shell, so the typed command line itself cannot satisfy the check.
+    fn assert_stty_restored(&self) {
+        self.type_line(&format!(
+            "stty -g | cmp -s - /tmp/{0}.stty && echo STTY-$((40+2))-SAME; rm -f /tmp/{0}.stty",
+            self.socket
+        ));
+        self.wait_for(10, "the same terminal settings", |s| {
+            s.contains("STTY-42-SAME")
+        });
+    }
+
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "e2e"])
     }
@@ -95,7 +112,7 @@ fn live_ui_keys_help_quit_and_the_shell_is_usable_again() {
     };
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("run.jsonl");
-    t.type_line("stty -g > /tmp/probescope-e2e-stty-before-$$");
+    t.save_stty();
     t.type_line(&format!(
         "{} run bifurcation --set steps=200000 --record {}; echo EXIT=$?",
         bin(),
@@ -152,10 +169,7 @@ fn live_ui_keys_help_quit_and_the_shell_is_usable_again() {
     let s = t.wait_for(60, "the exit", |s| s.contains("EXIT=130"));
     assert!(!s.contains("probe error"), "the UI's screen is gone:\n{s}");
     // The terminal is as it was: same stty settings, and the shell answers.
-    t.type_line("stty -g | cmp -s - /tmp/probescope-e2e-stty-before-$$ && echo STTY-SAME; rm -f /tmp/probescope-e2e-stty-before-$$");
-    t.wait_for(10, "the same terminal settings", |s| {
-        s.contains("STTY-SAME")
-    });
+    t.assert_stty_restored();
     // The run log ends with a stopped line.
     let text = std::fs::read_to_string(&log).unwrap();
     let last = text.lines().last().unwrap();
@@ -172,7 +186,7 @@ fn sigterm_closes_the_ui_and_restores_the_terminal() {
     };
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("term.jsonl");
-    t.type_line("stty -g > /tmp/probescope-e2e-term-$$");
+    t.save_stty();
     t.type_line(&format!(
         "{} run bifurcation --set steps=200001 --record {}; echo EXIT=$?",
         bin(),
@@ -197,10 +211,7 @@ fn sigterm_closes_the_ui_and_restores_the_terminal() {
         .to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     t.wait_for(60, "the exit", |s| s.contains("EXIT=130"));
-    t.type_line("stty -g | cmp -s - /tmp/probescope-e2e-term-$$ && echo STTY-SAME; rm -f /tmp/probescope-e2e-term-$$");
-    t.wait_for(10, "the same terminal settings", |s| {
-        s.contains("STTY-SAME")
-    });
+    t.assert_stty_restored();
     assert!(Path::new(&log).exists());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().last().unwrap().contains("stopped"));
@@ -213,7 +224,7 @@ fn a_worker_panic_is_shown_and_a_ui_panic_restores_the_terminal() {
     };
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("panic.jsonl");
-    t.type_line("stty -g > /tmp/probescope-e2e-panic-$$");
+    t.save_stty();
     // The worker fails: the UI stays up and says why; q leaves at once (nothing is running).
     t.type_line(&format!(
         "RUST_BACKTRACE=0 PROBESCOPE_DEBUG_PANIC=worker {} run bifurcation --record {}; echo EXIT=$?",
@@ -249,8 +260,5 @@ fn a_worker_panic_is_shown_and_a_ui_panic_restores_the_terminal() {
         last.contains("stopped") && last.contains("terminal UI failed"),
         "{last}"
     );
-    t.type_line("stty -g | cmp -s - /tmp/probescope-e2e-panic-$$ && echo STTY-SAME; rm -f /tmp/probescope-e2e-panic-$$");
-    t.wait_for(10, "the same terminal settings", |s| {
-        s.contains("STTY-SAME")
-    });
+    t.assert_stty_restored();
 }

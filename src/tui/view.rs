@@ -172,6 +172,16 @@ fn window(n: usize, slot: usize, width: usize, selected: usize) -> (usize, usize
     (start, fit)
 }
 
+/// `inner` less a left axis of `axis_w` columns and a label row at the bottom.
+fn plot_area(inner: Rect, axis_w: u16) -> Rect {
+    Rect::new(
+        inner.x + axis_w,
+        inner.y,
+        inner.width.saturating_sub(axis_w),
+        inner.height.saturating_sub(1),
+    )
+}
+
 fn label_of(app: &App, i: usize) -> String {
     app.taps.get(i).map_or_else(String::new, |t| t.name.clone())
 }
@@ -207,13 +217,7 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if n == 0 || inner.width < 8 || inner.height < 3 {
         return;
     }
-    let axis_w = 4u16;
-    let plot = Rect::new(
-        inner.x + axis_w,
-        inner.y,
-        inner.width - axis_w,
-        inner.height - 1,
-    );
+    let plot = plot_area(inner, 4);
     let label_row = inner.y + inner.height - 1;
     let values: Vec<(f64, f64)> = (0..n).map(|i| app.bar_values(i)).collect();
     let vmax = values
@@ -433,13 +437,7 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         }
         return;
     }
-    let axis_w = 6u16;
-    let plot = Rect::new(
-        inner.x + axis_w,
-        inner.y,
-        inner.width - axis_w,
-        inner.height - 1,
-    );
+    let plot = plot_area(inner, 6);
     let sel = app.selected.min(n - 1);
     let (start, shown) = window(n, 1, plot.width as usize, sel);
     let slot = (plot.width as usize / shown).max(1);
