@@ -172,6 +172,14 @@ fn window(n: usize, slot: usize, width: usize, selected: usize) -> (usize, usize
     (start, fit)
 }
 
+/// A history line of the inspector: its name, which snapshots, which error, its colour.
+type HistorySeries = (
+    &'static str,
+    SnapshotKind,
+    fn(&super::state::Row, usize) -> f32,
+    Color,
+);
+
 /// `inner` less a left axis of `axis_w` columns and a label row at the bottom.
 fn plot_area(inner: Rect, axis_w: u16) -> Rect {
     Rect::new(
@@ -715,29 +723,44 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     } else {
         lines.push(Line::from(Span::styled("no reading yet", muted)));
     }
+    // Error history, scaled 0 to chance. Converged and online readings measure different things
+    // (a fitted probe on a split, a smoothed minibatch error), so they get lines of their own.
     let hist = app.history.items();
-    if !hist.is_empty() {
-        let w = inner.width.saturating_sub(7) as usize;
-        let chance = app.chance() as f32;
-        for (name, pick, style) in [
-            ("train", 0, Style::default().fg(theme.train)),
-            ("test ", 2, Style::default().fg(theme.test)),
-        ] {
-            let v: Vec<f32> = hist
-                .iter()
-                .map(|r| match pick {
-                    0 => r.train[i],
-                    _ => r.test[i],
-                })
-                .collect();
-            if v.iter().all(|x| x.is_nan()) {
-                continue;
-            }
-            lines.push(Line::from(vec![
-                Span::styled(format!("{name}  "), muted),
-                Span::styled(spark(&v, w, 0.0, chance), style),
-            ]));
+    let w = inner.width.saturating_sub(8) as usize;
+    let chance = app.chance() as f32;
+    let series: [HistorySeries; 3] = [
+        (
+            "train",
+            SnapshotKind::Converged,
+            |r, i| r.train[i],
+            theme.train,
+        ),
+        (
+            "test",
+            SnapshotKind::Converged,
+            |r, i| r.test[i],
+            theme.test,
+        ),
+        (
+            "online",
+            SnapshotKind::Online,
+            |r, i| r.train[i],
+            theme.train,
+        ),
+    ];
+    for (name, kind, pick, colour) in series {
+        let v: Vec<f32> = hist
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| pick(r, i))
+            .collect();
+        if v.iter().all(|x| x.is_nan()) {
+            continue;
         }
+        lines.push(Line::from(vec![
+            Span::styled(format!("{name:<7}"), muted),
+            Span::styled(spark(&v, w, 0.0, chance), Style::default().fg(colour)),
+        ]));
     }
     if let Some(m) = reading.and_then(|(_, r)| r.reading.confusion.as_ref()) {
         lines.push(Line::from(Span::styled(
