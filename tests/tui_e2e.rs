@@ -153,6 +153,11 @@ fn live_ui_keys_help_quit_and_the_shell_is_usable_again() {
     t.wait_for(10, "paused", |s| s.contains(" paused "));
     t.keys(&["Space"]);
     t.wait_for(10, "running again", |s| s.contains(" running "));
+    // A converged snapshot on request (checked in the log below).
+    t.keys(&["s"]);
+    t.wait_for(10, "the request", |s| {
+        s.contains("converged snapshot requested")
+    });
     t.keys(&["t"]);
     t.wait_for(10, "the next theme", |s| s.contains("theme: light"));
     // Resizing at any time: too small says so, and the UI comes back when there is room.
@@ -170,6 +175,14 @@ fn live_ui_keys_help_quit_and_the_shell_is_usable_again() {
     assert!(!s.contains("probe error"), "the UI's screen is gone:\n{s}");
     // The terminal is as it was: same stty settings, and the shell answers.
     t.assert_stty_restored();
+    // The requested snapshot is in the log: converged, between init and the end.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let asked = text.lines().any(|l| {
+        l.contains("\"type\":\"snapshot\"")
+            && l.contains("\"kind\":\"converged\"")
+            && l.contains("\"label\":\"step ")
+    });
+    assert!(asked, "no requested converged snapshot in the log");
     // The run log ends with a stopped line.
     let text = std::fs::read_to_string(&log).unwrap();
     let last = text.lines().last().unwrap();
