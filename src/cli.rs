@@ -30,6 +30,11 @@ pub enum Command {
     Run(RunArgs),
     /// List the presets, their parameters and defaults.
     Presets,
+    /// Replay a run log in the UI, with a timeline: [ ] one snapshot, { } ten, Home End, Space
+    /// plays (+ - speed).
+    Replay(ViewArgs),
+    /// Watch a run log that another process is writing (e.g. a `--headless --record` job).
+    Attach(ViewArgs),
     /// Benchmarks.
     Bench {
         /// What to measure.
@@ -63,6 +68,16 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+}
+
+/// Arguments of `probescope replay` and `probescope attach`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ViewArgs {
+    /// The run log (JSON Lines, from `probescope run --record`).
+    pub log: PathBuf,
+    /// Colour theme: a built-in (dark, light, high-contrast, viridis, mono) or a .toml file.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub theme: Option<String>,
 }
 
 /// Arguments of `probescope run`.
@@ -139,6 +154,8 @@ pub fn main_with(cli: Cli) -> i32 {
     let result = match cli.command {
         None => run(&RunArgs::default()),
         Some(Command::Run(args)) => run(&args),
+        Some(Command::Replay(v)) => view(&v, false),
+        Some(Command::Attach(v)) => view(&v, true),
         Some(Command::Presets) => {
             print!("{}", presets_text());
             Ok(())
@@ -167,6 +184,34 @@ pub fn main_with(cli: Cli) -> i32 {
                 1
             }
         }
+    }
+}
+
+/// `probescope replay` (`follow` false) or `probescope attach` (true).
+fn view(args: &ViewArgs, follow: bool) -> anyhow::Result<()> {
+    let what = if follow { "attach" } else { "replay" };
+    if !tui::is_interactive() {
+        return Err(ParamError(format!(
+            "probescope {what} draws in a terminal, and stdin or stdout is not one; run it in a terminal              (for a table of a finished run, `probescope run ... --headless` prints one)"
+        ))
+        .into());
+    }
+    let depth = ColorDepth::detect();
+    let themes = tui::themes_for(args.theme.as_deref(), depth)
+        .map_err(|e| ParamError(format!("--theme: {e}")))?;
+    let keymap = tui::keys::Keymap::load(tui::theme::config_dir().as_deref())
+        .map_err(|e| ParamError(format!("{e}")))?;
+    let signalled = Arc::new(AtomicBool::new(false));
+    {
+        let signalled = signalled.clone();
+        let _ = ctrlc::set_handler(move || signalled.store(true, Ordering::Relaxed));
+    }
+    if follow {
+        tui::run_attach(&args.log, themes, depth, keymap, signalled)
+    } else {
+        // A log that cannot be read is bad input: say so before the screen changes.
+        let log = crate::runlog::read(&args.log).map_err(|e| ParamError(format!("{e:#}")))?;
+        tui::run_replay(log, themes, depth, keymap, signalled)
     }
 }
 

@@ -319,56 +319,78 @@ pub fn read(path: &Path) -> anyhow::Result<RunLog> {
     let mut warnings = Vec::new();
     let mut records = Vec::new();
     let last = lines.len();
+    let mut header = None;
     for (i, (line_no, bytes, complete)) in lines.into_iter().enumerate() {
-        let text = String::from_utf8_lossy(&bytes);
-        if text.trim().is_empty() {
+        if String::from_utf8_lossy(&bytes).trim().is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Record>(&bytes) {
+        if header.is_none() {
+            header = Some(parse_header_line(&name.to_string(), &bytes)?);
+            continue;
+        }
+        match parse_record_line(&name.to_string(), line_no, &bytes) {
             Ok(r) => records.push(r),
-            Err(_) if i + 1 == last && !complete && i > 0 => {
+            Err(_) if i + 1 == last && !complete => {
                 warnings.push(format!(
                     "{name}: line {line_no} is cut short (the run was probably killed while writing it); skipped"
                 ));
             }
-            Err(e) => {
-                if i == 0 {
-                    // Say what the file is not, before the parser's detail.
-                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                        if v.get("type").and_then(|t| t.as_str()) == Some("run") {
-                            if let Some(ver) = v.get("schema_version").and_then(|s| s.as_u64()) {
-                                if ver > u64::from(SCHEMA_VERSION) {
-                                    anyhow::bail!(
-                                        "{name}: written with run-log schema {ver}, newer than this probescope reads ({SCHEMA_VERSION}); upgrade probescope"
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    anyhow::bail!("{name}: not a probescope run log (line 1: {e})");
-                }
-                anyhow::bail!("{name}: line {line_no} is not a valid record: {e}");
-            }
+            Err(e) => return Err(e),
         }
     }
-    let mut it = records.into_iter();
-    let header = match it.next() {
-        Some(Record::Run(h)) => h,
-        _ => {
-            anyhow::bail!("{name}: not a probescope run log (the first line is not a `run` record)")
-        }
+    let Some(header) = header else {
+        anyhow::bail!("{name}: the file has no records, not a probescope run log");
     };
-    if header.schema_version > SCHEMA_VERSION {
-        anyhow::bail!(
-            "{name}: written with run-log schema {}, newer than this probescope reads ({SCHEMA_VERSION}); upgrade probescope",
-            header.schema_version
-        );
-    }
     Ok(RunLog {
         header,
-        records: it.collect(),
+        records,
         warnings,
     })
+}
+
+/// The first line of a run log: the `run` header. Errors name `name` and say what the file is
+/// not: not a run log, or a newer schema than this probescope reads.
+pub fn parse_header_line(name: &str, bytes: &[u8]) -> anyhow::Result<RunHeader> {
+    match serde_json::from_slice::<Record>(bytes) {
+        Ok(Record::Run(h)) => {
+            if h.schema_version > SCHEMA_VERSION {
+                anyhow::bail!(
+                    "{name}: written with run-log schema {}, newer than this probescope reads ({SCHEMA_VERSION}); upgrade probescope",
+                    h.schema_version
+                );
+            }
+            Ok(h)
+        }
+        Ok(_) => {
+            anyhow::bail!("{name}: not a probescope run log (the first line is not a `run` record)")
+        }
+        Err(e) => {
+            // Say what the file is not, before the parser's detail.
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+                if v.get("type").and_then(|t| t.as_str()) == Some("run") {
+                    if let Some(ver) = v.get("schema_version").and_then(|s| s.as_u64()) {
+                        if ver > u64::from(SCHEMA_VERSION) {
+                            anyhow::bail!(
+                                "{name}: written with run-log schema {ver}, newer than this probescope reads ({SCHEMA_VERSION}); upgrade probescope"
+                            );
+                        }
+                    }
+                }
+            }
+            anyhow::bail!("{name}: not a probescope run log (line 1: {e})")
+        }
+    }
+}
+
+/// A record line after the header (`line_no` counts from 1, for the message).
+pub fn parse_record_line(name: &str, line_no: usize, bytes: &[u8]) -> anyhow::Result<Record> {
+    match serde_json::from_slice::<Record>(bytes) {
+        Ok(Record::Run(_)) => {
+            anyhow::bail!("{name}: line {line_no} is a second `run` header; one log holds one run")
+        }
+        Ok(r) => Ok(r),
+        Err(e) => anyhow::bail!("{name}: line {line_no} is not a valid record: {e}"),
+    }
 }
 
 #[cfg(test)]

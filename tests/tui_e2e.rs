@@ -275,3 +275,111 @@ fn a_worker_panic_is_shown_and_a_ui_panic_restores_the_terminal() {
     );
     t.assert_stty_restored();
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Recording(std::process::Child);
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a headless bifurcation run recording to `log`, and waits until it has written `lines`.
+fn recording(log: &Path, steps: u64, lines: usize) -> Recording {
+    let child = Command::new(bin())
+        .args(["run", "bifurcation", "--set"])
+        .arg(format!("steps={steps}"))
+        .arg("--record")
+        .arg(log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Recording(child);
+    let until = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(log).map_or(0, |t| t.lines().count()) < lines {
+        assert!(Instant::now() < until, "the recording did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+#[test]
+fn replay_scrubs_and_plays_a_killed_runs_log() {
+    let Some(t) = Tmux::start("replay") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("killed.jsonl");
+    // A real run, killed with SIGKILL mid-way: what it left is replayed.
+    let mut child = recording(&log, 1_000_000, 8);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let n = probescope::runlog::read(&log).unwrap().snapshots().count();
+    assert!(n >= 6, "{n} snapshots");
+    t.save_stty();
+    t.type_line(&format!("{} replay {}; echo EXIT=$?", bin(), log.display()));
+    let s = t.wait_for(30, "the replay at its last snapshot", |s| {
+        s.contains(&format!("snapshot {n}/{n}"))
+    });
+    assert!(s.contains("ends without an end line"), "{s}");
+    t.keys(&["["]);
+    t.wait_for(10, "one back", |s| {
+        s.contains(&format!("snapshot {}/{n}", n - 1))
+    });
+    t.keys(&["Home"]);
+    t.wait_for(10, "the start", |s| s.contains(&format!("snapshot 1/{n}")));
+    t.keys(&["}"]);
+    t.wait_for(10, "ten on", |s| {
+        s.contains(&format!("snapshot {}/{n}", 11.min(n)))
+    });
+    t.keys(&["Home", "Space"]);
+    t.wait_for(10, "playing", |s| s.contains("▶ replay"));
+    t.wait_for(30, "the end of the timeline", |s| {
+        s.contains(&format!("snapshot {n}/{n}")) && !s.contains("▶ replay")
+    });
+    t.keys(&["q"]);
+    t.wait_for(10, "the exit", |s| s.contains("EXIT=0"));
+    t.assert_stty_restored();
+}
+
+#[test]
+fn attach_follows_a_headless_run_and_sees_it_end() {
+    let Some(t) = Tmux::start("attach") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("live.jsonl");
+    let child = recording(&log, 1_000_000, 2);
+    t.save_stty();
+    t.type_line(&format!("{} attach {}; echo EXIT=$?", bin(), log.display()));
+    t.wait_for(30, "the attached UI", |s| {
+        s.contains("attached, read-only") && s.contains("probe error") && s.contains(" running ")
+    });
+    // It cannot steer: pause is refused.
+    t.keys(&["Space"]);
+    t.wait_for(10, "the refusal", |s| s.contains("cannot steer"));
+    // New snapshots keep arriving.
+    let count = |s: &str| {
+        s.lines()
+            .find_map(|l| l.split("layer × time · ").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let first = count(&t.screen());
+    t.wait_for(30, "more snapshots", |s| count(s) > first);
+    // The writer stops (SIGINT, as Ctrl-C in its own terminal): the attached UI sees the end.
+    Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    t.wait_for(30, "the end", |s| s.contains(" stopped "));
+    let mut child = child;
+    assert_eq!(child.0.wait().unwrap().code(), Some(130));
+    t.keys(&["q"]);
+    t.wait_for(10, "the exit", |s| s.contains("EXIT=0"));
+    t.assert_stty_restored();
+}

@@ -55,7 +55,7 @@ fn help_overlay() {
     for (w, ht) in [(80, 24), (200, 60)] {
         let t = text(&render(&app, w, ht));
         // Every key of the table is listed.
-        for b in &app.keymap.bindings {
+        for b in &app.keymap.active() {
             let keys = app.keymap.label(b.action);
             assert!(
                 t.contains(&keys) && t.contains(b.help),

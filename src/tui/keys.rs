@@ -15,7 +15,9 @@ use serde::Deserialize;
 
 use super::state::Action;
 
-/// The actions, their names in `keys.toml`, default keys and help text.
+/// The actions, their names in `keys.toml`, default keys and help text. The timeline's keys
+/// ([`REPLAY`]) only act in a replay, where they win over the others (Home and End move the
+/// timeline there, not the tap).
 pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
     (Action::Left, "previous_tap", &["Left", "h"], "previous tap"),
     (Action::Right, "next_tap", &["Right", "l"], "next tap"),
@@ -82,6 +84,61 @@ pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
         &["q", "Esc", "C-c"],
         "quit (asks while training runs)",
     ),
+    (
+        Action::StepBack,
+        "step_back",
+        &["["],
+        "timeline: one snapshot back",
+    ),
+    (
+        Action::StepForward,
+        "step_forward",
+        &["]"],
+        "timeline: one snapshot on",
+    ),
+    (
+        Action::JumpBack,
+        "jump_back",
+        &["{"],
+        "timeline: ten snapshots back",
+    ),
+    (
+        Action::JumpForward,
+        "jump_forward",
+        &["}"],
+        "timeline: ten snapshots on",
+    ),
+    (
+        Action::TimelineStart,
+        "timeline_start",
+        &["Home"],
+        "timeline: the first snapshot",
+    ),
+    (
+        Action::TimelineEnd,
+        "timeline_end",
+        &["End"],
+        "timeline: the last snapshot",
+    ),
+    (
+        Action::Faster,
+        "faster",
+        &["+", "="],
+        "timeline: play faster",
+    ),
+    (Action::Slower, "slower", &["-"], "timeline: play slower"),
+];
+
+/// The actions that only act in a replay.
+pub const REPLAY: &[Action] = &[
+    Action::StepBack,
+    Action::StepForward,
+    Action::JumpBack,
+    Action::JumpForward,
+    Action::TimelineStart,
+    Action::TimelineEnd,
+    Action::Faster,
+    Action::Slower,
 ];
 
 /// One key, as written in the table.
@@ -199,6 +256,8 @@ pub struct KeymapError {
 pub struct Keymap {
     /// In help order.
     pub bindings: Vec<Binding>,
+    /// Whether the timeline's keys act (a replay).
+    pub replay: bool,
 }
 
 impl Default for Keymap {
@@ -216,6 +275,7 @@ impl Default for Keymap {
                     help,
                 })
                 .collect(),
+            replay: false,
         }
     }
 }
@@ -227,9 +287,43 @@ struct KeysFile {
 }
 
 impl Keymap {
+    /// The bindings that act now, in help order: in a replay the timeline's first, then the
+    /// others (less the keys the timeline took).
+    pub fn active(&self) -> Vec<Binding> {
+        let (timeline, rest): (Vec<&Binding>, Vec<&Binding>) = self
+            .bindings
+            .iter()
+            .partition(|b| REPLAY.contains(&b.action));
+        if !self.replay {
+            return rest.into_iter().cloned().collect();
+        }
+        let taken: Vec<KeySpec> = timeline.iter().flat_map(|b| b.keys.clone()).collect();
+        let mut out: Vec<Binding> = timeline.into_iter().cloned().collect();
+        out.extend(rest.into_iter().map(|b| {
+            Binding {
+                keys: b
+                    .keys
+                    .iter()
+                    .filter(|k| !taken.contains(k))
+                    .copied()
+                    .collect(),
+                ..b.clone()
+            }
+        }));
+        out
+    }
+
+    /// The same table for a replay.
+    pub fn replay_of(live: &Self) -> Self {
+        Self {
+            replay: true,
+            ..live.clone()
+        }
+    }
+
     /// The action bound to `key`.
     pub fn action(&self, key: &KeyEvent) -> Option<Action> {
-        self.bindings
+        self.active()
             .iter()
             .find(|b| b.keys.iter().any(|k| k.matches(key)))
             .map(|b| b.action)
@@ -270,9 +364,12 @@ impl Keymap {
             }
             b.keys = keys;
         }
-        // One key, one action.
+        // One key, one action, among the live keys and among the timeline's.
         for (i, a) in map.bindings.iter().enumerate() {
             for b in &map.bindings[i + 1..] {
+                if REPLAY.contains(&a.action) != REPLAY.contains(&b.action) {
+                    continue;
+                }
                 if let Some(k) = a.keys.iter().find(|k| b.keys.contains(k)) {
                     return Err(err(format!(
                         "`{}` is bound to both `{}` and `{}`",
@@ -304,7 +401,7 @@ impl Keymap {
 
     /// The keys of `action`, as the help shows them.
     pub fn label(&self, action: Action) -> String {
-        self.bindings
+        self.active()
             .iter()
             .find(|b| b.action == action)
             .map(|b| {
@@ -347,6 +444,17 @@ mod tests {
         );
         assert_eq!(m.label(Action::Quit), "q Esc C-c");
         assert_eq!(m.label(Action::Pause), "Space p");
+        // The timeline's keys only act in a replay, where Home and End are theirs.
+        assert_eq!(m.action(&ev(KeyCode::Char(']'), n)), None);
+        assert_eq!(m.action(&ev(KeyCode::Home, n)), Some(Action::First));
+        let r = Keymap::replay_of(&m);
+        assert_eq!(
+            r.action(&ev(KeyCode::Char(']'), n)),
+            Some(Action::StepForward)
+        );
+        assert_eq!(r.action(&ev(KeyCode::Home, n)), Some(Action::TimelineStart));
+        assert_eq!(r.action(&ev(KeyCode::Char('g'), n)), Some(Action::First));
+        assert_eq!(r.label(Action::First), "g");
     }
 
     #[test]

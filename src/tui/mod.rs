@@ -43,6 +43,8 @@ pub enum WorkerMsg {
     Progress(String),
     /// The worker is done: `Err` holds why it failed.
     Done(Result<(), String>),
+    /// The log being followed started again: forget what was shown.
+    Reset,
 }
 
 /// The worker's sink: writes the run log first (so nothing recorded depends on the UI), then
@@ -235,6 +237,74 @@ where
     outcome
 }
 
+/// `probescope replay`: the UI over a finished (or killed) run's log, with a timeline.
+pub fn run_replay(
+    log: crate::runlog::RunLog,
+    themes: (Vec<Theme>, usize),
+    depth: ColorDepth,
+    keymap: keys::Keymap,
+    signalled: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut app = App::new(themes.0);
+    app.theme = themes.1;
+    app.depth = depth;
+    app.keymap = keymap;
+    let mut records = vec![Record::Run(log.header)];
+    records.extend(log.records);
+    app.replay(records);
+    app.flash = log.warnings.first().cloned();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    ui_loop(&mut app, rx, &Controls::default(), &signalled)
+}
+
+/// `probescope attach`: the UI over a log that another process is writing, following it.
+pub fn run_attach(
+    path: &std::path::Path,
+    themes: (Vec<Theme>, usize),
+    depth: ColorDepth,
+    keymap: keys::Keymap,
+    signalled: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut follower = crate::follow::Follower::new(path);
+    let follow = std::thread::Builder::new()
+        .name("probescope-follow".into())
+        .spawn(move || loop {
+            match follower.poll() {
+                Ok(found) => {
+                    for f in found {
+                        let msg = match f {
+                            crate::follow::Followed::Reset => WorkerMsg::Reset,
+                            crate::follow::Followed::Record(r) => WorkerMsg::Record(r),
+                        };
+                        if tx.send(msg).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(WorkerMsg::Done(Err(format!("{e:#}"))));
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        })?;
+    let mut app = App::new(themes.0);
+    app.theme = themes.1;
+    app.depth = depth;
+    app.keymap = keymap;
+    app.can_steer = false;
+    app.attached = true;
+    let ui = ui_loop(&mut app, rx, &Controls::default(), &signalled);
+    // Closing the channel ends the follower at its next poll.
+    drop(app);
+    let _ = follow.join();
+    ui
+}
+
 fn ui_loop(
     app: &mut App,
     rx: mpsc::UnboundedReceiver<WorkerMsg>,
@@ -322,6 +392,9 @@ where
                 if signalled.load(Ordering::Relaxed) {
                     app.quit = true;
                 }
+                if app.on_tick(FRAME.as_secs_f64()) {
+                    dirty = true;
+                }
                 if dirty {
                     draw(app)?;
                     dirty = false;
@@ -340,6 +413,7 @@ fn fold(app: &mut App, msg: WorkerMsg) {
         WorkerMsg::Progress(p) => app.progress = p,
         WorkerMsg::Done(Err(e)) => app.fail(e),
         WorkerMsg::Done(Ok(())) => {}
+        WorkerMsg::Reset => app.reset_data(),
     }
 }
 

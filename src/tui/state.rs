@@ -253,6 +253,42 @@ pub enum Action {
     Help,
     /// Quit (asks first while the run is active).
     Quit,
+    /// Replay: one snapshot back.
+    StepBack,
+    /// Replay: one snapshot on.
+    StepForward,
+    /// Replay: ten snapshots back.
+    JumpBack,
+    /// Replay: ten snapshots on.
+    JumpForward,
+    /// Replay: the first snapshot.
+    TimelineStart,
+    /// Replay: the last snapshot.
+    TimelineEnd,
+    /// Replay: play faster.
+    Faster,
+    /// Replay: play slower.
+    Slower,
+}
+
+/// Playback speeds of a replay, in snapshots per second.
+pub const SPEEDS: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0];
+
+/// A replay's timeline: every record of a run log and how many of its snapshots are shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    /// The header and every record, in order.
+    pub records: Vec<Record>,
+    /// Number of snapshots in the log.
+    pub snapshots: usize,
+    /// Snapshots shown (1 ..= snapshots; 0 when the log has none).
+    pub cursor: usize,
+    /// Whether it plays.
+    pub playing: bool,
+    /// Index into [`SPEEDS`].
+    pub speed: usize,
+    /// Fraction of a snapshot accumulated while playing.
+    pub carry: f64,
 }
 
 /// The run as the header describes it.
@@ -318,6 +354,10 @@ pub struct App {
     pub depth: ColorDepth,
     /// The key table.
     pub keymap: Keymap,
+    /// A replay's timeline (`probescope replay`).
+    pub timeline: Option<Timeline>,
+    /// Watching a log another process writes (`probescope attach`).
+    pub attached: bool,
     rate_points: std::collections::VecDeque<(u64, f64)>,
 }
 
@@ -350,8 +390,100 @@ impl App {
             can_steer: true,
             depth: ColorDepth::TrueColor,
             keymap: Keymap::default(),
+            timeline: None,
+            attached: false,
             rate_points: Default::default(),
         }
+    }
+
+    /// Forgets the run's data (not the view settings): the log being followed started again.
+    pub fn reset_data(&mut self) {
+        self.info = None;
+        self.taps.clear();
+        self.layout = None;
+        self.latest = None;
+        self.mean = None;
+        self.history = Decimating::new(HISTORY_CAP);
+        self.model = Decimating::new(HISTORY_CAP);
+        self.state = RunState::Starting;
+        self.rate = None;
+        self.elapsed_s = 0.0;
+        self.rate_points.clear();
+    }
+
+    /// A replay of `records` (the header first), read-only, shown at its last snapshot.
+    pub fn replay(&mut self, records: Vec<Record>) {
+        let snapshots = records
+            .iter()
+            .filter(|r| matches!(r, Record::Snapshot(_)))
+            .count();
+        self.can_steer = false;
+        self.keymap = Keymap::replay_of(&self.keymap);
+        self.timeline = Some(Timeline {
+            records,
+            snapshots,
+            cursor: 0,
+            playing: false,
+            speed: 3,
+            carry: 0.0,
+        });
+        self.seek(snapshots);
+    }
+
+    /// Shows the replay at `cursor` snapshots (clamped to 1 ..= the number of snapshots): the
+    /// state is rebuilt from the log's start, so it is exactly what the live view showed then.
+    pub fn seek(&mut self, cursor: usize) {
+        let Some(t) = self.timeline.take() else {
+            return;
+        };
+        let cursor = cursor.clamp(t.snapshots.min(1), t.snapshots);
+        self.reset_data();
+        let mut seen = 0;
+        for r in &t.records {
+            if let Record::Snapshot(_) = r {
+                if seen == cursor {
+                    break;
+                }
+                seen += 1;
+            }
+            // The end line belongs to the last snapshot only.
+            if matches!(r, Record::End(_)) && cursor < t.snapshots {
+                continue;
+            }
+            self.apply(r);
+        }
+        if cursor < t.snapshots && self.state.active() {
+            self.state = RunState::Paused;
+        } else if self.state.active() {
+            self.state = RunState::Failed(
+                "the log ends without an end line: the run was killed, or it is still going \
+                 (probescope attach follows a running one)"
+                    .into(),
+            );
+        }
+        self.timeline = Some(Timeline { cursor, ..t });
+    }
+
+    /// Advances a playing replay by `dt` seconds; whether anything changed.
+    pub fn on_tick(&mut self, dt: f64) -> bool {
+        let Some(t) = &mut self.timeline else {
+            return false;
+        };
+        if !t.playing {
+            return false;
+        }
+        t.carry += dt * SPEEDS[t.speed];
+        let steps = t.carry.floor() as usize;
+        if steps == 0 {
+            return false;
+        }
+        t.carry -= steps as f64;
+        let next = (t.cursor + steps).min(t.snapshots);
+        if next >= t.snapshots {
+            t.playing = false;
+        }
+        self.seek(next);
+        true
     }
 
     /// The current theme.
@@ -589,6 +721,51 @@ impl App {
                     (at + len - 1) % len
                 };
                 self.focus = panes[next];
+            }
+            Action::Pause if self.timeline.is_some() => {
+                let t = self.timeline.as_mut().expect("checked");
+                if !t.playing && t.cursor >= t.snapshots {
+                    // At the end: play from the start.
+                    self.seek(1);
+                }
+                let t = self.timeline.as_mut().expect("checked");
+                t.playing = !t.playing;
+                t.carry = 0.0;
+            }
+            Action::StepBack
+            | Action::StepForward
+            | Action::JumpBack
+            | Action::JumpForward
+            | Action::TimelineStart
+            | Action::TimelineEnd => {
+                let Some(t) = &self.timeline else {
+                    self.flash =
+                        Some("the timeline is for replays: probescope replay RUN.jsonl".into());
+                    return None;
+                };
+                let c = t.cursor as i64;
+                let to = match action {
+                    Action::StepBack => c - 1,
+                    Action::StepForward => c + 1,
+                    Action::JumpBack => c - 10,
+                    Action::JumpForward => c + 10,
+                    Action::TimelineStart => 1,
+                    _ => t.snapshots as i64,
+                };
+                if let Some(t) = &mut self.timeline {
+                    t.playing = false;
+                }
+                self.seek(to.max(0) as usize);
+            }
+            Action::Faster | Action::Slower => {
+                if let Some(t) = &mut self.timeline {
+                    t.speed = if action == Action::Faster {
+                        (t.speed + 1).min(SPEEDS.len() - 1)
+                    } else {
+                        t.speed.saturating_sub(1)
+                    };
+                    self.flash = Some(format!("playback: {} snapshots/s", SPEEDS[t.speed]));
+                }
             }
             Action::Pause => {
                 if !self.can_steer {
@@ -882,5 +1059,71 @@ mod tests {
         assert!(!app.inspector);
         app.key(key(KeyCode::Char('b')));
         assert_eq!(app.bars, BarsMode::Train);
+    }
+
+    #[test]
+    fn replay_seeks_steps_and_plays() {
+        let h = header("bifurcation", &[]);
+        let mut records = vec![Record::Run(h.clone())];
+        for k in 0..5u64 {
+            records.push(Record::Snapshot(snap(&h, 100 * k, None, |_| 0.3)));
+        }
+        records.push(Record::End(crate::runlog::End {
+            status: EndStatus::Finished,
+            message: None,
+            elapsed_s: 9.0,
+        }));
+        let mut app = App::new(vec![Theme::default_theme()]);
+        app.replay(records);
+        let cursor = |a: &App| a.timeline.as_ref().unwrap().cursor;
+        assert_eq!(cursor(&app), 5);
+        assert_eq!(app.state, RunState::Finished);
+        assert!(!app.can_steer);
+        app.key(key(KeyCode::Char('[')));
+        assert_eq!(cursor(&app), 4);
+        assert_eq!(app.history.len(), 4);
+        assert_eq!(app.latest.as_ref().unwrap().step, 300);
+        assert_eq!(
+            app.state,
+            RunState::Paused,
+            "not at the end: no end line yet"
+        );
+        app.key(key(KeyCode::Char('{')));
+        assert_eq!(cursor(&app), 1, "clamped to the first snapshot");
+        app.key(key(KeyCode::Char('}')));
+        assert_eq!(cursor(&app), 5);
+        assert_eq!(app.state, RunState::Finished);
+        app.key(key(KeyCode::Home));
+        assert_eq!(cursor(&app), 1);
+        assert_eq!(app.selected, 0);
+        // Space plays at 10 snapshots a second (the default speed).
+        app.key(key(KeyCode::Char(' ')));
+        assert!(app.timeline.as_ref().unwrap().playing);
+        assert!(!app.on_tick(0.05), "half a snapshot: nothing yet");
+        assert!(app.on_tick(0.05));
+        assert_eq!(cursor(&app), 2);
+        app.key(key(KeyCode::Char('+')));
+        assert!(app.on_tick(0.1));
+        assert_eq!(cursor(&app), 4, "20 a second");
+        assert!(app.on_tick(10.0));
+        assert_eq!(cursor(&app), 5);
+        assert!(!app.timeline.as_ref().unwrap().playing, "stops at the end");
+        // Space at the end plays from the start again.
+        app.key(key(KeyCode::Char(' ')));
+        assert_eq!(cursor(&app), 1);
+        // Quitting a replay asks nothing.
+        assert_eq!(app.key(key(KeyCode::Char('q'))), Some(Effect::Quit));
+    }
+
+    #[test]
+    fn a_followed_log_that_restarts_is_forgotten() {
+        let (mut app, h) = app_with("untrained-mlp");
+        app.apply(&Record::Snapshot(snap(&h, 0, Some(0), |_| 0.2)));
+        app.selected = 7;
+        app.reset_data();
+        assert!(app.info.is_none() && app.history.is_empty() && app.mean.is_none());
+        assert_eq!(app.selected, 7, "view settings stay");
+        app.apply(&Record::Run(h));
+        assert_eq!(app.state, RunState::Running);
     }
 }

@@ -809,12 +809,55 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         RunState::Stopped => ("stopped", theme.warn),
         RunState::Failed(_) => ("FAILED", theme.bad),
     };
+    // A replay says where it is on the timeline instead.
+    let (state, colour) = match &app.timeline {
+        Some(t) if t.playing => ("▶ replay", theme.good),
+        Some(t) if t.cursor < t.snapshots => ("replay", theme.focus),
+        _ => (state, colour),
+    };
     let mut spans = vec![Span::styled(
         format!(" {state} "),
         Style::default()
             .fg(colour)
             .add_modifier(Modifier::BOLD | Modifier::REVERSED),
     )];
+    if let Some(t) = &app.timeline {
+        // A gauge of the timeline: where the cursor is among the snapshots.
+        let w = 12usize;
+        let filled = if t.snapshots == 0 {
+            0
+        } else {
+            (t.cursor * w).div_ceil(t.snapshots)
+        };
+        spans.push(Span::styled(
+            format!(
+                " · ▕{}{}▏ snapshot {}/{} · {}/s",
+                "█".repeat(filled),
+                "░".repeat(w - filled),
+                t.cursor,
+                t.snapshots,
+                super::state::SPEEDS[t.speed]
+            ),
+            Style::default().fg(theme.focus),
+        ));
+    } else if app.attached {
+        spans.push(Span::styled(
+            " · attached, read-only",
+            Style::default().fg(theme.warn),
+        ));
+    } else if !app.can_steer {
+        spans.push(Span::styled(
+            " · read-only",
+            Style::default().fg(theme.warn),
+        ));
+    }
+    // A message for the user goes first, so a narrow terminal still shows it.
+    if let Some(f) = &app.flash {
+        spans.push(Span::styled(
+            format!(" {f} ·"),
+            Style::default().fg(theme.warn),
+        ));
+    }
     if let Some(info) = &app.info {
         let h = &info.header;
         let mut progress = String::new();
@@ -853,22 +896,10 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             clock(app.elapsed_s.round() as u64)
         )));
     }
-    if !app.can_steer {
-        spans.push(Span::styled(
-            " · read-only",
-            Style::default().fg(theme.warn),
-        ));
-    }
-    if let Some(f) = &app.flash {
-        spans.push(Span::styled(
-            format!(" · {f}"),
-            Style::default().fg(theme.warn),
-        ));
-    }
     // Hints from the key table, so a rebound key shows as it is.
+    let active = app.keymap.active();
     let first = |a: Action| {
-        app.keymap
-            .bindings
+        active
             .iter()
             .find(|b| b.action == a)
             .and_then(|b| b.keys.first())
@@ -922,7 +953,7 @@ fn clock(secs: u64) -> String {
 fn draw_help(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let mut lines: Vec<Line> = app
         .keymap
-        .bindings
+        .active()
         .iter()
         .map(|b| {
             Line::from(vec![
