@@ -35,6 +35,14 @@ pub enum Command {
     Replay(ViewArgs),
     /// Watch a run log that another process is writing (e.g. a `--headless --record` job).
     Attach(ViewArgs),
+    /// Write a run log as a table.
+    Export {
+        /// The run log.
+        log: PathBuf,
+        /// One row per snapshot and probe, as CSV.
+        #[arg(long, value_name = "OUT")]
+        csv: PathBuf,
+    },
     /// Benchmarks.
     Bench {
         /// What to measure.
@@ -156,6 +164,7 @@ pub fn main_with(cli: Cli) -> i32 {
         Some(Command::Run(args)) => run(&args),
         Some(Command::Replay(v)) => view(&v, false),
         Some(Command::Attach(v)) => view(&v, true),
+        Some(Command::Export { log, csv }) => export(&log, &csv),
         Some(Command::Presets) => {
             print!("{}", presets_text());
             Ok(())
@@ -213,6 +222,21 @@ fn view(args: &ViewArgs, follow: bool) -> anyhow::Result<()> {
         let log = crate::runlog::read(&args.log).map_err(|e| ParamError(format!("{e:#}")))?;
         tui::run_replay(log, themes, depth, keymap, signalled)
     }
+}
+
+/// `probescope export LOG --csv OUT`.
+fn export(log: &std::path::Path, csv: &std::path::Path) -> anyhow::Result<()> {
+    let run = crate::runlog::read(log).map_err(|e| ParamError(format!("{e:#}")))?;
+    for w in &run.warnings {
+        eprintln!("probescope: {w}");
+    }
+    let rows = crate::export::csv_file(&run, csv)?;
+    eprintln!(
+        "probescope: wrote {} ({rows} rows: {} snapshots x their probes)",
+        csv.display(),
+        run.snapshots().count()
+    );
+    Ok(())
 }
 
 /// The text of `probescope presets`.

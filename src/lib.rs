@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_ui;
 pub mod cli;
 pub mod data;
+pub mod export;
 pub mod follow;
 pub mod graph;
 pub mod params;

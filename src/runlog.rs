@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -294,24 +294,23 @@ impl RunLog {
 /// Reads a run log. A torn last line (no newline, not valid JSON) is skipped with a warning;
 /// any other bad line is an error naming the file and the line.
 pub fn read(path: &Path) -> anyhow::Result<RunLog> {
-    let name = path.display();
-    let file =
-        File::open(path).map_err(|e| anyhow::anyhow!("{name}: cannot open the run log: {e}"))?;
-    let mut reader = BufReader::new(file);
-    let mut lines: Vec<(usize, Vec<u8>, bool)> = Vec::new();
-    let mut buf = Vec::new();
-    let mut n = 0;
-    loop {
-        buf.clear();
-        let got = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| anyhow::anyhow!("{name}: read error: {e}"))?;
-        if got == 0 {
-            break;
-        }
-        n += 1;
-        let complete = buf.ends_with(b"\n");
-        lines.push((n, buf.clone(), complete));
+    let name = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("{name}: cannot open the run log: {e}"))?;
+    parse(&name, &bytes)
+}
+
+/// Parses a run log's bytes (`name` is used in messages); see [`read`].
+pub fn parse(name: &str, bytes: &[u8]) -> anyhow::Result<RunLog> {
+    let mut lines: Vec<(usize, &[u8], bool)> = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..=i], true),
+            None => (rest, false),
+        };
+        rest = &rest[line.len()..];
+        lines.push((lines.len() + 1, line, complete));
     }
     if lines.is_empty() {
         anyhow::bail!("{name}: the file is empty, not a probescope run log");
@@ -321,14 +320,14 @@ pub fn read(path: &Path) -> anyhow::Result<RunLog> {
     let last = lines.len();
     let mut header = None;
     for (i, (line_no, bytes, complete)) in lines.into_iter().enumerate() {
-        if String::from_utf8_lossy(&bytes).trim().is_empty() {
+        if String::from_utf8_lossy(bytes).trim().is_empty() {
             continue;
         }
         if header.is_none() {
-            header = Some(parse_header_line(&name.to_string(), &bytes)?);
+            header = Some(parse_header_line(name, bytes)?);
             continue;
         }
-        match parse_record_line(&name.to_string(), line_no, &bytes) {
+        match parse_record_line(name, line_no, bytes) {
             Ok(r) => records.push(r),
             Err(_) if i + 1 == last && !complete => {
                 warnings.push(format!(

@@ -1,0 +1,173 @@
+//! `probescope export --csv` against a table written by hand, and the run-log reader under
+//! random input (proptest; `PROPTEST_CASES=1000000` for the long run).
+
+use probescope::probe::{ActivationStats, ProbeReading};
+use probescope::runlog::{
+    self, End, EndStatus, ModelMetrics, Record, RunLogWriter, Snapshot, SnapshotKind, TapReading,
+};
+use proptest::prelude::*;
+
+fn reading(train: f64, test: Option<f64>) -> ProbeReading {
+    ProbeReading {
+        train_error: train,
+        train_loss: 2.0 * train,
+        test_error: test,
+        test_loss: test.map(|t| 2.0 * t),
+        iterations: 7,
+        converged: true,
+        ..Default::default()
+    }
+}
+
+/// A bifurcation header with two hand-made snapshots of its first two probes.
+fn small_log(path: &std::path::Path) {
+    let mut h = probescope::tui::sample::header("bifurcation", &[]).unwrap();
+    h.probes.truncate(2);
+    let snaps = [
+        Snapshot {
+            step: 0,
+            label: "init".into(),
+            kind: SnapshotKind::Converged,
+            dataset: None,
+            probes: vec![
+                TapReading {
+                    probe: "input".into(),
+                    tap: "input".into(),
+                    reading: reading(0.25, Some(0.5)),
+                    activation: Some(ActivationStats {
+                        mean_norm: 4.0,
+                        dead_fraction: 0.0,
+                    }),
+                },
+                TapReading {
+                    probe: "upper_in".into(),
+                    tap: "upper_in".into(),
+                    reading: reading(0.125, None),
+                    activation: None,
+                },
+            ],
+            model: Some(ModelMetrics {
+                loss: 0.75,
+                train_error: Some(0.5),
+                test_error: None,
+            }),
+            elapsed_s: 1.5,
+        },
+        Snapshot {
+            step: 50,
+            label: "step 50".into(),
+            kind: SnapshotKind::Online,
+            dataset: None,
+            probes: vec![TapReading {
+                probe: "input".into(),
+                tap: "input".into(),
+                reading: reading(0.0625, None),
+                activation: None,
+            }],
+            model: None,
+            elapsed_s: 3.0,
+        },
+    ];
+    let mut w = RunLogWriter::create(path, false).unwrap();
+    w.write(&Record::Run(h)).unwrap();
+    for s in snaps {
+        w.write(&Record::Snapshot(s)).unwrap();
+    }
+    w.write(&Record::End(End {
+        status: EndStatus::Finished,
+        message: None,
+        elapsed_s: 3.5,
+    }))
+    .unwrap();
+}
+
+const GOLDEN: &str = "\
+snapshot,step,label,kind,dataset,elapsed_s,probe,tap,features,train_error,train_loss,val_error,val_loss,test_error,test_loss,iterations,converged,mean_norm,dead_fraction,model_loss,model_train_error,model_test_error
+0,0,init,converged,,1.5,input,input,32,0.25,0.5,,,0.5,1.0,7,true,4.0,0.0,0.75,0.5,
+0,0,init,converged,,1.5,upper_in,upper_in,16,0.125,0.25,,,,,7,true,,,0.75,0.5,
+1,50,step 50,online,,3.0,input,input,32,0.0625,0.125,,,,,7,true,,,,,
+";
+
+#[test]
+fn a_log_cut_inside_its_last_line_reads_back_with_a_warning() {
+    let good = damaged_base();
+    // Cut in the middle of the end line.
+    let cut = good.len() - 10;
+    let log = runlog::parse("cut.jsonl", &good[..cut]).unwrap();
+    assert_eq!(log.snapshots().count(), 2);
+    assert!(log.end().is_none());
+    assert!(log.warnings[0].contains("cut short"), "{:?}", log.warnings);
+}
+
+#[test]
+fn csv_export_matches_the_hand_written_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("small.jsonl");
+    small_log(&log);
+    let out = dir.path().join("small.csv");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args([
+            "export",
+            log.to_str().unwrap(),
+            "--csv",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), GOLDEN);
+    // Bad input: not a run log, named.
+    let junk = dir.path().join("junk.jsonl");
+    std::fs::write(&junk, b"\x00\x01binary").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args([
+            "export",
+            junk.to_str().unwrap(),
+            "--csv",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("junk.jsonl") && err.contains("not a probescope run log"),
+        "{err}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    ))]
+
+    /// Any bytes at all: an error or a log, never a panic.
+    #[test]
+    fn the_reader_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = runlog::parse("fuzz", &bytes);
+    }
+
+    /// A real log cut anywhere, or with one byte changed anywhere: an error or a log, never a
+    /// panic.
+    #[test]
+    fn the_reader_never_panics_on_damaged_logs(cut in 0.0f64..=1.0, at in 0.0f64..1.0, byte in any::<u8>()) {
+        let good = damaged_base();
+        let cut = (cut * good.len() as f64) as usize;
+        let _ = runlog::parse("fuzz", &good[..cut]);
+        let mut flipped = good.clone();
+        let at = ((at * good.len() as f64) as usize).min(good.len() - 1);
+        flipped[at] = byte;
+        let _ = runlog::parse("fuzz", &flipped);
+    }
+}
+
+fn damaged_base() -> Vec<u8> {
+    static BASE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("base.jsonl");
+        small_log(&p);
+        std::fs::read(&p).unwrap()
+    })
+    .clone()
+}
