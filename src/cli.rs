@@ -35,13 +35,19 @@ pub enum Command {
     Replay(ViewArgs),
     /// Watch a run log that another process is writing (e.g. a `--headless --record` job).
     Attach(ViewArgs),
-    /// Write a run log as a table.
+    /// Write a run log as a table (--csv) or a figure (--svg).
     Export {
         /// The run log.
         log: PathBuf,
         /// One row per snapshot and probe, as CSV.
+        #[arg(long, value_name = "OUT", required_unless_present = "svg")]
+        csv: Option<PathBuf>,
+        /// A figure as SVG (see --figure).
         #[arg(long, value_name = "OUT")]
-        csv: PathBuf,
+        svg: Option<PathBuf>,
+        /// Which figure --svg draws.
+        #[arg(long, value_enum, default_value = "curve")]
+        figure: crate::export::Figure,
     },
     /// Benchmarks.
     Bench {
@@ -164,7 +170,12 @@ pub fn main_with(cli: Cli) -> i32 {
         Some(Command::Run(args)) => run(&args),
         Some(Command::Replay(v)) => view(&v, false),
         Some(Command::Attach(v)) => view(&v, true),
-        Some(Command::Export { log, csv }) => export(&log, &csv),
+        Some(Command::Export {
+            log,
+            csv,
+            svg,
+            figure,
+        }) => export(&log, csv.as_deref(), svg.as_deref(), figure),
         Some(Command::Presets) => {
             print!("{}", presets_text());
             Ok(())
@@ -224,18 +235,33 @@ fn view(args: &ViewArgs, follow: bool) -> anyhow::Result<()> {
     }
 }
 
-/// `probescope export LOG --csv OUT`.
-fn export(log: &std::path::Path, csv: &std::path::Path) -> anyhow::Result<()> {
+/// `probescope export LOG [--csv OUT] [--svg OUT --figure F]`.
+fn export(
+    log: &std::path::Path,
+    csv: Option<&std::path::Path>,
+    svg: Option<&std::path::Path>,
+    figure: crate::export::Figure,
+) -> anyhow::Result<()> {
     let run = crate::runlog::read(log).map_err(|e| ParamError(format!("{e:#}")))?;
     for w in &run.warnings {
         eprintln!("probescope: {w}");
     }
-    let rows = crate::export::csv_file(&run, csv)?;
-    eprintln!(
-        "probescope: wrote {} ({rows} rows: {} snapshots x their probes)",
-        csv.display(),
-        run.snapshots().count()
-    );
+    if let Some(csv) = csv {
+        let rows = crate::export::csv_file(&run, csv)?;
+        eprintln!(
+            "probescope: wrote {} ({rows} rows: {} snapshots x their probes)",
+            csv.display(),
+            run.snapshots().count()
+        );
+    }
+    if let Some(svg) = svg {
+        let drawn = crate::export::svg_file(&run, figure, svg)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", log.display()))?;
+        eprintln!(
+            "probescope: wrote {} ({figure:?}, {drawn} drawn)",
+            svg.display()
+        );
+    }
     Ok(())
 }
 

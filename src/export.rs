@@ -91,3 +91,195 @@ pub fn csv_file(log: &RunLog, path: &Path) -> anyhow::Result<usize> {
         .map_err(|e| anyhow::anyhow!("{}: cannot write it: {e}", path.display()))?;
     Ok(rows)
 }
+
+/// Which figure `--svg` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Figure {
+    /// Probe error per tap (the paper's Figs 3 and 5): train and test, with the chance line. For
+    /// presets that repeat over datasets, the mean over datasets; else the last snapshot.
+    Curve,
+    /// Layer x time: one row per snapshot, one column per probe, coloured by error.
+    Heatmap,
+}
+
+/// Per-probe (train, test) errors the curve shows, and what they are.
+fn curve_values(log: &RunLog) -> anyhow::Result<(Vec<(f64, f64)>, String)> {
+    let n = log.header.probes.len();
+    let snaps: Vec<_> = log.snapshots().collect();
+    anyhow::ensure!(!snaps.is_empty(), "the log has no snapshot to draw");
+    if snaps.iter().any(|s| s.dataset.is_some()) {
+        let sets: Vec<_> = snaps.iter().filter(|s| s.dataset.is_some()).collect();
+        let mut v = vec![(0.0, 0.0); n];
+        for s in &sets {
+            for (i, r) in s.probes.iter().enumerate().take(n) {
+                v[i].0 += r.reading.train_error / sets.len() as f64;
+                v[i].1 += r.reading.test_error.unwrap_or(f64::NAN) / sets.len() as f64;
+            }
+        }
+        return Ok((v, format!("mean of {} datasets", sets.len())));
+    }
+    // The last converged snapshot (online readings have no test error), else the last one.
+    let s = snaps
+        .iter()
+        .rev()
+        .find(|s| s.kind == SnapshotKind::Converged)
+        .unwrap_or(snaps.last().expect("non-empty"));
+    let v = s
+        .probes
+        .iter()
+        .map(|r| {
+            (
+                r.reading.train_error,
+                r.reading.test_error.unwrap_or(f64::NAN),
+            )
+        })
+        .collect();
+    Ok((v, format!("{} (step {})", s.label, s.step)))
+}
+
+fn rgb(c: ratatui::style::Color) -> plotters::style::RGBColor {
+    match c {
+        ratatui::style::Color::Rgb(r, g, b) => plotters::style::RGBColor(r, g, b),
+        _ => plotters::style::RGBColor(128, 128, 128),
+    }
+}
+
+/// Draws `figure` of `log` as SVG into `path`; returns the number of series (curve) or cells
+/// (heatmap) drawn.
+pub fn svg_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usize> {
+    use plotters::prelude::*;
+    let classes = log.header.graph.classes.max(2);
+    let chance = 1.0 - 1.0 / classes as f64;
+    let names: Vec<String> = log.header.probes.iter().map(|p| p.name.clone()).collect();
+    let n = names.len();
+    let tmp = path.with_extension("svg.partial");
+    let drawn;
+    {
+        let root = SVGBackend::new(&tmp, (1000, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let title = format!("{}: ", log.header.preset);
+        match figure {
+            Figure::Curve => {
+                let (values, what) = curve_values(log)?;
+                let ymax = values
+                    .iter()
+                    .flat_map(|(a, b)| [*a, *b])
+                    .filter(|v| v.is_finite())
+                    .fold(chance, f64::max)
+                    * 1.05;
+                let mut chart = ChartBuilder::on(&root)
+                    .caption(
+                        format!("{title}probe error per layer, {what}"),
+                        ("sans-serif", 20),
+                    )
+                    .margin(12)
+                    .x_label_area_size(40)
+                    .y_label_area_size(50)
+                    .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let label = |x: &f64| {
+                    let i = x.round();
+                    if (x - i).abs() < 1e-6 && i >= 0.0 {
+                        names.get(i as usize).cloned().unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                };
+                chart
+                    .configure_mesh()
+                    .x_desc("probe")
+                    .y_desc("prediction error")
+                    .x_labels(n.min(17))
+                    .x_label_formatter(&label)
+                    .draw()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let theme = crate::tui::theme::Theme::default_theme();
+                let mut series = 0;
+                for (name, pick, colour) in
+                    [("train", 0, rgb(theme.train)), ("test", 1, rgb(theme.test))]
+                {
+                    let pts: Vec<(f64, f64)> = values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as f64, if pick == 0 { v.0 } else { v.1 }))
+                        .filter(|(_, y)| y.is_finite())
+                        .collect();
+                    if pts.is_empty() {
+                        continue;
+                    }
+                    chart
+                        .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .label(name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+                    series += 1;
+                }
+                let red = RGBColor(200, 40, 60);
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        vec![(-0.5, chance), (n as f64 - 0.5, chance)],
+                        6,
+                        4,
+                        red.stroke_width(1),
+                    ))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .label(format!("chance {chance:.2}"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red));
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                drawn = series;
+            }
+            Figure::Heatmap => {
+                let snaps: Vec<_> = log.snapshots().collect();
+                anyhow::ensure!(!snaps.is_empty(), "the log has no snapshot to draw");
+                let rows = snaps.len();
+                let mut chart = ChartBuilder::on(&root)
+                    .caption(
+                        format!("{title}probe error, layer x time (0 to chance {chance:.2})"),
+                        ("sans-serif", 20),
+                    )
+                    .margin(12)
+                    .x_label_area_size(40)
+                    .y_label_area_size(60)
+                    .build_cartesian_2d(0f64..n as f64, rows as f64..0f64)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                chart
+                    .configure_mesh()
+                    .disable_mesh()
+                    .x_desc("probe")
+                    .y_desc("snapshot")
+                    .draw()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let theme = crate::tui::theme::Theme::default_theme();
+                let cells: Vec<_> = snaps
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(r, s)| {
+                        let theme = &theme;
+                        s.probes.iter().enumerate().take(n).map(move |(i, p)| {
+                            let e = p.reading.test_error.unwrap_or(p.reading.train_error);
+                            let c = rgb(theme.scale(e / chance));
+                            Rectangle::new(
+                                [(i as f64, r as f64), (i as f64 + 1.0, r as f64 + 1.0)],
+                                c.filled(),
+                            )
+                        })
+                    })
+                    .collect();
+                drawn = cells.len();
+                chart
+                    .draw_series(cells)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        root.present()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    std::fs::rename(&tmp, path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write it: {e}", path.display()))?;
+    Ok(drawn)
+}

@@ -171,3 +171,93 @@ fn damaged_base() -> Vec<u8> {
     })
     .clone()
 }
+
+fn sample_log(path: &std::path::Path, snapshots: usize) -> probescope::runlog::RunHeader {
+    let h = probescope::tui::sample::header("bifurcation", &[]).unwrap();
+    let mut w = RunLogWriter::create(path, false).unwrap();
+    w.write(&Record::Run(h.clone())).unwrap();
+    for k in 0..snapshots {
+        w.write(&Record::Snapshot(probescope::tui::sample::snapshot(
+            &h,
+            k,
+            k % 2 == 0,
+        )))
+        .unwrap();
+    }
+    h
+}
+
+fn export_svg(log: &std::path::Path, out: &std::path::Path, figure: &str) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args([
+            "export",
+            log.to_str().unwrap(),
+            "--svg",
+            out.to_str().unwrap(),
+        ])
+        .args(["--figure", figure])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn svg_figures_parse_back_with_their_series_and_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.jsonl");
+    let h = sample_log(&log, 5);
+    let n = h.probes.len();
+
+    let curve = dir.path().join("curve.svg");
+    export_svg(&log, &curve, "curve");
+    let text = std::fs::read_to_string(&curve).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("valid SVG");
+    let theme = probescope::tui::theme::Theme::default_theme();
+    let hex = |c: ratatui::style::Color| match c {
+        ratatui::style::Color::Rgb(r, g, b) => format!("#{r:02X}{g:02X}{b:02X}"),
+        _ => unreachable!(),
+    };
+    // One polyline per series (train, test), each through every probe, plus their legend marks.
+    let lines = |colour: &str| {
+        doc.descendants()
+            .filter(|e| e.has_tag_name("polyline"))
+            .filter(|e| {
+                e.attribute("stroke")
+                    .is_some_and(|s| s.eq_ignore_ascii_case(colour))
+            })
+            .map(|e| {
+                e.attribute("points")
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .count()
+            })
+            .collect::<Vec<_>>()
+    };
+    for c in [theme.train, theme.test] {
+        let l = lines(&hex(c));
+        assert!(
+            l.contains(&n),
+            "series {} has points {l:?}, want {n}",
+            hex(c)
+        );
+    }
+    let texts: Vec<&str> = doc.descendants().filter_map(|e| e.text()).collect();
+    for want in ["train", "test", "chance 0.50"] {
+        assert!(
+            texts.iter().any(|t| t.trim() == want),
+            "legend {want} missing: {texts:?}"
+        );
+    }
+
+    let heat = dir.path().join("heat.svg");
+    export_svg(&log, &heat, "heatmap");
+    let text = std::fs::read_to_string(&heat).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("valid SVG");
+    // One filled cell per snapshot and probe (the background and frame are rects too).
+    let rects = doc.descendants().filter(|e| e.has_tag_name("rect")).count();
+    assert!(
+        rects >= 5 * n && rects <= 5 * n + 4,
+        "{rects} rects for {} cells",
+        5 * n
+    );
+}
