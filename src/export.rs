@@ -245,13 +245,29 @@ pub fn svg_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usi
                     .margin(12)
                     .x_label_area_size(40)
                     .y_label_area_size(60)
-                    .build_cartesian_2d(0f64..n as f64, rows as f64..0f64)
+                    .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (rows as f64 - 0.5)..-0.5f64)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
+                // Cells are centred on whole numbers, so the labels name the probe and the
+                // snapshot's step.
+                let at = |v: f64, len: usize| {
+                    let i = v.round();
+                    ((v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < len).then_some(i as usize)
+                };
+                let xlabel = |x: &f64| at(*x, n).map(|i| names[i].clone()).unwrap_or_default();
+                let ylabel = |y: &f64| {
+                    at(*y, rows)
+                        .map(|i| snaps[i].step.to_string())
+                        .unwrap_or_default()
+                };
                 chart
                     .configure_mesh()
                     .disable_mesh()
                     .x_desc("probe")
-                    .y_desc("snapshot")
+                    .y_desc("step")
+                    .x_labels(n.min(17))
+                    .y_labels(rows.min(12))
+                    .x_label_formatter(&xlabel)
+                    .y_label_formatter(&ylabel)
                     .draw()
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let theme = crate::tui::theme::Theme::default_theme();
@@ -264,7 +280,10 @@ pub fn svg_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usi
                             let e = p.reading.test_error.unwrap_or(p.reading.train_error);
                             let c = rgb(theme.scale(e / chance));
                             Rectangle::new(
-                                [(i as f64, r as f64), (i as f64 + 1.0, r as f64 + 1.0)],
+                                [
+                                    (i as f64 - 0.5, r as f64 - 0.5),
+                                    (i as f64 + 0.5, r as f64 + 0.5),
+                                ],
                                 c.filled(),
                             )
                         })
