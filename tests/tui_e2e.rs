@@ -168,6 +168,11 @@ fn live_ui_keys_help_quit_and_the_shell_is_usable_again() {
         s.contains("probe error") && s.contains("model graph")
     });
     t.run(&["resize-window", "-t", "e2e", "-x", "120", "-y", "40"]);
+    // Wait for the redraw at full size before the next key, so it does not race the resize.
+    t.wait_for(10, "the UI at 120x40", |s| {
+        s.lines().next().is_some_and(|l| l.chars().count() >= 115)
+    });
+    std::thread::sleep(Duration::from_millis(300));
     t.keys(&["q"]);
     t.wait_for(10, "the quit question", |s| s.contains("Stop it and quit?"));
     t.keys(&["y"]);
