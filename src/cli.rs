@@ -12,7 +12,7 @@ use crate::params::ParamError;
 use crate::presets::{self, Controls, RunCtx};
 use crate::report::{Headless, Sink};
 use crate::runlog::{End, EndStatus, Record, RunHeader, RunLogWriter, SCHEMA_VERSION};
-use crate::tui::{self, theme::ColorDepth};
+use crate::tui;
 
 /// Live linear classifier probes on every layer of a neural network.
 #[derive(Debug, Parser)]
@@ -216,22 +216,18 @@ fn view(args: &ViewArgs, follow: bool) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let depth = ColorDepth::detect();
-    let themes = tui::themes_for(args.theme.as_deref(), depth)
-        .map_err(|e| ParamError(format!("--theme: {e}")))?;
-    let keymap = tui::keys::Keymap::load(tui::theme::config_dir().as_deref())
-        .map_err(|e| ParamError(format!("{e}")))?;
+    let look = tui::Look::load(args.theme.as_deref())?;
     let signalled = Arc::new(AtomicBool::new(false));
     {
         let signalled = signalled.clone();
         let _ = ctrlc::set_handler(move || signalled.store(true, Ordering::Relaxed));
     }
     if follow {
-        tui::run_attach(&args.log, themes, depth, keymap, signalled)
+        tui::run_attach(&args.log, look, signalled)
     } else {
         // A log that cannot be read is bad input: say so before the screen changes.
         let log = crate::runlog::read(&args.log).map_err(|e| ParamError(format!("{e:#}")))?;
-        tui::run_replay(log, themes, depth, keymap, signalled)
+        tui::run_replay(log, look, signalled)
     }
 }
 
@@ -396,12 +392,8 @@ fn execute(
 /// `--headless`) with the line printer.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let ui = !args.headless && tui::is_interactive();
-    let depth = ColorDepth::detect();
-    // The theme is checked even headless, so a typo is caught before a long job starts.
-    let themes = tui::themes_for(args.theme.as_deref(), depth)
-        .map_err(|e| ParamError(format!("--theme: {e}")))?;
-    let keymap = tui::keys::Keymap::load(tui::theme::config_dir().as_deref())
-        .map_err(|e| ParamError(format!("{e}")))?;
+    // The theme and keys are checked even headless, so a typo is caught before a long job.
+    let look = tui::Look::load(args.theme.as_deref())?;
     let Prepared {
         preset,
         params,
@@ -446,8 +438,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         log,
         controls,
         signalled,
-        themes,
-        depth,
-        keymap,
+        look,
     )
 }

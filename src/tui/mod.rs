@@ -104,6 +104,43 @@ pub fn themes_for(
     Ok((all, at))
 }
 
+/// How the UI looks and answers keys: the themes, the terminal's colour depth and the key
+/// table, loaded once for every command that opens the UI.
+pub struct Look {
+    /// The themes `t` cycles through, and the index of the current one.
+    pub themes: (Vec<Theme>, usize),
+    /// What the terminal can show.
+    pub depth: ColorDepth,
+    /// The key table.
+    pub keymap: keys::Keymap,
+}
+
+impl Look {
+    /// `--theme` (`None`: the default, or mono under `NO_COLOR`), the terminal's colour depth,
+    /// and the user's key table.
+    pub fn load(theme: Option<&str>) -> Result<Self, crate::params::ParamError> {
+        let depth = ColorDepth::detect();
+        let themes = themes_for(theme, depth)
+            .map_err(|e| crate::params::ParamError(format!("--theme: {e}")))?;
+        let keymap = keys::Keymap::load(theme::config_dir().as_deref())
+            .map_err(|e| crate::params::ParamError(format!("{e}")))?;
+        Ok(Self {
+            themes,
+            depth,
+            keymap,
+        })
+    }
+
+    /// A fresh UI state with this look.
+    fn app(self) -> App {
+        let mut app = App::new(self.themes.0);
+        app.theme = self.themes.1;
+        app.depth = self.depth;
+        app.keymap = self.keymap;
+        app
+    }
+}
+
 /// Whether the UI can run here: stdout and stdin are terminals.
 pub fn is_interactive() -> bool {
     std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
@@ -179,9 +216,7 @@ pub fn run_live<F>(
     log: Option<RunLogWriter>,
     controls: Arc<Controls>,
     signalled: Arc<AtomicBool>,
-    themes: (Vec<Theme>, usize),
-    depth: ColorDepth,
-    keymap: keys::Keymap,
+    look: Look,
 ) -> anyhow::Result<()>
 where
     F: FnOnce(&mut dyn Sink) -> anyhow::Result<()> + Send + 'static,
@@ -201,10 +236,7 @@ where
         })?;
     drop(tx);
 
-    let mut app = App::new(themes.0);
-    app.theme = themes.1;
-    app.depth = depth;
-    app.keymap = keymap;
+    let mut app = look.app();
     let ui = std::panic::catch_unwind(AssertUnwindSafe(|| {
         ui_loop(&mut app, rx, &controls, &signalled)
     }));
@@ -240,15 +272,10 @@ where
 /// `probescope replay`: the UI over a finished (or killed) run's log, with a timeline.
 pub fn run_replay(
     log: crate::runlog::RunLog,
-    themes: (Vec<Theme>, usize),
-    depth: ColorDepth,
-    keymap: keys::Keymap,
+    look: Look,
     signalled: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let mut app = App::new(themes.0);
-    app.theme = themes.1;
-    app.depth = depth;
-    app.keymap = keymap;
+    let mut app = look.app();
     let mut records = vec![Record::Run(log.header)];
     records.extend(log.records);
     app.replay(records);
@@ -260,9 +287,7 @@ pub fn run_replay(
 /// `probescope attach`: the UI over a log that another process is writing, following it.
 pub fn run_attach(
     path: &std::path::Path,
-    themes: (Vec<Theme>, usize),
-    depth: ColorDepth,
-    keymap: keys::Keymap,
+    look: Look,
     signalled: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -292,10 +317,7 @@ pub fn run_attach(
             }
             std::thread::sleep(Duration::from_millis(200));
         })?;
-    let mut app = App::new(themes.0);
-    app.theme = themes.1;
-    app.depth = depth;
-    app.keymap = keymap;
+    let mut app = look.app();
     app.can_steer = false;
     app.attached = true;
     let ui = ui_loop(&mut app, rx, &Controls::default(), &signalled);
