@@ -562,31 +562,20 @@ fn draw_chart(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         .chain(&test)
         .map(|p| p.1)
         .fold(0.1, f64::max);
-    let mut sets = vec![Dataset::default()
-        .name("loss")
-        .marker(ratatui::symbols::Marker::Braille)
-        .graph_type(GraphType::Line)
-        .style(Style::default().fg(theme.focus))
-        .data(&loss)];
+    fn line<'d>(name: &'static str, colour: Color, data: &'d [(f64, f64)]) -> Dataset<'d> {
+        Dataset::default()
+            .name(name)
+            .marker(ratatui::symbols::Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(colour))
+            .data(data)
+    }
+    let mut sets = vec![line("loss", theme.focus, &loss)];
     if !train.is_empty() {
-        sets.push(
-            Dataset::default()
-                .name("train err")
-                .marker(ratatui::symbols::Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::default().fg(theme.train))
-                .data(&train),
-        );
+        sets.push(line("train err", theme.train, &train));
     }
     if !test.is_empty() {
-        sets.push(
-            Dataset::default()
-                .name("test err")
-                .marker(ratatui::symbols::Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::default().fg(theme.test))
-                .data(&test),
-        );
+        sets.push(line("test err", theme.test, &test));
     }
     let last = pts.last().expect("non-empty");
     let title = format!(
