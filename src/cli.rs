@@ -212,7 +212,8 @@ fn view(args: &ViewArgs, follow: bool) -> anyhow::Result<()> {
     let what = if follow { "attach" } else { "replay" };
     if !tui::is_interactive() {
         return Err(ParamError(format!(
-            "probescope {what} draws in a terminal, and stdin or stdout is not one; run it in a terminal              (for a table of a finished run, `probescope run ... --headless` prints one)"
+            "{what} draws in a terminal, and stdin or stdout is not one; run it in a terminal \
+             (for a table of a finished run, `probescope run ... --headless` prints one)"
         ))
         .into());
     }
