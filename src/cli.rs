@@ -35,6 +35,12 @@ pub enum Command {
     Replay(ViewArgs),
     /// Watch a run log that another process is writing (e.g. a `--headless --record` job).
     Attach(ViewArgs),
+    /// Datasets: `probescope data fetch mnist` downloads MNIST.
+    Data {
+        /// What to do.
+        #[command(subcommand)]
+        what: DataCmd,
+    },
     /// Write a run log as a table (--csv) or a figure (--svg).
     Export {
         /// The run log.
@@ -54,6 +60,26 @@ pub enum Command {
         /// What to measure.
         #[command(subcommand)]
         what: BenchWhat,
+    },
+}
+
+/// `probescope data ...`.
+#[derive(Debug, Subcommand)]
+pub enum DataCmd {
+    /// Download a dataset's four files from its public mirrors, checking their MD5s.
+    Fetch {
+        /// mnist or fashion-mnist.
+        dataset: String,
+        /// The data directory (the files go into DIR/<dataset>/). Default:
+        /// $XDG_DATA_HOME/probescope (~/.local/share/probescope).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Try this base URL (ending in /) before the built-in mirrors (repeatable).
+        #[arg(long, value_name = "URL")]
+        mirror: Vec<String>,
+        /// Only the given mirrors, not the built-in ones.
+        #[arg(long)]
+        only_given: bool,
     },
 }
 
@@ -123,6 +149,22 @@ pub struct RunArgs {
     /// Override a preset parameter, e.g. --set datasets=20 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Where the datasets are: DIR/mnist/ and DIR/fashion-mnist/ hold the IDX files. Default:
+    /// $XDG_DATA_HOME/probescope (~/.local/share/probescope), where `probescope data fetch` puts
+    /// them.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Save the model and optimiser to this safetensors file (when the run ends or is stopped,
+    /// and every --checkpoint-every steps). Default with --checkpoint-every: the --record file's
+    /// name with .safetensors.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Steps (minibatches) between checkpoints.
+    #[arg(long, value_name = "STEPS")]
+    pub checkpoint_every: Option<usize>,
+    /// Continue a run from a checkpoint it saved (same preset, --set values and --seed).
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<PathBuf>,
 }
 
 impl Default for RunArgs {
@@ -176,6 +218,15 @@ pub fn main_with(cli: Cli) -> i32 {
             svg,
             figure,
         }) => export(&log, csv.as_deref(), svg.as_deref(), figure),
+        Some(Command::Data {
+            what:
+                DataCmd::Fetch {
+                    dataset,
+                    dir,
+                    mirror,
+                    only_given,
+                },
+        }) => crate::fetch::fetch_command(&dataset, dir, &mirror, only_given),
         Some(Command::Presets) => {
             print!("{}", presets_text());
             Ok(())
@@ -289,6 +340,7 @@ pub struct Prepared {
     device: Device,
     header: RunHeader,
     log: Option<RunLogWriter>,
+    opts: presets::RunOptions,
 }
 
 /// Checks everything about a run (preset, parameters, device, graph) and creates its run log.
@@ -304,6 +356,7 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
         ))
     })?;
     let probes = preset.probes(&params, &graph, args.seed);
+    let opts = run_options(args, preset.as_ref(), &params)?;
     let header = RunHeader {
         schema_version: SCHEMA_VERSION,
         probescope_version: env!("CARGO_PKG_VERSION").into(),
@@ -332,6 +385,69 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
         device,
         header,
         log,
+        opts,
+    })
+}
+
+/// The data directory and checkpoint settings of a run, checked.
+fn run_options(
+    args: &RunArgs,
+    preset: &dyn presets::Preset,
+    params: &crate::params::Params,
+) -> Result<presets::RunOptions, ParamError> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::mnist::default_data_dir);
+    if let Some(d) = &args.data_dir {
+        if !d.is_dir() {
+            return Err(ParamError(format!(
+                "--data-dir {}: no such directory; create it with `probescope data fetch mnist --dir {}`",
+                d.display(),
+                d.display()
+            )));
+        }
+    }
+    preset.check_data(params, &data_dir)?;
+    let wants =
+        args.checkpoint.is_some() || args.checkpoint_every.is_some() || args.resume.is_some();
+    if wants && !preset.checkpoints() {
+        return Err(ParamError(format!(
+            "--checkpoint, --checkpoint-every and --resume: preset {} trains no model to save;              they work with mnist-convnet and deep-mlp",
+            preset.name()
+        )));
+    }
+    let path = match (&args.checkpoint, args.checkpoint_every, &args.record) {
+        (Some(p), _, _) => Some(p.clone()),
+        (None, Some(_), Some(rec)) => Some(rec.with_extension("safetensors")),
+        (None, Some(_), None) => {
+            return Err(ParamError(
+                "--checkpoint-every needs a file to write: add --checkpoint PATH (or --record,                  whose name it then takes)"
+                    .into(),
+            ))
+        }
+        (None, None, _) => None,
+    };
+    if args.checkpoint_every == Some(0) {
+        return Err(ParamError(
+            "--checkpoint-every 0: give the number of steps between checkpoints, at least 1".into(),
+        ));
+    }
+    if let Some(r) = &args.resume {
+        if !r.is_file() {
+            return Err(ParamError(format!(
+                "--resume {}: no such file; give a checkpoint saved with --checkpoint",
+                r.display()
+            )));
+        }
+    }
+    Ok(presets::RunOptions {
+        data_dir,
+        checkpoint: presets::trained::CheckpointPlan {
+            path,
+            every: args.checkpoint_every.unwrap_or(0),
+            resume: args.resume.clone(),
+        },
     })
 }
 
@@ -341,6 +457,7 @@ fn execute(
     params: &crate::params::Params,
     device: Device,
     header: RunHeader,
+    opts: presets::RunOptions,
     sink: &mut dyn Sink,
     controls: Arc<Controls>,
 ) -> anyhow::Result<()> {
@@ -355,6 +472,7 @@ fn execute(
             sink: &mut *sink,
             started,
             controls,
+            opts,
         };
         // A panic in a preset is a bug, but the run log still gets its end line saying so.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -401,6 +519,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         device,
         header,
         log,
+        opts,
     } = prepare_run(args)?;
     let controls = Arc::new(Controls::default());
     let signalled = Arc::new(AtomicBool::new(false));
@@ -420,6 +539,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             &params,
             device,
             header,
+            opts,
             &mut sink,
             controls,
         );
@@ -432,6 +552,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 &params,
                 device,
                 header,
+                opts,
                 sink,
                 worker_controls,
             )

@@ -11,14 +11,17 @@ pub mod bench_ui;
 pub mod cli;
 pub mod data;
 pub mod export;
+pub mod fetch;
 pub mod follow;
 pub mod graph;
+pub mod mnist;
 pub mod params;
 pub mod presets;
 pub mod probe;
 pub mod report;
 pub mod rng;
 pub mod runlog;
+pub mod train;
 pub mod tui;
 
 /// Keeps freed memory in the process instead of handing it back to the kernel at once. Candle

@@ -15,6 +15,8 @@ pub enum ParamValue {
     Float(f64),
     /// A list of whole numbers (`--set subsets=10,100,1000`).
     List(Vec<u64>),
+    /// One of a fixed set of words (`--set variant=aux`).
+    Text(String),
 }
 
 impl fmt::Display for ParamValue {
@@ -26,6 +28,7 @@ impl fmt::Display for ParamValue {
                 let s: Vec<String> = v.iter().map(u64::to_string).collect();
                 write!(f, "{}", s.join(","))
             }
+            ParamValue::Text(v) => write!(f, "{v}"),
         }
     }
 }
@@ -43,6 +46,8 @@ pub struct ParamSpec {
     pub max: f64,
     /// One line on what it means.
     pub help: &'static str,
+    /// The accepted words of a word parameter (empty for numbers).
+    pub choices: &'static [&'static str],
 }
 
 impl ParamSpec {
@@ -54,6 +59,19 @@ impl ParamSpec {
             min: min as f64,
             max: max as f64,
             help,
+            choices: &[],
+        }
+    }
+
+    /// A word parameter: one of `choices`, the first being the default.
+    pub fn choice(key: &'static str, choices: &'static [&'static str], help: &'static str) -> Self {
+        Self {
+            key,
+            default: ParamValue::Text(choices[0].to_string()),
+            min: 0.0,
+            max: 0.0,
+            help,
+            choices,
         }
     }
 
@@ -65,6 +83,7 @@ impl ParamSpec {
             min,
             max,
             help,
+            choices: &[],
         }
     }
 
@@ -82,6 +101,7 @@ impl ParamSpec {
             min: min as f64,
             max: max as f64,
             help,
+            choices: &[],
         }
     }
 
@@ -122,6 +142,18 @@ impl ParamSpec {
                     check(*x as f64)?;
                 }
                 Ok(ParamValue::List(v))
+            }
+            ParamValue::Text(_) => {
+                let t = text.trim();
+                if self.choices.contains(&t) {
+                    Ok(ParamValue::Text(t.to_string()))
+                } else {
+                    Err(format!(
+                        "{} takes one of {}, got `{text}`",
+                        self.key,
+                        self.choices.join(", ")
+                    ))
+                }
             }
         }
     }
@@ -183,6 +215,14 @@ impl Params {
         }
     }
 
+    /// A word parameter.
+    pub fn text(&self, key: &str) -> &str {
+        match self.0.get(key) {
+            Some(ParamValue::Text(v)) => v,
+            other => panic!("parameter {key} is not a word: {other:?}"),
+        }
+    }
+
     /// A list parameter.
     pub fn list(&self, key: &str) -> Vec<usize> {
         match self.0.get(key) {
@@ -201,6 +241,7 @@ mod tests {
             ParamSpec::int("depth", 32, 1, 1024, "layers"),
             ParamSpec::float("slope", 0.5, -10.0, 10.0, "slope"),
             ParamSpec::list("subsets", &[10, 100], 1, 1000, "sizes"),
+            ParamSpec::choice("variant", &["plain", "aux"], "which"),
         ]
     }
 
@@ -211,6 +252,11 @@ mod tests {
         assert_eq!(p.usize("depth"), 4);
         assert_eq!(p.f64("slope"), 0.5);
         assert_eq!(p.list("subsets"), vec![1, 2, 3]);
+        assert_eq!(p.text("variant"), "plain");
+        let p = Params::resolve("x", &specs(), &["variant=aux".into()]).unwrap();
+        assert_eq!(p.text("variant"), "aux");
+        let back: Params = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]
@@ -218,7 +264,7 @@ mod tests {
         let e = Params::resolve("untrained-mlp", &specs(), &["dpeth=3".into()]).unwrap_err();
         assert_eq!(
             e.0,
-            "--set dpeth=3: `dpeth` is not a parameter of untrained-mlp; valid keys: depth, slope, subsets"
+            "--set dpeth=3: `dpeth` is not a parameter of untrained-mlp; valid keys: depth, slope, subsets, variant"
         );
     }
 
@@ -237,6 +283,10 @@ mod tests {
             (
                 "subsets=5,2000",
                 "--set subsets=5,2000: subsets must be between 1 and 1000",
+            ),
+            (
+                "variant=skip",
+                "--set variant=skip: variant takes one of plain, aux, got `skip`",
             ),
             (
                 "depth",

@@ -81,6 +81,10 @@ pub struct Snapshot {
     /// Index of the toy dataset, for presets that repeat over datasets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<usize>,
+    /// Training epochs completed (fractional between epoch ends), for presets that train on a
+    /// dataset in epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<f64>,
     /// One entry per probe, in probe order.
     pub probes: Vec<TapReading>,
     /// The model's own loss and errors, for presets that train it.

@@ -29,6 +29,7 @@ fn small_log(path: &std::path::Path) {
             label: "init".into(),
             kind: SnapshotKind::Converged,
             dataset: None,
+            epoch: None,
             probes: vec![
                 TapReading {
                     probe: "input".into(),
@@ -58,6 +59,7 @@ fn small_log(path: &std::path::Path) {
             label: "step 50".into(),
             kind: SnapshotKind::Online,
             dataset: None,
+            epoch: None,
             probes: vec![TapReading {
                 probe: "input".into(),
                 tap: "input".into(),

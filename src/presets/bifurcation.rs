@@ -346,6 +346,7 @@ impl Preset for Bifurcation {
                     label: format!("step {step}"),
                     kind: SnapshotKind::Online,
                     dataset: None,
+                    epoch: None,
                     probes,
                     model: Some(ModelMetrics {
                         loss: last_loss,
@@ -403,6 +404,7 @@ fn snapshot(
         label: label.into(),
         kind: SnapshotKind::Converged,
         dataset: None,
+        epoch: None,
         probes: super::converged_readings(specs, fitted, stats.as_deref()),
         model,
         elapsed_s,

@@ -117,6 +117,7 @@ impl Preset for FeatureSubset {
             label: "subsets".into(),
             kind: SnapshotKind::Converged,
             dataset: Some(0),
+            epoch: None,
             probes: super::converged_readings(&specs, &fitted, None),
             model: None,
             elapsed_s: ctx.elapsed(),

@@ -13,7 +13,10 @@ use crate::report::Sink;
 use crate::runlog::{ProbeSummary, Record, Snapshot, Stat, Summary, TapReading};
 
 pub mod bifurcation;
+pub mod deep_mlp;
 pub mod feature_subset;
+pub mod mnist_convnet;
+pub mod trained;
 pub mod untrained_mlp;
 
 /// A built-in experiment.
@@ -27,6 +30,14 @@ pub trait Preset: Send + Sync {
     /// Checks between parameters that ranges alone cannot express.
     fn check(&self, _params: &Params) -> Result<(), ParamError> {
         Ok(())
+    }
+    /// Checks that the data the run needs is there (before anything is written).
+    fn check_data(&self, _params: &Params, _data_dir: &std::path::Path) -> Result<(), ParamError> {
+        Ok(())
+    }
+    /// Whether it trains a model that checkpoints can save.
+    fn checkpoints(&self) -> bool {
+        false
     }
     /// The model graph.
     fn graph(&self, params: &Params) -> Graph;
@@ -42,6 +53,8 @@ pub fn all() -> Vec<Box<dyn Preset>> {
         Box::new(untrained_mlp::UntrainedMlp),
         Box::new(bifurcation::Bifurcation),
         Box::new(feature_subset::FeatureSubset),
+        Box::new(mnist_convnet::MnistConvnet),
+        Box::new(deep_mlp::DeepMlp),
     ]
 }
 
@@ -80,6 +93,7 @@ pub fn run_preset(
         sink,
         started: Instant::now(),
         controls: Default::default(),
+        opts: RunOptions::default(),
     };
     preset.run(&params, &mut ctx)
 }
@@ -126,6 +140,26 @@ pub struct RunCtx<'a> {
     pub started: Instant,
     /// Stop, pause and snapshot requests from Ctrl-C or the UI.
     pub controls: Arc<Controls>,
+    /// Where data lives, checkpoints.
+    pub opts: RunOptions,
+}
+
+/// Run settings from the command line that are not preset parameters.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The data directory (holding `mnist/`, `fashion-mnist/`).
+    pub data_dir: std::path::PathBuf,
+    /// Checkpoints and resuming.
+    pub checkpoint: trained::CheckpointPlan,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: crate::mnist::default_data_dir(),
+            checkpoint: Default::default(),
+        }
+    }
 }
 
 /// Requests to a running preset, set from other threads (the UI, a signal handler) and honoured

@@ -188,6 +188,7 @@ impl Preset for UntrainedMlp {
                 label: format!("dataset {k}"),
                 kind: SnapshotKind::Converged,
                 dataset: Some(k),
+                epoch: None,
                 probes: super::converged_readings(&specs, &r.fitted, Some(&r.stats)),
                 model: None,
                 elapsed_s: ctx.elapsed(),

@@ -100,6 +100,7 @@ pub fn snapshot(h: &RunHeader, k: usize, converged: bool) -> Snapshot {
             SnapshotKind::Online
         },
         dataset: None,
+        epoch: None,
         probes,
         model: Some(ModelMetrics {
             loss: 0.7 / (1.0 + k as f64),

@@ -877,6 +877,7 @@ mod tests {
             label: format!("s{step}"),
             kind: SnapshotKind::Converged,
             dataset,
+            epoch: None,
             probes: h
                 .probes
                 .iter()

@@ -1,0 +1,291 @@
+//! `deep-mlp` (sec 3.6, Figs 6 to 8): 128 fully connected layers of 128 units (Glorot normal,
+//! leaky ReLU) on MNIST, in three variants:
+//! - `plain`: the chain alone. The signal shrinks layer after layer, and the paper's model fails
+//!   to train.
+//! - `aux`: a linear classifier head every 16 layers whose cross-entropy adds to the loss (these
+//!   heads train the layers below them; they are not probes). The model trains.
+//! - `skip`: layer 64 reads the concatenation of layer 63's output and the input, so the second
+//!   half of the network can learn from the input directly and layers 1 to 63 are ignored.
+//!
+//! Converged snapshots at minibatches 0, 500 and 2,000 (aux: also 5,000), as in the figures, and
+//! every `snapshot_every` minibatches for the "ripple" picture.
+
+use crate::graph::{Activation, Graph, Init, Node, Op};
+use crate::params::{ParamError, ParamSpec, Params};
+use crate::probe::ProbeSpec;
+
+use super::trained::{self, Plan};
+use super::{Preset, RunCtx};
+
+/// The preset.
+pub struct DeepMlp;
+
+/// The variants of sec 3.6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// No help.
+    Plain,
+    /// Auxiliary heads.
+    Aux,
+    /// The skip connection to the middle layer.
+    Skip,
+}
+
+impl Variant {
+    fn of(p: &Params) -> Self {
+        match p.text("variant") {
+            "aux" => Variant::Aux,
+            "skip" => Variant::Skip,
+            _ => Variant::Plain,
+        }
+    }
+}
+
+/// Name of hidden layer `i` (1-based): `h001`, ...
+pub fn layer_name(i: usize) -> String {
+    format!("h{i:03}")
+}
+
+/// The chain: `depth` layers of `width` units reading `inputs` features, with `classes` outputs.
+/// `skip_at = Some(k)`: layer k reads layer k-1 and the input concatenated. `aux_every = m > 0`:
+/// an auxiliary head of loss weight `aux_weight` on every m-th layer (not the last).
+#[allow(clippy::too_many_arguments)]
+pub fn graph(
+    inputs: usize,
+    depth: usize,
+    width: usize,
+    classes: usize,
+    slope: f64,
+    skip_at: Option<usize>,
+    aux_every: usize,
+    aux_weight: f64,
+) -> Graph {
+    let mut nodes = vec![Node {
+        name: "input".into(),
+        op: Op::Input {
+            shape: vec![inputs],
+        },
+        probe: true,
+    }];
+    let mut last = "input".to_string();
+    for i in 1..=depth {
+        if skip_at == Some(i) {
+            nodes.push(Node {
+                name: "skip".into(),
+                op: Op::Concat {
+                    inputs: vec![last, "input".into()],
+                },
+                probe: false,
+            });
+            last = "skip".into();
+        }
+        let fc = format!("fc{i:03}");
+        nodes.push(Node {
+            name: fc.clone(),
+            op: Op::Linear {
+                input: last,
+                out: width,
+                init: Init::GlorotNormal,
+            },
+            probe: false,
+        });
+        last = layer_name(i);
+        nodes.push(Node {
+            name: last.clone(),
+            op: Op::Activation {
+                input: fc,
+                activation: Activation::LeakyRelu { slope },
+            },
+            probe: true,
+        });
+        if aux_every > 0 && i % aux_every == 0 && i < depth {
+            nodes.push(Node {
+                name: format!("aux{i:03}"),
+                op: Op::AuxHead {
+                    input: last.clone(),
+                    weight: aux_weight,
+                    init: Init::GlorotNormal,
+                },
+                probe: false,
+            });
+        }
+    }
+    nodes.push(Node {
+        name: "logits".into(),
+        op: Op::Linear {
+            input: last,
+            out: classes,
+            init: Init::GlorotNormal,
+        },
+        probe: true,
+    });
+    Graph {
+        nodes,
+        output: "logits".into(),
+        classes,
+    }
+}
+
+/// Training steps when `steps=0`: the paper's last snapshot, 2,000 minibatches (aux: 5,000).
+fn steps_of(p: &Params) -> usize {
+    match (p.usize("steps"), Variant::of(p)) {
+        (0, Variant::Aux) => 5_000,
+        (0, _) => 2_000,
+        (n, _) => n,
+    }
+}
+
+impl Preset for DeepMlp {
+    fn name(&self) -> &'static str {
+        "deep-mlp"
+    }
+
+    fn about(&self) -> &'static str {
+        "sec 3.6, Figs 6-8: 128 layers of 128 units on MNIST; --set variant=plain|aux|skip"
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        let mut p = vec![
+            ParamSpec::choice(
+                "variant",
+                &["plain", "aux", "skip"],
+                "plain, aux (a classifier head every aux_every layers) or skip (layer depth/2 also reads the input)",
+            ),
+            ParamSpec::int("depth", 128, 2, 4096, "hidden layers"),
+            ParamSpec::int("width", 128, 1, 65_536, "units per hidden layer"),
+            ParamSpec::float(
+                "slope",
+                0.5,
+                0.0,
+                1.0,
+                "negative-side slope of the leaky ReLU",
+            ),
+            ParamSpec::int("aux_every", 16, 1, 4096, "layers between auxiliary heads (aux)"),
+            ParamSpec::float("aux_weight", 1.0, 0.0, 100.0, "loss weight of each auxiliary head"),
+            ParamSpec::int(
+                "steps",
+                0,
+                0,
+                100_000_000,
+                "training minibatches (0: the paper's 2,000, or 5,000 for aux)",
+            ),
+            ParamSpec::list(
+                "snapshots",
+                &[0, 500, 2000, 5000],
+                0,
+                100_000_000,
+                "minibatches at which to fit converged probes (those past the end are skipped)",
+            ),
+            ParamSpec::int(
+                "snapshot_every",
+                0,
+                0,
+                100_000_000,
+                "also fit converged probes every this many minibatches (0: never; ~100 shows the ripple)",
+            ),
+        ];
+        p.extend(trained::training_params(64, 0.01, 1.0, 0.0, 50));
+        p
+    }
+
+    fn check(&self, p: &Params) -> Result<(), ParamError> {
+        if Variant::of(p) == Variant::Skip && p.usize("depth") < 2 {
+            return Err(ParamError(
+                "--set variant=skip needs depth of at least 2".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn checkpoints(&self) -> bool {
+        true
+    }
+
+    fn check_data(&self, p: &Params, data_dir: &std::path::Path) -> Result<(), ParamError> {
+        trained::check_data(p, data_dir)
+    }
+
+    fn graph(&self, p: &Params) -> Graph {
+        let depth = p.usize("depth");
+        let v = Variant::of(p);
+        graph(
+            28 * 28,
+            depth,
+            p.usize("width"),
+            10,
+            p.f64("slope"),
+            (v == Variant::Skip).then_some(depth / 2),
+            if v == Variant::Aux {
+                p.usize("aux_every")
+            } else {
+                0
+            },
+            p.f64("aux_weight"),
+        )
+    }
+
+    fn probes(&self, _p: &Params, g: &Graph, _seed: u64) -> Vec<ProbeSpec> {
+        super::probe_every_tap(g)
+    }
+
+    fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
+        let g = self.graph(p);
+        let specs = self.probes(p, &g, ctx.seed);
+        let steps = steps_of(p);
+        let every = p.usize("snapshot_every");
+        let mut snaps: Vec<usize> = p
+            .list("snapshots")
+            .into_iter()
+            .filter(|&s| s <= steps)
+            .collect();
+        if every > 0 {
+            snaps.extend((0..=steps).step_by(every));
+        }
+        snaps.sort_unstable();
+        snaps.dedup();
+        let plan = Plan {
+            flat: true,
+            steps,
+            epochs: None,
+            batch: p.usize("batch"),
+            snapshot_steps: snaps,
+            snapshot_each_epoch: false,
+            online_every: p.usize("online_every"),
+            optim: trained::optim_of(p),
+            lr: p.f64("lr"),
+            lr_decay: p.f64("lr_decay"),
+            weight_decay: p.f64("weight_decay"),
+            probe_train: p.usize("probe_train"),
+            probe_val: p.usize("probe_val"),
+            probe_test: p.usize("probe_test"),
+            memory_mb: p.usize("probe_memory_mb"),
+            fit: super::fit_config(p),
+        };
+        trained::run(self.name(), &plan, p, &g, &specs, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variants_have_the_papers_shape() {
+        let plain = graph(784, 128, 128, 10, 0.5, None, 0, 1.0);
+        let taps = plain.taps().unwrap();
+        assert_eq!(taps.len(), 130); // input, 128 layers, logits
+        let aux = graph(784, 128, 128, 10, 0.5, None, 16, 1.0);
+        let heads = aux
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::AuxHead { .. }))
+            .count();
+        assert_eq!(heads, 7); // after layers 16, 32, ..., 112
+        let skip = graph(784, 128, 128, 10, 0.5, Some(64), 0, 1.0);
+        let shapes = skip.shapes().unwrap();
+        let i = skip.index_of("skip").unwrap();
+        assert_eq!(shapes[i], vec![128 + 784]);
+        assert_eq!(skip.nodes[i + 1].op.inputs(), vec!["skip"]);
+        assert_eq!(skip.nodes[i].op.inputs(), vec!["h063", "input"]);
+    }
+}

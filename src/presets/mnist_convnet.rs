@@ -1,0 +1,168 @@
+//! `mnist-convnet` (sec 3.4, Figs 4 and 5): the convolutional network of TensorFlow's MNIST
+//! tutorial (`models/image/mnist/convolutional.py`), with a probe on each side of every
+//! convolution, activation and pooling, trained for 10 epochs on MNIST.
+//!
+//! conv 5x5x32 (SAME) -> ReLU -> max-pool 2x2 -> conv 5x5x64 -> ReLU -> max-pool 2x2 -> fc 512 ->
+//! ReLU -> fc 10, trained as the tutorial does: minibatches of 64, SGD with momentum 0.9, learning
+//! rate 0.01 decayed by 0.95 each epoch, L2 5e-4. (The tutorial's dropout on fc1 is left out: the
+//! graph has no dropout node.) Converged probes at initialisation and after every epoch.
+
+use crate::graph::{Activation, Graph, Init, Node, Op};
+use crate::params::{ParamError, ParamSpec, Params};
+use crate::probe::ProbeSpec;
+
+use super::trained::{self, Plan};
+use super::{Preset, RunCtx};
+
+/// The preset.
+pub struct MnistConvnet;
+
+fn node(name: &str, op: Op, probe: bool) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        probe,
+    }
+}
+
+/// The tutorial's network: 10 taps from the input to the logits.
+pub fn graph() -> Graph {
+    let conv = |input: &str, out_channels| Op::Conv2d {
+        input: input.into(),
+        out_channels,
+        kernel: 5,
+        stride: 1,
+        padding: 2,
+        init: Init::HeNormal,
+    };
+    let relu = |input: &str| Op::Activation {
+        input: input.into(),
+        activation: Activation::Relu,
+    };
+    let pool = |input: &str| Op::MaxPool2d {
+        input: input.into(),
+        kernel: 2,
+        stride: 2,
+    };
+    Graph {
+        nodes: vec![
+            node(
+                "input",
+                Op::Input {
+                    shape: vec![1, 28, 28],
+                },
+                true,
+            ),
+            node("conv1_preact", conv("input", 32), true),
+            node("conv1_postact", relu("conv1_preact"), true),
+            node("pool1", pool("conv1_postact"), true),
+            node("conv2_preact", conv("pool1", 64), true),
+            node("conv2_postact", relu("conv2_preact"), true),
+            node("pool2", pool("conv2_postact"), true),
+            node(
+                "flat",
+                Op::Flatten {
+                    input: "pool2".into(),
+                },
+                false,
+            ),
+            node(
+                "fc1_preact",
+                Op::Linear {
+                    input: "flat".into(),
+                    out: 512,
+                    init: Init::HeNormal,
+                },
+                true,
+            ),
+            node("fc1_postact", relu("fc1_preact"), true),
+            node(
+                "logits",
+                Op::Linear {
+                    input: "fc1_postact".into(),
+                    out: 10,
+                    init: Init::GlorotNormal,
+                },
+                true,
+            ),
+        ],
+        output: "logits".into(),
+        classes: 10,
+    }
+}
+
+impl Preset for MnistConvnet {
+    fn name(&self) -> &'static str {
+        "mnist-convnet"
+    }
+
+    fn about(&self) -> &'static str {
+        "sec 3.4, Figs 4-5: the MNIST convnet, probes before and after every conv, ReLU and pool, over 10 epochs"
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        let mut p = vec![
+            ParamSpec::int("epochs", 10, 0, 10_000, "training epochs"),
+            ParamSpec::int(
+                "subset",
+                0,
+                0,
+                1_000_000,
+                "features per probe on taps wider than this, drawn at random (0 = all)",
+            ),
+        ];
+        p.extend(trained::training_params(64, 0.01, 0.95, 5e-4, 100));
+        p
+    }
+
+    fn checkpoints(&self) -> bool {
+        true
+    }
+
+    fn check_data(&self, p: &Params, data_dir: &std::path::Path) -> Result<(), ParamError> {
+        trained::check_data(p, data_dir)
+    }
+
+    fn graph(&self, _p: &Params) -> Graph {
+        graph()
+    }
+
+    fn probes(&self, p: &Params, g: &Graph, seed: u64) -> Vec<ProbeSpec> {
+        let k = p.usize("subset");
+        g.taps()
+            .expect("valid graph")
+            .iter()
+            .map(|t| {
+                if k > 0 && t.features > k {
+                    ProbeSpec::random_subset(&t.name, &t.name, t.features, k, seed)
+                } else {
+                    ProbeSpec::full(&t.name, t.features)
+                }
+            })
+            .collect()
+    }
+
+    fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
+        let g = self.graph(p);
+        let specs = self.probes(p, &g, ctx.seed);
+        let plan = Plan {
+            flat: false,
+            steps: 0,
+            epochs: Some(p.usize("epochs")),
+            batch: p.usize("batch"),
+            snapshot_steps: vec![0],
+            snapshot_each_epoch: true,
+            online_every: p.usize("online_every"),
+            optim: trained::optim_of(p),
+            lr: p.f64("lr"),
+            lr_decay: p.f64("lr_decay"),
+            weight_decay: p.f64("weight_decay"),
+            probe_train: p.usize("probe_train"),
+            probe_val: p.usize("probe_val"),
+            probe_test: p.usize("probe_test"),
+            memory_mb: p.usize("probe_memory_mb"),
+            fit: super::fit_config(p),
+        };
+        trained::run(self.name(), &plan, p, &g, &specs, ctx)
+    }
+}

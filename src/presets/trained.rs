@@ -1,0 +1,586 @@
+//! The training loop shared by the presets that train a model on MNIST or Fashion-MNIST
+//! (`mnist-convnet`, `deep-mlp`).
+//!
+//! Every step: a minibatch forward pass, the model's update, and one online-probe update on the
+//! detached taps. At the plan's snapshot steps: every probe fitted to convergence on the frozen
+//! model (the paper's Fig 5 procedure: a probe-training set, early stopping on the validation
+//! split, the test error reported), warm-started from the previous converged snapshot.
+//!
+//! Converged snapshots never hold every tap's features at once: taps are fitted in groups whose
+//! features fit `probe_memory_mb`, each group from its own chunked forward pass, so the 25,088-
+//! feature taps of the convnet fit in a few GiB.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::data::Dataset;
+use crate::graph::{Graph, Model};
+use crate::mnist::{self, Which};
+use crate::params::{ParamError, ParamSpec, Params};
+use crate::probe::{
+    self, ActivationStats, FitConfig, Fitted, LinearProbe, OnlineConfig, OnlineProbes,
+    ProbeReading, ProbeSpec, Split,
+};
+use crate::runlog::{ModelMetrics, Record, Snapshot, SnapshotKind, TapReading};
+use crate::train::{self, Batches, CheckpointId, Optim, OptimKind};
+
+use super::RunCtx;
+
+/// Samples per forward pass when computing features for converged fits.
+const CHUNK: usize = 500;
+
+/// How a preset trains.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Images `[n, 1, 28, 28]` (false) or vectors `[n, 784]` (true).
+    pub flat: bool,
+    /// Minibatches in all (unless `epochs` is given).
+    pub steps: usize,
+    /// Train for this many epochs instead of `steps` minibatches.
+    pub epochs: Option<usize>,
+    /// Samples per minibatch.
+    pub batch: usize,
+    /// Steps at which to take converged snapshots (0 = at initialisation).
+    pub snapshot_steps: Vec<usize>,
+    /// Also take one at the end of every epoch.
+    pub snapshot_each_epoch: bool,
+    /// Steps between online snapshots in the log.
+    pub online_every: usize,
+    /// The optimiser.
+    pub optim: OptimKind,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Learning-rate factor per epoch.
+    pub lr_decay: f64,
+    /// L2 penalty on the weights.
+    pub weight_decay: f64,
+    /// Samples of the training split the converged probes are fitted on.
+    pub probe_train: usize,
+    /// Samples of the validation split used for early stopping.
+    pub probe_val: usize,
+    /// Samples of the test split the converged probes are tested on.
+    pub probe_test: usize,
+    /// Most MiB of features held at once during a converged snapshot.
+    pub memory_mb: usize,
+    /// The converged fit's settings.
+    pub fit: FitConfig,
+}
+
+/// The parameters every training preset takes (after its own).
+pub fn training_params(
+    batch: u64,
+    lr: f64,
+    lr_decay: f64,
+    weight_decay: f64,
+    online_every: u64,
+) -> Vec<ParamSpec> {
+    let mut p = vec![
+        ParamSpec::choice(
+            "dataset",
+            &["mnist", "fashion-mnist"],
+            "which dataset (the files come from `probescope data fetch NAME`)",
+        ),
+        ParamSpec::choice("optimizer", &["sgd", "adam"], "sgd (with momentum) or adam"),
+        ParamSpec::float("lr", lr, 1e-9, 10.0, "initial learning rate"),
+        ParamSpec::float(
+            "lr_decay",
+            lr_decay,
+            0.0,
+            1.0,
+            "learning-rate factor per epoch (1 = constant)",
+        ),
+        ParamSpec::float("momentum", 0.9, 0.0, 0.9999, "momentum of sgd"),
+        ParamSpec::float(
+            "weight_decay",
+            weight_decay,
+            0.0,
+            1.0,
+            "L2 penalty on the weights (not the biases)",
+        ),
+        ParamSpec::int("batch", batch, 1, 50_000, "minibatch size"),
+        ParamSpec::int(
+            "online_every",
+            online_every,
+            1,
+            10_000_000,
+            "steps between online-probe snapshots in the log",
+        ),
+        ParamSpec::int(
+            "probe_train",
+            10_000,
+            10,
+            50_000,
+            "training samples the converged probes are fitted on",
+        ),
+        ParamSpec::int(
+            "probe_val",
+            10_000,
+            10,
+            mnist::VALIDATION as u64,
+            "validation samples for the probes' early stopping",
+        ),
+        ParamSpec::int(
+            "probe_test",
+            10_000,
+            10,
+            10_000,
+            "test samples the converged probes are tested on",
+        ),
+        ParamSpec::int(
+            "probe_memory_mb",
+            4096,
+            16,
+            1 << 24,
+            "most MiB of features held at once in a converged snapshot (more taps per pass)",
+        ),
+    ];
+    p.extend(super::fit_params());
+    p
+}
+
+/// Which dataset the parameters name.
+pub fn dataset_of(p: &Params) -> Which {
+    Which::parse(p.text("dataset")).expect("a checked choice")
+}
+
+/// Checks that the dataset is there before anything starts.
+pub fn check_data(p: &Params, data_dir: &std::path::Path) -> Result<(), ParamError> {
+    mnist::check_present(data_dir, dataset_of(p)).map_err(ParamError)
+}
+
+/// The optimiser the parameters ask for.
+pub fn optim_of(p: &Params) -> OptimKind {
+    match p.text("optimizer") {
+        "adam" => OptimKind::adam(),
+        _ => OptimKind::Sgd {
+            momentum: p.f64("momentum"),
+        },
+    }
+}
+
+/// The samples the converged probes use.
+struct ProbeSets {
+    train: Dataset,
+    val: Dataset,
+    test: Dataset,
+}
+
+/// Per-probe features of a split, and (when asked) the model's mean loss and error on it.
+type Features = (Vec<Tensor>, Option<(f64, f64)>);
+
+fn features_of(
+    model: &Model,
+    groups: &[usize],
+    specs: &[ProbeSpec],
+    data: &Dataset,
+    metrics: bool,
+) -> candle_core::Result<Features> {
+    let g = model.graph();
+    let n = data.len();
+    let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); groups.len()];
+    let (mut loss, mut wrong) = (0f64, 0f64);
+    let mut start = 0;
+    while start < n {
+        let len = CHUNK.min(n - start);
+        let x = data.x.narrow(0, start, len)?;
+        let outs = model.forward(&x)?;
+        for (k, &i) in groups.iter().enumerate() {
+            let s = &specs[i];
+            let t = s.select(&outs[g.index_of(&s.tap).expect("known tap")])?;
+            parts[k].push(t.detach());
+        }
+        if metrics {
+            let y = data.y.narrow(0, start, len)?;
+            let logits = model.logits(&outs);
+            loss +=
+                candle_nn::loss::cross_entropy(logits, &y)?.to_scalar::<f32>()? as f64 * len as f64;
+            wrong += probe::errors(&logits.unsqueeze(0)?, &y)?[0] * len as f64;
+        }
+        start += len;
+    }
+    let x = parts
+        .iter()
+        .map(|p| Tensor::cat(p, 0))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((x, metrics.then(|| (loss / n as f64, wrong / n as f64))))
+}
+
+/// Groups of probe indices whose features for `samples` samples fit `budget` bytes (a probe
+/// larger than the budget is a group of its own).
+fn memory_groups(specs: &[ProbeSpec], samples: usize, budget: usize) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut used = 0usize;
+    for (i, s) in specs.iter().enumerate() {
+        let bytes = s.width() * samples * 4;
+        match groups.last_mut() {
+            Some(g) if used + bytes <= budget => {
+                g.push(i);
+                used += bytes;
+            }
+            _ => {
+                groups.push(vec![i]);
+                used = bytes;
+            }
+        }
+    }
+    groups
+}
+
+/// Every probe fitted to convergence on the model as it is now, plus the taps' statistics and
+/// the model's loss and errors on the same samples.
+fn converged(
+    model: &Model,
+    specs: &[ProbeSpec],
+    sets: &ProbeSets,
+    warm: Option<&[LinearProbe]>,
+    plan: &Plan,
+) -> candle_core::Result<(Vec<Fitted>, Vec<ActivationStats>, ModelMetrics)> {
+    let samples = sets.train.len() + sets.val.len() + sets.test.len();
+    let groups = memory_groups(specs, samples, plan.memory_mb << 20);
+    let mut fitted: Vec<Option<Fitted>> = vec![None; specs.len()];
+    let mut stats: Vec<ActivationStats> = vec![ActivationStats::default(); specs.len()];
+    let mut metrics = ModelMetrics {
+        loss: f64::NAN,
+        train_error: None,
+        test_error: None,
+    };
+    for (gi, group) in groups.iter().enumerate() {
+        let first = gi == 0;
+        let (xtr, mtr) = features_of(model, group, specs, &sets.train, first)?;
+        let (xva, _) = features_of(model, group, specs, &sets.val, false)?;
+        let (xte, mte) = features_of(model, group, specs, &sets.test, first)?;
+        if let (Some((loss, tre)), Some((_, tee))) = (mtr, mte) {
+            metrics = ModelMetrics {
+                loss,
+                train_error: Some(tre),
+                test_error: Some(tee),
+            };
+        }
+        for (k, &i) in group.iter().enumerate() {
+            stats[i] = probe::activation_stats(&xtr[k])?;
+        }
+        let warm_g: Option<Vec<LinearProbe>> =
+            warm.map(|w| group.iter().map(|&i| w[i].clone()).collect());
+        let out = probe::fit_converged(
+            &Split {
+                x: xtr,
+                y: sets.train.y.clone(),
+            },
+            Some(&Split {
+                x: xva,
+                y: sets.val.y.clone(),
+            }),
+            Some(&Split {
+                x: xte,
+                y: sets.test.y.clone(),
+            }),
+            sets.train.classes,
+            warm_g.as_deref(),
+            &plan.fit,
+        )?;
+        for (&i, f) in group.iter().zip(out) {
+            fitted[i] = Some(f);
+        }
+    }
+    Ok((
+        fitted
+            .into_iter()
+            .map(|f| f.expect("every probe in a group"))
+            .collect(),
+        stats,
+        metrics,
+    ))
+}
+
+/// The model's error on `data`, in chunks.
+fn model_error(model: &Model, data: &Dataset) -> candle_core::Result<f64> {
+    let (n, mut wrong) = (data.len(), 0f64);
+    let mut start = 0;
+    while start < n {
+        let len = CHUNK.min(n - start);
+        let outs = model.forward(&data.x.narrow(0, start, len)?)?;
+        let y = data.y.narrow(0, start, len)?;
+        wrong += probe::errors(&model.logits(&outs).unsqueeze(0)?, &y)?[0] * len as f64;
+        start += len;
+    }
+    Ok(wrong / n as f64)
+}
+
+/// A one-line account of a converged snapshot: the model's test error and the probes'.
+fn line(s: &Snapshot) -> String {
+    let errs: Vec<String> = s
+        .probes
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {:.3}",
+                r.probe,
+                r.reading.test_error.unwrap_or(r.reading.train_error)
+            )
+        })
+        .collect();
+    let shown = if errs.len() > 12 {
+        let k = errs.len();
+        let mut v = errs[..4].to_vec();
+        v.push(format!("... ({} more)", k - 8));
+        v.extend_from_slice(&errs[k - 4..]);
+        v
+    } else {
+        errs
+    };
+    let at = if s.label == format!("step {}", s.step) {
+        s.label.clone()
+    } else {
+        format!("{} (step {})", s.label, s.step)
+    };
+    format!(
+        "{at}: model test error {:.4}; probe test errors: {}",
+        s.model
+            .as_ref()
+            .and_then(|m| m.test_error)
+            .unwrap_or(f64::NAN),
+        shown.join(", ")
+    )
+}
+
+/// Where checkpoints go and when, and where a run resumes from.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointPlan {
+    /// Where to save checkpoints (None: no checkpoints).
+    pub path: Option<PathBuf>,
+    /// Steps between checkpoints (0: only when the run stops or ends).
+    pub every: usize,
+    /// A checkpoint to resume from.
+    pub resume: Option<PathBuf>,
+}
+
+/// Trains `graph` on the preset's dataset following `plan`, with probes `specs`.
+pub fn run(
+    preset: &str,
+    plan: &Plan,
+    p: &Params,
+    graph: &Graph,
+    specs: &[ProbeSpec],
+    ctx: &mut RunCtx<'_>,
+) -> anyhow::Result<()> {
+    let dev = ctx.device.clone();
+    let seed = ctx.seed;
+    let ck = ctx.opts.checkpoint.clone();
+    let which = dataset_of(p);
+    let loaded = mnist::load(&ctx.opts.data_dir, which)?;
+    let splits = loaded.splits(plan.flat, &dev)?;
+    let ntr = splits.train.len();
+    let pick = |d: &Dataset, n: usize, stream: &str| -> candle_core::Result<Dataset> {
+        // A fixed random subset, the same at every snapshot.
+        let mut idx = crate::rng::subset(&mut crate::rng::stream(seed, stream), d.len(), n);
+        idx.sort_unstable();
+        d.select(&idx)
+    };
+    let sets = ProbeSets {
+        train: pick(&splits.train, plan.probe_train.min(ntr), "probe-train")?,
+        val: pick(
+            &splits.val,
+            plan.probe_val.min(splits.val.len()),
+            "probe-val",
+        )?,
+        test: pick(
+            &splits.test,
+            plan.probe_test.min(splits.test.len()),
+            "probe-test",
+        )?,
+    };
+    ctx.sink.progress(&format!(
+        "{preset}: {} {} training, {} validation, {} test samples; converged probes on {}/{}/{}",
+        which.name(),
+        ntr,
+        splits.val.len(),
+        splits.test.len(),
+        sets.train.len(),
+        sets.val.len(),
+        sets.test.len()
+    ));
+
+    let vm = graph.init_varmap(ctx.seed, &dev)?;
+    let model = Model::new(graph, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+    let mut opt = Optim::new(&vm, plan.optim, plan.lr, plan.weight_decay)?;
+    let id = CheckpointId {
+        preset: preset.to_string(),
+        graph: serde_json::to_string(graph)?,
+        seed: ctx.seed,
+    };
+    let per_epoch = (ntr / plan.batch).max(1);
+    let steps = plan.epochs.map_or(plan.steps, |e| e * per_epoch);
+    let epoch_at = |step: usize| step as f64 / per_epoch as f64;
+    let mut start = 0usize;
+    if let Some(from) = &ck.resume {
+        start = train::load_checkpoint(from, &id, &vm, &mut opt, &dev)? as usize;
+        ctx.sink.progress(&format!(
+            "resumed from {} at step {start} (epoch {:.2})",
+            from.display(),
+            epoch_at(start)
+        ));
+    }
+    let save = |opt: &Optim, step: usize, sink: &mut dyn crate::report::Sink| {
+        if let Some(path) = &ck.path {
+            match train::save_checkpoint(path, &id, &vm, opt, step as u64) {
+                Ok(()) => sink.progress(&format!("checkpoint at step {step}: {}", path.display())),
+                Err(e) => sink.progress(&format!("{e:#}")),
+            }
+        }
+    };
+
+    let mut warm: Option<Vec<LinearProbe>> = None;
+    let take = |step: usize,
+                label: String,
+                warm: &mut Option<Vec<LinearProbe>>,
+                ctx: &mut RunCtx<'_>|
+     -> anyhow::Result<()> {
+        let (fitted, stats, metrics) = converged(&model, specs, &sets, warm.as_deref(), plan)?;
+        let snap = Snapshot {
+            step: step as u64,
+            label,
+            kind: SnapshotKind::Converged,
+            dataset: None,
+            epoch: Some(epoch_at(step)),
+            probes: super::converged_readings(specs, &fitted, Some(&stats)),
+            model: Some(metrics),
+            elapsed_s: ctx.elapsed(),
+        };
+        ctx.sink.progress(&line(&snap));
+        ctx.record(Record::Snapshot(snap))?;
+        *warm = Some(fitted.into_iter().map(|f| f.probe).collect());
+        Ok(())
+    };
+    if start == 0 && plan.snapshot_steps.contains(&0) {
+        take(0, "init".into(), &mut warm, ctx)?;
+    }
+
+    let mut online = OnlineProbes::new(
+        specs.to_vec(),
+        graph.classes,
+        &dev,
+        OnlineConfig {
+            l2: plan.fit.l2,
+            ..OnlineConfig::default()
+        },
+    )?;
+    let mut batches = Batches::default();
+    let mut last_loss = f64::NAN;
+    let outcome = (|| -> anyhow::Result<()> {
+        for step in start + 1..=steps {
+            if let Err(stopped) = ctx.check_stop() {
+                save(&opt, step - 1, ctx.sink);
+                return Err(stopped.into());
+            }
+            if ctx.take_snapshot_request() {
+                take(step - 1, format!("step {}", step - 1), &mut warm, ctx)?;
+            }
+            let (epoch, idx) = batches.get(ctx.seed, step, plan.batch, ntr);
+            opt.set_lr(train::scheduled_lr(plan.lr, plan.lr_decay, epoch));
+            let mb = splits.train.select(idx)?;
+            let outs = model.forward(&mb.x)?;
+            let loss = model.loss(&outs, &mb.y)?;
+            opt.backward_step(&loss)?;
+            last_loss = loss.to_scalar::<f32>()? as f64;
+            if !last_loss.is_finite() {
+                anyhow::bail!(
+                    "training diverged at step {step} (loss {last_loss}); lower --set lr"
+                );
+            }
+            let taps: Vec<Tensor> = specs
+                .iter()
+                .map(|s| outs[graph.index_of(&s.tap).expect("known tap")].detach())
+                .collect();
+            let readings = online.update(&taps, &mb.y)?;
+            let epoch_end = step % per_epoch == 0;
+            if step % plan.online_every == 0 || step == steps || epoch_end {
+                let test_error = if epoch_end {
+                    Some(model_error(&model, &splits.test)?)
+                } else {
+                    None
+                };
+                let probes = specs
+                    .iter()
+                    .zip(&readings)
+                    .map(|(s, r)| TapReading {
+                        probe: s.name.clone(),
+                        tap: s.tap.clone(),
+                        reading: ProbeReading {
+                            train_error: r.smoothed_error,
+                            train_loss: r.batch_loss,
+                            iterations: online.steps(),
+                            ..Default::default()
+                        },
+                        activation: None,
+                    })
+                    .collect();
+                ctx.record(Record::Snapshot(Snapshot {
+                    step: step as u64,
+                    label: format!("step {step}"),
+                    kind: SnapshotKind::Online,
+                    dataset: None,
+                    epoch: Some(epoch_at(step)),
+                    probes,
+                    model: Some(ModelMetrics {
+                        loss: last_loss,
+                        train_error: None,
+                        test_error,
+                    }),
+                    elapsed_s: ctx.elapsed(),
+                }))?;
+                ctx.sink.progress(&match test_error {
+                    Some(e) => format!(
+                        "epoch {} done (step {step}/{}): model loss {last_loss:.4}, test error {e:.4}",
+                        step / per_epoch,
+                        steps
+                    ),
+                    None => format!(
+                        "step {step}/{} (epoch {:.2}): model loss {last_loss:.4}",
+                        steps,
+                        epoch_at(step)
+                    ),
+                });
+            }
+            if plan.snapshot_steps.contains(&step) || (plan.snapshot_each_epoch && epoch_end) {
+                let label = if epoch_end && plan.snapshot_each_epoch {
+                    format!("epoch {}", step / per_epoch)
+                } else {
+                    format!("step {step}")
+                };
+                take(step, label, &mut warm, ctx)?;
+            }
+            if ck.every > 0 && step % ck.every == 0 {
+                save(&opt, step, ctx.sink);
+            }
+        }
+        Ok(())
+    })();
+    outcome?;
+    // The end state is saved unless the last periodic checkpoint already holds it.
+    if steps > start && (ck.every == 0 || !steps.is_multiple_of(ck.every)) {
+        save(&opt, steps, ctx.sink);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_groups_respect_the_budget() {
+        let specs: Vec<ProbeSpec> = [10, 10, 30, 5, 100]
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| ProbeSpec::full(format!("t{i}"), w))
+            .collect();
+        // 1 sample, 4 bytes a feature: 40, 40, 120, 20, 400 bytes; budget 100.
+        assert_eq!(
+            memory_groups(&specs, 1, 100),
+            vec![vec![0, 1], vec![2], vec![3], vec![4]]
+        );
+        assert_eq!(memory_groups(&specs, 1, 10_000), vec![vec![0, 1, 2, 3, 4]]);
+    }
+}
