@@ -95,6 +95,28 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 50)]
         epochs: usize,
     },
+    /// Training mnist-convnet on MNIST with and without online probes on its 10 taps, and one
+    /// converged 10-probe snapshot on 50,000 samples.
+    Train {
+        /// Where mnist/ is (as for `run`).
+        #[arg(long, value_name = "DIR", env = "PROBESCOPE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Training steps of each run (an epoch is 781).
+        #[arg(long, default_value_t = 781)]
+        steps: usize,
+        /// Probe-training samples of the converged snapshot.
+        #[arg(long, default_value_t = 50_000)]
+        probe_samples: usize,
+        /// Features per probe on wider taps (0: all).
+        #[arg(long, default_value_t = 0)]
+        subset: usize,
+        /// Most MiB of features held at once in the snapshot.
+        #[arg(long, default_value_t = 4096)]
+        memory_mb: usize,
+        /// Only the training runs.
+        #[arg(long)]
+        skip_snapshot: bool,
+    },
     /// The terminal UI: frame render time with 33 and 129 taps, and the trainer's speed with the
     /// UI open against headless.
     Ui {
@@ -152,7 +174,7 @@ pub struct RunArgs {
     /// Where the datasets are: DIR/mnist/ and DIR/fashion-mnist/ hold the IDX files. Default:
     /// $XDG_DATA_HOME/probescope (~/.local/share/probescope), where `probescope data fetch` puts
     /// them.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "PROBESCOPE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Save the model and optimiser to this safetensors file (when the run ends or is stopped,
     /// and every --checkpoint-every steps). Default with --checkpoint-every: the --record file's
@@ -234,6 +256,32 @@ pub fn main_with(cli: Cli) -> i32 {
         Some(Command::Bench {
             what: BenchWhat::Probes { seed, epochs },
         }) => crate::bench::probes(seed, epochs).map(|report| print!("{report}")),
+        Some(Command::Bench {
+            what:
+                BenchWhat::Train {
+                    data_dir,
+                    steps,
+                    probe_samples,
+                    subset,
+                    memory_mb,
+                    skip_snapshot,
+                },
+        }) => {
+            let dir = data_dir.unwrap_or_else(crate::mnist::default_data_dir);
+            crate::mnist::check_present(&dir, crate::mnist::Which::Mnist)
+                .map_err(|e| anyhow::Error::new(ParamError(e)))
+                .and_then(|()| {
+                    crate::bench_train::run(&crate::bench_train::Settings {
+                        data_dir: &dir,
+                        steps: steps.max(1),
+                        probe_samples,
+                        subset,
+                        memory_mb,
+                        skip_snapshot,
+                    })
+                })
+                .map(|report| print!("{report}"))
+        }
         Some(Command::Bench {
             what:
                 BenchWhat::Ui {
@@ -371,6 +419,7 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        total_steps: preset.total_steps(&params),
     };
     // The log is created last, once everything else is known to be fine.
     let log = match &args.record {

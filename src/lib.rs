@@ -7,6 +7,7 @@
 //! and the command line in [`cli`].
 
 pub mod bench;
+pub mod bench_train;
 pub mod bench_ui;
 pub mod cli;
 pub mod data;

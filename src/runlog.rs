@@ -57,6 +57,9 @@ pub struct RunHeader {
     pub fit: FitConfig,
     /// Start time, seconds since the Unix epoch.
     pub started_unix: u64,
+    /// Training steps (minibatches) the run will take, for presets that train a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<u64>,
 }
 
 /// Which schedule produced a snapshot's readings.

@@ -197,6 +197,10 @@ impl Preset for DeepMlp {
         Ok(())
     }
 
+    fn total_steps(&self, p: &Params) -> Option<u64> {
+        Some(steps_of(p) as u64)
+    }
+
     fn checkpoints(&self) -> bool {
         true
     }

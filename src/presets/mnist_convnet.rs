@@ -115,6 +115,12 @@ impl Preset for MnistConvnet {
         p
     }
 
+    fn total_steps(&self, p: &Params) -> Option<u64> {
+        // Both datasets have 60,000 training images, of which 10,000 are kept for validation.
+        let per_epoch = (60_000 - crate::mnist::VALIDATION) / p.usize("batch");
+        Some((p.usize("epochs") * per_epoch.max(1)) as u64)
+    }
+
     fn checkpoints(&self) -> bool {
         true
     }

@@ -35,6 +35,10 @@ pub trait Preset: Send + Sync {
     fn check_data(&self, _params: &Params, _data_dir: &std::path::Path) -> Result<(), ParamError> {
         Ok(())
     }
+    /// Training steps the run will take, for presets that train a model on a dataset.
+    fn total_steps(&self, _params: &Params) -> Option<u64> {
+        None
+    }
     /// Whether it trains a model that checkpoints can save.
     fn checkpoints(&self) -> bool {
         false
@@ -86,14 +90,26 @@ pub fn run_preset(
     seed: u64,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<()> {
+    run_preset_with(name, sets, seed, RunOptions::default(), sink)
+}
+
+/// [`run_preset`] with a data directory and checkpoint settings.
+pub fn run_preset_with(
+    name: &str,
+    sets: &[String],
+    seed: u64,
+    opts: RunOptions,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<()> {
     let (preset, params) = prepare(name, sets)?;
+    preset.check_data(&params, &opts.data_dir)?;
     let mut ctx = RunCtx {
         device: Device::Cpu,
         seed,
         sink,
         started: Instant::now(),
         controls: Default::default(),
-        opts: RunOptions::default(),
+        opts,
     };
     preset.run(&params, &mut ctx)
 }
@@ -154,9 +170,13 @@ pub struct RunOptions {
 }
 
 impl Default for RunOptions {
+    /// The data directory from `PROBESCOPE_DATA_DIR`, else the per-user default; no checkpoints.
     fn default() -> Self {
         Self {
-            data_dir: crate::mnist::default_data_dir(),
+            data_dir: std::env::var_os("PROBESCOPE_DATA_DIR")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(crate::mnist::default_data_dir),
             checkpoint: Default::default(),
         }
     }

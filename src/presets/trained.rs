@@ -161,10 +161,10 @@ pub fn optim_of(p: &Params) -> OptimKind {
 }
 
 /// The samples the converged probes use.
-struct ProbeSets {
-    train: Dataset,
-    val: Dataset,
-    test: Dataset,
+pub(crate) struct ProbeSets {
+    pub(crate) train: Dataset,
+    pub(crate) val: Dataset,
+    pub(crate) test: Dataset,
 }
 
 /// Per-probe features of a split, and (when asked) the model's mean loss and error on it.
@@ -209,7 +209,7 @@ fn features_of(
 
 /// Groups of probe indices whose features for `samples` samples fit `budget` bytes (a probe
 /// larger than the budget is a group of its own).
-fn memory_groups(specs: &[ProbeSpec], samples: usize, budget: usize) -> Vec<Vec<usize>> {
+pub(crate) fn memory_groups(specs: &[ProbeSpec], samples: usize, budget: usize) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut used = 0usize;
     for (i, s) in specs.iter().enumerate() {
@@ -230,7 +230,7 @@ fn memory_groups(specs: &[ProbeSpec], samples: usize, budget: usize) -> Vec<Vec<
 
 /// Every probe fitted to convergence on the model as it is now, plus the taps' statistics and
 /// the model's loss and errors on the same samples.
-fn converged(
+pub(crate) fn converged(
     model: &Model,
     specs: &[ProbeSpec],
     sets: &ProbeSets,
@@ -432,9 +432,11 @@ pub fn run(
     };
 
     let mut warm: Option<Vec<LinearProbe>> = None;
+    let mut taken: Vec<Snapshot> = Vec::new();
     let take = |step: usize,
                 label: String,
                 warm: &mut Option<Vec<LinearProbe>>,
+                taken: &mut Vec<Snapshot>,
                 ctx: &mut RunCtx<'_>|
      -> anyhow::Result<()> {
         let (fitted, stats, metrics) = converged(&model, specs, &sets, warm.as_deref(), plan)?;
@@ -449,12 +451,13 @@ pub fn run(
             elapsed_s: ctx.elapsed(),
         };
         ctx.sink.progress(&line(&snap));
-        ctx.record(Record::Snapshot(snap))?;
+        ctx.record(Record::Snapshot(snap.clone()))?;
+        taken.push(snap);
         *warm = Some(fitted.into_iter().map(|f| f.probe).collect());
         Ok(())
     };
     if start == 0 && plan.snapshot_steps.contains(&0) {
-        take(0, "init".into(), &mut warm, ctx)?;
+        take(0, "init".into(), &mut warm, &mut taken, ctx)?;
     }
 
     let mut online = OnlineProbes::new(
@@ -475,7 +478,13 @@ pub fn run(
                 return Err(stopped.into());
             }
             if ctx.take_snapshot_request() {
-                take(step - 1, format!("step {}", step - 1), &mut warm, ctx)?;
+                take(
+                    step - 1,
+                    format!("step {}", step - 1),
+                    &mut warm,
+                    &mut taken,
+                    ctx,
+                )?;
             }
             let (epoch, idx) = batches.get(ctx.seed, step, plan.batch, ntr);
             opt.set_lr(train::scheduled_lr(plan.lr, plan.lr_decay, epoch));
@@ -549,7 +558,7 @@ pub fn run(
                 } else {
                     format!("step {step}")
                 };
-                take(step, label, &mut warm, ctx)?;
+                take(step, label, &mut warm, &mut taken, ctx)?;
             }
             if ck.every > 0 && step % ck.every == 0 {
                 save(&opt, step, ctx.sink);
@@ -558,6 +567,19 @@ pub fn run(
         Ok(())
     })();
     outcome?;
+    // The figure's table: one summary per converged snapshot.
+    for s in &taken {
+        ctx.record(Record::Summary(super::summarise(
+            &format!(
+                "{preset} on {}: {} (step {})",
+                which.name(),
+                s.label,
+                s.step
+            ),
+            specs,
+            &[s],
+        )))?;
+    }
     // The end state is saved unless the last periodic checkpoint already holds it.
     if steps > start && (ck.every == 0 || !steps.is_multiple_of(ck.every)) {
         save(&opt, steps, ctx.sink);

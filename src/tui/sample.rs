@@ -30,6 +30,7 @@ pub fn header(preset: &str, sets: &[&str]) -> Result<RunHeader, ParamError> {
         probes,
         fit: presets::fit_config(&params),
         started_unix: 0,
+        total_steps: p.total_steps(&params),
     })
 }
 

@@ -499,9 +499,9 @@ impl App {
     /// Whether the run trains a model (it has a `steps` parameter), so a converged snapshot can
     /// be asked for between steps.
     pub fn trains(&self) -> bool {
-        self.info
-            .as_ref()
-            .is_some_and(|i| i.header.params.contains_key("steps"))
+        self.info.as_ref().is_some_and(|i| {
+            i.header.total_steps.is_some() || i.header.params.contains_key("steps")
+        })
     }
 
     /// Chance error (0.5 before the header).
@@ -542,10 +542,12 @@ impl App {
         let shapes = g.shapes().unwrap_or_default();
         self.taps = h.probes.iter().map(|p| tap_meta(g, &shapes, p)).collect();
         let classes = g.classes.max(2);
-        let total = ["steps", "datasets"].iter().find_map(|k| {
-            h.params.get(*k).and_then(|v| match v {
-                crate::params::ParamValue::Int(n) => Some((k.to_string(), *n)),
-                _ => None,
+        let total = h.total_steps.map(|n| ("steps".to_string(), n)).or_else(|| {
+            ["steps", "datasets"].iter().find_map(|k| {
+                h.params.get(*k).and_then(|v| match v {
+                    crate::params::ParamValue::Int(n) => Some((k.to_string(), *n)),
+                    _ => None,
+                })
             })
         });
         self.info = Some(RunInfo {

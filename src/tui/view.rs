@@ -859,8 +859,11 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             },
             _ => None,
         };
+        if let Some(e) = app.latest.as_ref().and_then(|s| s.epoch) {
+            progress = format!(" · epoch {e:.2}");
+        }
         if let (Some((unit, total)), Some(done)) = (&info.total, done) {
-            progress = format!(" · {} {done}/{total}", unit.trim_end_matches('s'));
+            progress.push_str(&format!(" · {} {done}/{total}", unit.trim_end_matches('s')));
             // Time left, while the run goes on at its measured rate.
             if let (Some(r), RunState::Running) = (app.rate, &app.state) {
                 if r > 0.0 && *total > done {
