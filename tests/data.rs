@@ -16,6 +16,7 @@ fn probescope(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_probescope"))
         .args(args)
         .env("XDG_DATA_HOME", "/nonexistent-probescope-test")
+        .env_remove("PROBESCOPE_DATA_DIR")
         .output()
         .unwrap();
     (
@@ -313,6 +314,28 @@ fn a_run_without_the_data_says_how_to_get_it() {
         err.contains("--data-dir /no/such/dir: no such directory"),
         "{err}"
     );
+    // A damaged file is bad input too: named, exit 2, and no run log started.
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), 10_010, 10);
+    let images = dir.path().join("mnist").join(format!("{}.gz", FILES[0]));
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
+    let log = dir.path().join("never.jsonl");
+    let (code, _, err) = probescope(&[
+        "run",
+        "mnist-convnet",
+        "--headless",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--record",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz: the gzip data is damaged"),
+        "{err}"
+    );
+    assert!(!log.exists());
     let (code, _, err) = probescope(&["run", "untrained-mlp", "--checkpoint-every", "5"]);
     assert_eq!(code, 2);
     assert!(err.contains("trains no model"), "{err}");

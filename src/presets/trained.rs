@@ -145,9 +145,13 @@ pub fn dataset_of(p: &Params) -> Which {
     Which::parse(p.text("dataset")).expect("a checked choice")
 }
 
-/// Checks that the dataset is there before anything starts.
+/// Checks that the dataset is there and reads well before anything starts (reading it takes
+/// well under a second), so a missing or damaged file is bad input, not a failed run.
 pub fn check_data(p: &Params, data_dir: &std::path::Path) -> Result<(), ParamError> {
-    mnist::check_present(data_dir, dataset_of(p)).map_err(ParamError)
+    mnist::check_present(data_dir, dataset_of(p)).map_err(ParamError)?;
+    mnist::load(data_dir, dataset_of(p))
+        .map(|_| ())
+        .map_err(|e| ParamError(format!("{e:#}")))
 }
 
 /// The optimiser the parameters ask for.
