@@ -73,6 +73,12 @@ pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
     ),
     (Action::Theme, "theme", &["t"], "next theme"),
     (
+        Action::Export,
+        "export",
+        &["e"],
+        "save the figure as SVG (the focused pane's)",
+    ),
+    (
         Action::Help,
         "help",
         &["?"],

@@ -15,6 +15,8 @@ use super::theme::{ColorDepth, Theme};
 /// Most rows the layer x time picture and the histories keep; past it, every second row is
 /// dropped, so the whole run stays in view at half the time resolution.
 pub const HISTORY_CAP: usize = 1024;
+/// Online snapshots kept for `e` (converged ones are all kept).
+pub const EXPORT_ONLINE_CAP: usize = 256;
 
 /// Snapshots the progress rate is measured over.
 const RATE_WINDOW: usize = 16;
@@ -247,6 +249,8 @@ pub enum Action {
     Snapshot,
     /// Next theme.
     Theme,
+    /// Write the focused figure as SVG.
+    Export,
     /// Train / test / both bars.
     BarsMode,
     /// Help overlay.
@@ -358,6 +362,10 @@ pub struct App {
     pub timeline: Option<Timeline>,
     /// Watching a log another process writes (`probescope attach`).
     pub attached: bool,
+    /// Where `e` writes figures (the working directory).
+    pub export_dir: std::path::PathBuf,
+    /// The snapshots `e` draws from: every converged one, online ones thinned (with their order).
+    kept: (Vec<(usize, Snapshot)>, Decimating<(usize, Snapshot)>, usize),
     rate_points: std::collections::VecDeque<(u64, f64)>,
 }
 
@@ -392,6 +400,8 @@ impl App {
             keymap: Keymap::default(),
             timeline: None,
             attached: false,
+            export_dir: std::path::PathBuf::from("."),
+            kept: (Vec::new(), Decimating::new(EXPORT_ONLINE_CAP), 0),
             rate_points: Default::default(),
         }
     }
@@ -409,6 +419,50 @@ impl App {
         self.rate = None;
         self.elapsed_s = 0.0;
         self.rate_points.clear();
+        self.kept = (Vec::new(), Decimating::new(EXPORT_ONLINE_CAP), 0);
+    }
+
+    /// The run as a log of the snapshots kept for export.
+    pub fn kept_log(&self) -> Option<crate::runlog::RunLog> {
+        let info = self.info.as_ref()?;
+        let (conv, online, _) = &self.kept;
+        let mut all: Vec<&(usize, Snapshot)> = conv.iter().chain(online.items()).collect();
+        all.sort_by_key(|(i, _)| *i);
+        Some(crate::runlog::RunLog {
+            header: info.header.clone(),
+            records: all
+                .into_iter()
+                .map(|(_, s)| Record::Snapshot(s.clone()))
+                .collect(),
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Writes the focused pane's figure (layer x time on the heatmap pane, else the per-layer
+    /// error curve) as SVG into `export_dir`; returns the file written.
+    pub fn export_figure(&self) -> anyhow::Result<std::path::PathBuf> {
+        let log = self
+            .kept_log()
+            .ok_or_else(|| anyhow::anyhow!("nothing to export yet"))?;
+        let figure = if self.focus == Pane::Heatmap {
+            crate::export::Figure::Heatmap
+        } else {
+            crate::export::Figure::Curve
+        };
+        let what = match figure {
+            crate::export::Figure::Heatmap => "heatmap",
+            crate::export::Figure::Curve => "curve",
+        };
+        let step = self.latest.as_ref().map_or(0, |s| s.step);
+        let stem = format!("probescope-{}-step{step}-{what}", log.header.preset);
+        let mut path = self.export_dir.join(format!("{stem}.svg"));
+        let mut k = 2;
+        while path.exists() {
+            path = self.export_dir.join(format!("{stem}-{k}.svg"));
+            k += 1;
+        }
+        crate::export::svg_file(&log, figure, &path)?;
+        Ok(path)
     }
 
     /// A replay of `records` (the header first), read-only, shown at its last snapshot.
@@ -565,6 +619,13 @@ impl App {
 
     fn snapshot(&mut self, s: &Snapshot) {
         let n = self.taps.len();
+        let seq = self.kept.2;
+        self.kept.2 += 1;
+        if s.kind == SnapshotKind::Converged {
+            self.kept.0.push((seq, s.clone()));
+        } else {
+            self.kept.1.push((seq, s.clone()));
+        }
         let mut row = Row {
             step: s.step,
             label: s.label.clone(),
@@ -799,6 +860,12 @@ impl App {
                 } else {
                     self.flash = Some("the run is over: no more snapshots".into());
                 }
+            }
+            Action::Export => {
+                self.flash = Some(match self.export_figure() {
+                    Ok(p) => format!("wrote {}", p.display()),
+                    Err(e) => format!("export failed: {e:#}"),
+                });
             }
             Action::Theme => {
                 self.theme = (self.theme + 1) % self.themes.len();
@@ -1128,5 +1195,48 @@ mod tests {
         assert_eq!(app.selected, 7, "view settings stay");
         app.apply(&Record::Run(h));
         assert_eq!(app.state, RunState::Running);
+    }
+
+    #[test]
+    fn e_writes_the_focused_figure_with_every_kept_snapshot() {
+        let h = crate::tui::sample::header("bifurcation", &[]).unwrap();
+        let mut app = crate::tui::sample::app(&h, 5);
+        let dir = tempfile::tempdir().unwrap();
+        app.export_dir = dir.path().to_path_buf();
+        let log = app.kept_log().unwrap();
+        assert_eq!(log.snapshots().count(), 5);
+        assert_eq!(
+            log.snapshots().map(|s| s.step).collect::<Vec<_>>(),
+            vec![0, 100, 200, 300, 400]
+        );
+        app.focus = Pane::Heatmap;
+        app.act(Action::Export);
+        let name = "probescope-bifurcation-step400-heatmap.svg";
+        assert_eq!(
+            app.flash.as_deref(),
+            Some(format!("wrote {}", dir.path().join(name).display()).as_str())
+        );
+        let svg = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        roxmltree::Document::parse(&svg).unwrap();
+        // Again: a new name, never overwriting; from the bars, the curve.
+        app.act(Action::Export);
+        assert!(dir
+            .path()
+            .join("probescope-bifurcation-step400-heatmap-2.svg")
+            .exists());
+        app.focus = Pane::Bars;
+        app.act(Action::Export);
+        assert!(dir
+            .path()
+            .join("probescope-bifurcation-step400-curve.svg")
+            .exists());
+        // Nowhere to write: said in the status bar, nothing panics.
+        app.export_dir = dir.path().join("missing");
+        app.act(Action::Export);
+        assert!(
+            app.flash.as_deref().unwrap().starts_with("export failed"),
+            "{:?}",
+            app.flash
+        );
     }
 }
