@@ -308,6 +308,23 @@ pub struct RunInfo {
     pub total: Option<(String, u64)>,
 }
 
+/// The snapshots `e` draws from, numbered in arrival order.
+struct Kept {
+    converged: Vec<(usize, Snapshot)>,
+    online: Decimating<(usize, Snapshot)>,
+    next: usize,
+}
+
+impl Kept {
+    fn new() -> Self {
+        Self {
+            converged: Vec::new(),
+            online: Decimating::new(EXPORT_ONLINE_CAP),
+            next: 0,
+        }
+    }
+}
+
 /// Everything the UI shows.
 pub struct App {
     /// The run, once its header arrived.
@@ -365,7 +382,7 @@ pub struct App {
     /// Where `e` writes figures (the working directory).
     pub export_dir: std::path::PathBuf,
     /// The snapshots `e` draws from: every converged one, online ones thinned (with their order).
-    kept: (Vec<(usize, Snapshot)>, Decimating<(usize, Snapshot)>, usize),
+    kept: Kept,
     rate_points: std::collections::VecDeque<(u64, f64)>,
 }
 
@@ -401,7 +418,7 @@ impl App {
             timeline: None,
             attached: false,
             export_dir: std::path::PathBuf::from("."),
-            kept: (Vec::new(), Decimating::new(EXPORT_ONLINE_CAP), 0),
+            kept: Kept::new(),
             rate_points: Default::default(),
         }
     }
@@ -419,14 +436,14 @@ impl App {
         self.rate = None;
         self.elapsed_s = 0.0;
         self.rate_points.clear();
-        self.kept = (Vec::new(), Decimating::new(EXPORT_ONLINE_CAP), 0);
+        self.kept = Kept::new();
     }
 
     /// The run as a log of the snapshots kept for export.
     pub fn kept_log(&self) -> Option<crate::runlog::RunLog> {
         let info = self.info.as_ref()?;
-        let (conv, online, _) = &self.kept;
-        let mut all: Vec<&(usize, Snapshot)> = conv.iter().chain(online.items()).collect();
+        let k = &self.kept;
+        let mut all: Vec<&(usize, Snapshot)> = k.converged.iter().chain(k.online.items()).collect();
         all.sort_by_key(|(i, _)| *i);
         Some(crate::runlog::RunLog {
             header: info.header.clone(),
@@ -619,12 +636,12 @@ impl App {
 
     fn snapshot(&mut self, s: &Snapshot) {
         let n = self.taps.len();
-        let seq = self.kept.2;
-        self.kept.2 += 1;
+        let seq = self.kept.next;
+        self.kept.next += 1;
         if s.kind == SnapshotKind::Converged {
-            self.kept.0.push((seq, s.clone()));
+            self.kept.converged.push((seq, s.clone()));
         } else {
-            self.kept.1.push((seq, s.clone()));
+            self.kept.online.push((seq, s.clone()));
         }
         let mut row = Row {
             step: s.step,
