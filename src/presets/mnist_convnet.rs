@@ -104,6 +104,13 @@ impl Preset for MnistConvnet {
         let mut p = vec![
             ParamSpec::int("epochs", 10, 0, 10_000, "training epochs"),
             ParamSpec::int(
+                "snapshot_every",
+                0,
+                0,
+                100_000_000,
+                "also fit converged probes every this many minibatches (0: only at epoch ends)",
+            ),
+            ParamSpec::int(
                 "subset",
                 0,
                 0,
@@ -151,12 +158,18 @@ impl Preset for MnistConvnet {
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
         let g = self.graph(p);
         let specs = self.probes(p, &g, ctx.seed);
+        let total = self.total_steps(p).unwrap_or(0) as usize;
+        let every = p.usize("snapshot_every");
+        let mut snapshot_steps = vec![0];
+        if every > 0 {
+            snapshot_steps.extend((every..=total).step_by(every));
+        }
         let plan = Plan {
             flat: false,
             steps: 0,
             epochs: Some(p.usize("epochs")),
             batch: p.usize("batch"),
-            snapshot_steps: vec![0],
+            snapshot_steps,
             snapshot_each_epoch: true,
             online_every: p.usize("online_every"),
             optim: trained::optim_of(p),
