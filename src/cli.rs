@@ -368,7 +368,14 @@ pub fn presets_text() -> String {
         let params: Vec<String> = p
             .params()
             .iter()
-            .map(|s| format!("{}={}", s.key, s.default))
+            .map(|s| {
+                if s.choices.is_empty() {
+                    format!("{}={}", s.key, s.default)
+                } else {
+                    // The default first, then the other words.
+                    format!("{}={}", s.key, s.choices.join("|"))
+                }
+            })
             .collect();
         out.push_str(&format!(
             "{:<15} {}\n{:<15} {}\n",
