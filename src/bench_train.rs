@@ -154,6 +154,7 @@ pub fn run(s: &Settings) -> anyhow::Result<String> {
         lr: 0.01,
         lr_decay: 1.0,
         weight_decay: 0.0,
+        clip: 0.0,
         probe_train: sets.train.len(),
         probe_val: sets.val.len(),
         probe_test: sets.test.len(),

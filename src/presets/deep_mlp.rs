@@ -184,7 +184,7 @@ impl Preset for DeepMlp {
                 "also fit converged probes every this many minibatches (0: never; ~100 shows the ripple)",
             ),
         ];
-        p.extend(trained::training_params(64, 0.01, 1.0, 0.0, 50));
+        p.extend(trained::training_params(64, 0.01, 1.0, 0.0, 1.0, 50));
         p
     }
 
@@ -259,6 +259,7 @@ impl Preset for DeepMlp {
             lr: p.f64("lr"),
             lr_decay: p.f64("lr_decay"),
             weight_decay: p.f64("weight_decay"),
+            clip: p.f64("clip"),
             probe_train: p.usize("probe_train"),
             probe_val: p.usize("probe_val"),
             probe_test: p.usize("probe_test"),

@@ -118,7 +118,7 @@ impl Preset for MnistConvnet {
                 "features per probe on taps wider than this, drawn at random (0 = all)",
             ),
         ];
-        p.extend(trained::training_params(64, 0.01, 0.95, 5e-4, 100));
+        p.extend(trained::training_params(64, 0.01, 0.95, 5e-4, 0.0, 100));
         p
     }
 
@@ -176,6 +176,7 @@ impl Preset for MnistConvnet {
             lr: p.f64("lr"),
             lr_decay: p.f64("lr_decay"),
             weight_decay: p.f64("weight_decay"),
+            clip: p.f64("clip"),
             probe_train: p.usize("probe_train"),
             probe_val: p.usize("probe_val"),
             probe_test: p.usize("probe_test"),

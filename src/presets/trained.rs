@@ -56,6 +56,8 @@ pub struct Plan {
     pub lr_decay: f64,
     /// L2 penalty on the weights.
     pub weight_decay: f64,
+    /// Gradient-norm clipping (0: none).
+    pub clip: f64,
     /// Samples of the training split the converged probes are fitted on.
     pub probe_train: usize,
     /// Samples of the validation split used for early stopping.
@@ -74,6 +76,7 @@ pub fn training_params(
     lr: f64,
     lr_decay: f64,
     weight_decay: f64,
+    clip: f64,
     online_every: u64,
 ) -> Vec<ParamSpec> {
     let mut p = vec![
@@ -100,6 +103,13 @@ pub fn training_params(
             "L2 penalty on the weights (not the biases)",
         ),
         ParamSpec::int("batch", batch, 1, 50_000, "minibatch size"),
+        ParamSpec::float(
+            "clip",
+            clip,
+            0.0,
+            1e6,
+            "largest global gradient norm, larger ones scaled down to it (0: no clipping)",
+        ),
         ParamSpec::int(
             "online_every",
             online_every,
@@ -408,7 +418,7 @@ pub fn run(
 
     let vm = graph.init_varmap(ctx.seed, &dev)?;
     let model = Model::new(graph, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    let mut opt = Optim::new(&vm, plan.optim, plan.lr, plan.weight_decay)?;
+    let mut opt = Optim::new(&vm, plan.optim, plan.lr, plan.weight_decay)?.with_clip(plan.clip);
     let id = CheckpointId {
         preset: preset.to_string(),
         graph: serde_json::to_string(graph)?,
