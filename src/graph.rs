@@ -602,8 +602,14 @@ impl Model {
     /// Runs the model on a batch `x` (`[batch, ..input shape]`) and returns every node's output,
     /// in node order. The output node's entry is the logits.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
-        for (i, node) in self.graph.nodes.iter().enumerate() {
+        self.forward_until(x, self.layers.len() - 1)
+    }
+
+    /// Like [`Model::forward`], but stops after node `last`: the outputs of nodes `0..=last`.
+    /// Nodes only read earlier ones, so these are exactly the full pass's first outputs.
+    pub fn forward_until(&self, x: &Tensor, last: usize) -> candle_core::Result<Vec<Tensor>> {
+        let mut outs: Vec<Tensor> = Vec::with_capacity(last + 1);
+        for (i, node) in self.graph.nodes.iter().enumerate().take(last + 1) {
             let inp = |k: usize| &outs[self.inputs[i][k]];
             let y = match (&node.op, &self.layers[i]) {
                 (Op::Input { .. }, _) => x.clone(),
@@ -850,6 +856,16 @@ mod tests {
         let outs = m.forward(&x).unwrap();
         assert_eq!(outs[5].dims(), &[2, 794]);
         assert_eq!(m.logits(&outs).dims(), &[2, 3]);
+        // A partial pass gives the same first outputs.
+        let x = Tensor::rand(0f32, 1f32, (2, 1, 28, 28), &Device::Cpu).unwrap();
+        let full = m.forward(&x).unwrap();
+        let part = m.forward_until(&x, 2).unwrap();
+        assert_eq!(part.len(), 3);
+        for (a, b) in part.iter().zip(&full) {
+            let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

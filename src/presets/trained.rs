@@ -193,17 +193,24 @@ fn features_of(
 ) -> candle_core::Result<Features> {
     let g = model.graph();
     let n = data.len();
+    let nodes: Vec<usize> = groups
+        .iter()
+        .map(|&i| g.index_of(&specs[i].tap).expect("known tap"))
+        .collect();
+    // Only as far into the model as this group's deepest tap (or the logits, for the metrics).
+    let mut last = nodes.iter().copied().max().unwrap_or(0);
+    if metrics {
+        last = last.max(g.index_of(&g.output).expect("valid graph"));
+    }
     let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); groups.len()];
     let (mut loss, mut wrong) = (0f64, 0f64);
     let mut start = 0;
     while start < n {
         let len = CHUNK.min(n - start);
         let x = data.x.narrow(0, start, len)?;
-        let outs = model.forward(&x)?;
+        let outs = model.forward_until(&x, last)?;
         for (k, &i) in groups.iter().enumerate() {
-            let s = &specs[i];
-            let t = s.select(&outs[g.index_of(&s.tap).expect("known tap")])?;
-            parts[k].push(t.detach());
+            parts[k].push(specs[i].select(&outs[nodes[k]])?.detach());
         }
         if metrics {
             let y = data.y.narrow(0, start, len)?;
@@ -261,10 +268,11 @@ pub(crate) fn converged(
         test_error: None,
     };
     for (gi, group) in groups.iter().enumerate() {
-        let first = gi == 0;
-        let (xtr, mtr) = features_of(model, group, specs, &sets.train, first)?;
+        // The model's own figures with the last group, whose pass goes deepest.
+        let last = gi + 1 == groups.len();
+        let (xtr, mtr) = features_of(model, group, specs, &sets.train, last)?;
         let (xva, _) = features_of(model, group, specs, &sets.val, false)?;
-        let (xte, mte) = features_of(model, group, specs, &sets.test, first)?;
+        let (xte, mte) = features_of(model, group, specs, &sets.test, last)?;
         if let (Some((loss, tre)), Some((_, tee))) = (mtr, mte) {
             metrics = ModelMetrics {
                 loss,
