@@ -41,17 +41,20 @@ pub enum Command {
         #[command(subcommand)]
         what: DataCmd,
     },
-    /// Write a run log as a table (--csv) or a figure (--svg).
+    /// Write a run log as a table (--csv) or a figure (--svg, --png).
     Export {
         /// The run log.
         log: PathBuf,
         /// One row per snapshot and probe, as CSV.
-        #[arg(long, value_name = "OUT", required_unless_present = "svg")]
+        #[arg(long, value_name = "OUT", required_unless_present_any = ["svg", "png"])]
         csv: Option<PathBuf>,
         /// A figure as SVG (see --figure).
         #[arg(long, value_name = "OUT")]
         svg: Option<PathBuf>,
-        /// Which figure --svg draws.
+        /// A figure as PNG, 1000x520 (see --figure).
+        #[arg(long, value_name = "OUT")]
+        png: Option<PathBuf>,
+        /// Which figure --svg and --png draw.
         #[arg(long, value_enum, default_value = "curve")]
         figure: crate::export::Figure,
     },
@@ -238,8 +241,9 @@ pub fn main_with(cli: Cli) -> i32 {
             log,
             csv,
             svg,
+            png,
             figure,
-        }) => export(&log, csv.as_deref(), svg.as_deref(), figure),
+        }) => export(&log, csv.as_deref(), svg.as_deref(), png.as_deref(), figure),
         Some(Command::Data {
             what:
                 DataCmd::Fetch {
@@ -336,6 +340,7 @@ fn export(
     log: &std::path::Path,
     csv: Option<&std::path::Path>,
     svg: Option<&std::path::Path>,
+    png: Option<&std::path::Path>,
     figure: crate::export::Figure,
 ) -> anyhow::Result<()> {
     let run = crate::runlog::read(log).map_err(|e| ParamError(format!("{e:#}")))?;
@@ -356,6 +361,14 @@ fn export(
         eprintln!(
             "probescope: wrote {} ({figure:?}, {drawn} drawn)",
             svg.display()
+        );
+    }
+    if let Some(png) = png {
+        let drawn = crate::export::png_file(&run, figure, png)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", log.display()))?;
+        eprintln!(
+            "probescope: wrote {} ({figure:?}, {drawn} drawn)",
+            png.display()
         );
     }
     Ok(())

@@ -134,7 +134,12 @@ fn curve_values(log: &RunLog) -> anyhow::Result<(Vec<(f64, f64)>, String)> {
             )
         })
         .collect();
-    Ok((v, format!("{} (step {})", s.label, s.step)))
+    let what = if s.label == format!("step {}", s.step) {
+        s.label.clone()
+    } else {
+        format!("{} (step {})", s.label, s.step)
+    };
+    Ok((v, what))
 }
 
 fn rgb(c: ratatui::style::Color) -> plotters::style::RGBColor {
@@ -144,18 +149,87 @@ fn rgb(c: ratatui::style::Color) -> plotters::style::RGBColor {
     }
 }
 
-/// Draws `figure` of `log` as SVG into `path`; returns the number of series (curve) or cells
-/// (heatmap) drawn.
+/// Size of the figures, in pixels.
+const FIGURE_SIZE: (u32, u32) = (1000, 520);
+
+/// The font PNG figures draw their text with (SVG leaves text to the viewer): DejaVu Sans,
+/// embedded (see `assets/DejaVuSans-LICENSE.txt`).
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+fn register_font() -> anyhow::Result<()> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, FONT)
+            .map_err(|_| "the embedded font cannot be read".to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Draws `figure` of `log` as SVG into `path` (through a temporary file); returns the number of
+/// series (curve) or cells (heatmap) drawn.
 pub fn svg_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usize> {
+    use plotters::prelude::IntoDrawingArea;
+    register_font()?;
+    let tmp = path.with_extension("svg.partial");
+    let drawn = {
+        let root = plotters::prelude::SVGBackend::new(&tmp, FIGURE_SIZE).into_drawing_area();
+        let drawn = draw(&root, log, figure);
+        let presented = root.present();
+        let drawn = drawn.and_then(|d| {
+            presented.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok(d)
+        });
+        if drawn.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        drawn?
+    };
+    std::fs::rename(&tmp, path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write it: {e}", path.display()))?;
+    Ok(drawn)
+}
+
+/// Draws `figure` of `log` as PNG into `path` (through a temporary file); returns the number of
+/// series (curve) or cells (heatmap) drawn.
+pub fn png_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usize> {
+    use plotters::prelude::IntoDrawingArea;
+    register_font()?;
+    // The encoder picks the format from the extension, so the temporary name ends in .png.
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".partial.png");
+    let tmp = path.with_file_name(name);
+    let drawn = {
+        let root = plotters::prelude::BitMapBackend::new(&tmp, FIGURE_SIZE).into_drawing_area();
+        let drawn = draw(&root, log, figure);
+        let presented = root.present();
+        let drawn = drawn.and_then(|d| {
+            presented.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok(d)
+        });
+        if drawn.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        drawn?
+    };
+    std::fs::rename(&tmp, path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write it: {e}", path.display()))?;
+    Ok(drawn)
+}
+
+fn draw<DB: plotters::prelude::DrawingBackend>(
+    root: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    log: &RunLog,
+    figure: Figure,
+) -> anyhow::Result<usize> {
     use plotters::prelude::*;
     let classes = log.header.graph.classes.max(2);
     let chance = 1.0 - 1.0 / classes as f64;
     let names: Vec<String> = log.header.probes.iter().map(|p| p.name.clone()).collect();
     let n = names.len();
-    let tmp = path.with_extension("svg.partial");
     let drawn;
     {
-        let root = SVGBackend::new(&tmp, (1000, 520)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
         let title = format!("{}: ", log.header.preset);
         match figure {
@@ -167,7 +241,7 @@ pub fn svg_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usi
                     .filter(|v| v.is_finite())
                     .fold(chance, f64::max)
                     * 1.05;
-                let mut chart = ChartBuilder::on(&root)
+                let mut chart = ChartBuilder::on(root)
                     .caption(
                         format!("{title}probe error per layer, {what}"),
                         ("sans-serif", 20),
@@ -237,7 +311,7 @@ pub fn svg_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usi
                 let snaps: Vec<_> = log.snapshots().collect();
                 anyhow::ensure!(!snaps.is_empty(), "the log has no snapshot to draw");
                 let rows = snaps.len();
-                let mut chart = ChartBuilder::on(&root)
+                let mut chart = ChartBuilder::on(root)
                     .caption(
                         format!("{title}probe error, layer x time (0 to chance {chance:.2})"),
                         ("sans-serif", 20),
@@ -295,10 +369,6 @@ pub fn svg_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usi
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }
-        root.present()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
-    std::fs::rename(&tmp, path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot write it: {e}", path.display()))?;
     Ok(drawn)
 }

@@ -106,8 +106,10 @@ pub struct LinearProbe {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReading {
     /// Error on the probe-training split.
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub train_error: f64,
     /// Mean cross-entropy on the probe-training split.
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub train_loss: f64,
     /// Error on the validation split (early stopping), if there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -876,8 +878,10 @@ pub fn evaluate(probe: &LinearProbe, x: &Tensor, y: &Tensor) -> candle_core::Res
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActivationStats {
     /// Mean over samples of the activation vector's Euclidean norm (the paper's underflow check).
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub mean_norm: f64,
     /// Fraction of units that are exactly zero on every sample ("dead" units of the ReLU family).
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub dead_fraction: f64,
 }
 

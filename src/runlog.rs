@@ -62,6 +62,13 @@ pub struct RunHeader {
     pub total_steps: Option<u64>,
 }
 
+/// Reads a number that may be `null`: JSON has no NaN or infinity, and serde_json writes them as
+/// `null`, so a reading that came out NaN (a fit that failed on degenerate features) reads back
+/// as NaN instead of making the whole log unreadable.
+pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// Which schedule produced a snapshot's readings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +101,7 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelMetrics>,
     /// Seconds since the run started.
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub elapsed_s: f64,
 }
 
@@ -116,6 +124,7 @@ pub struct TapReading {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMetrics {
     /// Training loss (with auxiliary heads) on the last minibatch.
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub loss: f64,
     /// Error of the model's output on the training split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,12 +138,16 @@ pub struct ModelMetrics {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     /// Mean.
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub mean: f64,
     /// Sample standard deviation (0 for one value).
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub std: f64,
     /// Smallest value.
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub min: f64,
     /// Largest value.
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub max: f64,
 }
 
@@ -208,6 +221,7 @@ pub struct End {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Seconds since the run started.
+    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub elapsed_s: f64,
 }
 
@@ -410,5 +424,28 @@ mod tests {
         // Sample variance: ((4/3)^2 + (1/3)^2 + (5/3)^2) / 2 = 42/18.
         assert!((s.std - (42.0f64 / 18.0).sqrt()).abs() < 1e-12);
         assert_eq!((s.min, s.max), (1.0, 4.0));
+    }
+
+    #[test]
+    fn a_nan_reading_writes_as_null_and_reads_back_as_nan() {
+        let h = crate::tui::sample::header("bifurcation", &[]).unwrap();
+        let mut snap = crate::tui::sample::snapshot(&h, 0, true);
+        snap.probes[0].reading.train_loss = f64::NAN;
+        snap.probes[1].reading.test_loss = Some(f64::INFINITY);
+        snap.probes[2].activation.as_mut().unwrap().mean_norm = f64::NAN;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.jsonl");
+        let mut w = RunLogWriter::create(&path, false).unwrap();
+        w.write(&Record::Run(h)).unwrap();
+        w.write(&Record::Snapshot(snap)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"train_loss\":null"), "{text}");
+        let back = read(&path).unwrap();
+        let s = back.snapshots().next().unwrap();
+        assert!(s.probes[0].reading.train_loss.is_nan());
+        // An optional one reads back as absent; the others are untouched.
+        assert_eq!(s.probes[1].reading.test_loss, None);
+        assert!(s.probes[2].activation.as_ref().unwrap().mean_norm.is_nan());
+        assert!(s.probes[3].reading.train_loss.is_finite());
     }
 }

@@ -263,3 +263,75 @@ fn svg_figures_parse_back_with_their_series_and_cells() {
         5 * n
     );
 }
+
+/// The pixels of a PNG file: width, height and RGB triples.
+fn read_png(path: &std::path::Path) -> (u32, u32, Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    let px = buf[..info.buffer_size()]
+        .chunks(step)
+        .map(|c| [c[0], c[1], c[2]])
+        .collect();
+    (info.width, info.height, px)
+}
+
+#[test]
+fn png_figures_decode_with_their_series_text_and_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.jsonl");
+    let h = sample_log(&log, 5);
+    let n = h.probes.len();
+    let theme = probescope::tui::theme::Theme::default_theme();
+    let rgb = |c: ratatui::style::Color| match c {
+        ratatui::style::Color::Rgb(r, g, b) => [r, g, b],
+        _ => unreachable!(),
+    };
+    let run = probescope::runlog::read(&log).unwrap();
+
+    let curve = dir.path().join("curve.png");
+    let series =
+        probescope::export::png_file(&run, probescope::export::Figure::Curve, &curve).unwrap();
+    assert_eq!(series, 2);
+    let (w, ht, px) = read_png(&curve);
+    assert_eq!((w, ht), (1000, 520));
+    let count = |c: [u8; 3]| px.iter().filter(|p| **p == c).count();
+    // Each series is a 2-pixel line across the plot: hundreds of pixels of its colour.
+    for c in [theme.train, theme.test] {
+        assert!(count(rgb(c)) > 300, "{:?}: {} pixels", c, count(rgb(c)));
+    }
+    assert!(count([200, 40, 60]) > 100, "the chance line");
+    // The caption is drawn with the embedded font: dark pixels in the top 30 rows.
+    let dark = px[..30 * 1000]
+        .iter()
+        .filter(|p| p.iter().all(|&v| v < 100))
+        .count();
+    assert!(dark > 200, "{dark} dark pixels in the caption");
+
+    let heat = dir.path().join("heat.png");
+    let cells =
+        probescope::export::png_file(&run, probescope::export::Figure::Heatmap, &heat).unwrap();
+    assert_eq!(cells, 5 * n);
+    let (_, _, px) = read_png(&heat);
+    // Every cell's colour from the theme's scale shows up.
+    let snaps: Vec<_> = run.snapshots().collect();
+    let mut missing = 0;
+    for s in &snaps {
+        for p in &s.probes {
+            let e = p.reading.test_error.unwrap_or(p.reading.train_error);
+            let c = rgb(theme.scale(e / 0.5));
+            if !px.contains(&c) {
+                missing += 1;
+            }
+        }
+    }
+    assert_eq!(missing, 0);
+    // No temporary file is left next to them.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
+}
