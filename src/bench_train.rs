@@ -70,8 +70,20 @@ fn train_steps(
     Ok((t0.elapsed().as_secs_f64(), probe_s, loss_v))
 }
 
-/// Runs the benchmark and returns its report.
-pub fn run(s: &Settings) -> anyhow::Result<String> {
+/// A report written to stdout line by line as the benchmark goes (each part can take minutes).
+struct Out;
+
+impl std::fmt::Write for Out {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        o.write_all(text.as_bytes()).map_err(|_| std::fmt::Error)?;
+        o.flush().map_err(|_| std::fmt::Error)
+    }
+}
+
+/// Runs the benchmark, printing its report as it goes.
+pub fn run(s: &Settings) -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let loaded = mnist::load(s.data_dir, Which::Mnist)?;
     let splits = loaded.splits(false, &dev)?;
@@ -87,7 +99,7 @@ pub fn run(s: &Settings) -> anyhow::Result<String> {
             }
         })
         .collect();
-    let mut out = String::new();
+    let mut out = Out;
     writeln!(
         out,
         "bench train: mnist-convnet on MNIST, CPU ({} threads), batch 64, SGD momentum 0.9",
@@ -134,7 +146,7 @@ pub fn run(s: &Settings) -> anyhow::Result<String> {
         100.0 * probe_s / with_s
     )?;
     if s.skip_snapshot {
-        return Ok(out);
+        return Ok(());
     }
     let pick = |d: &crate::data::Dataset, n: usize| d.slice(0, n.min(d.len()));
     let sets = ProbeSets {
@@ -200,5 +212,5 @@ pub fn run(s: &Settings) -> anyhow::Result<String> {
             if r.converged { "yes" } else { "no" }
         )?;
     }
-    Ok(out)
+    Ok(())
 }

@@ -284,7 +284,6 @@ pub fn main_with(cli: Cli) -> i32 {
                         skip_snapshot,
                     })
                 })
-                .map(|report| print!("{report}"))
         }
         Some(Command::Bench {
             what:

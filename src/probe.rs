@@ -720,7 +720,13 @@ fn fit_batch(
         let (mut theta_n, mut fnh, mut logits_n);
         let mut tries = 0;
         loop {
-            theta_n = (&theta + dir.broadcast_mul(&col(&to_dev(&step, &dev)?)?)?)?;
+            // Problems that do not move keep their parameters exactly (a direction that
+            // overflowed would otherwise turn them into NaN through 0 * inf).
+            let moving: Vec<bool> = step.iter().map(|&t| t > 0.0).collect();
+            theta_n = problem_mask(&moving, &theta, &dev)?.where_cond(
+                &(&theta + dir.broadcast_mul(&col(&to_dev(&step, &dev)?)?)?)?,
+                &theta,
+            )?;
             let (fv, lg) = obj.value(&to_theta(&theta_n)?)?;
             fnh = host(&fv)?;
             logits_n = lg;
