@@ -803,7 +803,8 @@ fn fit_batch(
             train_error: train_err[k],
             train_loss: train_loss[k],
             iterations: iters[k],
-            converged: converged[k],
+            // A fit whose loss is not a number did not converge, whatever stopped it.
+            converged: converged[k] && train_loss[k].is_finite(),
             ..Default::default()
         })
         .collect();
