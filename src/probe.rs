@@ -352,12 +352,18 @@ impl Preconditioner {
             let scale = var.sqrt()?;
             return Ok((Self::Diagonal { scale }, var));
         }
-        let gram = z.transpose(1, 2)?.matmul(z)?.affine(1.0 / n as f64, 0.0)?;
-        let gram: Vec<Vec<Vec<f32>>> = gram.to_vec3()?;
+        // In f64: the f32 sum of n products can lose the small eigenvalues of nearly collinear
+        // features (a collapsed deep layer), and a factor of such a matrix overflows f32.
+        let z64 = z.to_dtype(DType::F64)?;
+        let gram = z64
+            .transpose(1, 2)?
+            .matmul(&z64)?
+            .affine(1.0 / n as f64, 0.0)?;
+        let gram: Vec<Vec<Vec<f64>>> = gram.to_vec3()?;
         let (mut linv, mut linv_t, mut l_t, mut vars) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for g in gram {
-            let mut a: Vec<f64> = g.concat().into_iter().map(f64::from).collect();
+            let mut a: Vec<f64> = g.concat();
             let var = floor_var((0..p).map(|i| a[i * p + i]).collect());
             for i in 0..p {
                 let pen = if i + 1 < p { l2 } else { 0.0 };

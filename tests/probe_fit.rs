@@ -354,3 +354,39 @@ fn confusion_matrix_counts_the_raw_probes_predictions() {
         .sum();
     assert!(diff <= 2, "device {m:?} vs host {host:?}");
 }
+
+/// A collapsed layer: 128 features that are all (almost) one scalar s times a fixed vector plus
+/// a large common offset, so only rounding separates them. The whitened fit must stay finite;
+/// its error can be no better than a threshold on s (s carries the label, with 20% flipped).
+#[test]
+fn a_collapsed_layer_of_collinear_features_gets_a_finite_fit() {
+    let (n, d) = (4000, 128);
+    let mut r = rng::stream(3, "collapsed");
+    let s = rng::normal_vec(&mut r, n, 1.0);
+    let dir = rng::normal_vec(&mut r, d, 1.0);
+    let noise = rng::normal_vec(&mut r, n * d, 1.0);
+    let flip = rng::uniform_vec(&mut r, n, 1.0);
+    let mut x = vec![0f32; n * d];
+    for i in 0..n {
+        for j in 0..d {
+            x[i * d + j] = 0.1 + 1e-4 * s[i] * dir[j] + 1e-9 * noise[i * d + j];
+        }
+    }
+    let y: Vec<u32> = (0..n)
+        .map(|i| ((s[i] > 0.0) != (flip[i].abs() < 0.2)) as u32)
+        .collect();
+    let f = probe::fit_converged(
+        &split(&x, &y, d),
+        None,
+        None,
+        2,
+        None,
+        &FitConfig::default(),
+    )
+    .unwrap();
+    let rd = &f[0].reading;
+    assert!(rd.train_loss.is_finite() && rd.converged, "{rd:?}");
+    assert!(f[0].probe.weight.iter().all(|w| w.is_finite()));
+    // About the 20% of flipped labels (a threshold on s is the best there is).
+    assert!((rd.train_error - 0.2).abs() < 0.03, "{}", rd.train_error);
+}
