@@ -88,17 +88,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
     let loaded = mnist::load(s.data_dir, Which::Mnist)?;
     let splits = loaded.splits(false, &dev)?;
     let g = mnist_convnet::graph();
-    let specs: Vec<ProbeSpec> = g
-        .taps()?
-        .iter()
-        .map(|t| {
-            if s.subset > 0 && t.features > s.subset {
-                ProbeSpec::random_subset(&t.name, &t.name, t.features, s.subset, 0)
-            } else {
-                ProbeSpec::full(&t.name, t.features)
-            }
-        })
-        .collect();
+    let specs = mnist_convnet::probes(&g, s.subset, 0);
     let mut out = Out;
     writeln!(
         out,

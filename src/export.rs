@@ -169,53 +169,52 @@ fn register_font() -> anyhow::Result<()> {
 /// Draws `figure` of `log` as SVG into `path` (through a temporary file); returns the number of
 /// series (curve) or cells (heatmap) drawn.
 pub fn svg_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usize> {
-    use plotters::prelude::IntoDrawingArea;
-    register_font()?;
     let tmp = path.with_extension("svg.partial");
-    let drawn = {
-        let root = plotters::prelude::SVGBackend::new(&tmp, FIGURE_SIZE).into_drawing_area();
-        let drawn = draw(&root, log, figure);
-        let presented = root.present();
-        let drawn = drawn.and_then(|d| {
-            presented.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            Ok(d)
-        });
-        if drawn.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        drawn?
-    };
-    std::fs::rename(&tmp, path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot write it: {e}", path.display()))?;
-    Ok(drawn)
+    let backend = plotters::prelude::SVGBackend::new(&tmp, FIGURE_SIZE);
+    write_figure(backend, &tmp, path, log, figure)
 }
 
 /// Draws `figure` of `log` as PNG into `path` (through a temporary file); returns the number of
 /// series (curve) or cells (heatmap) drawn.
 pub fn png_file(log: &RunLog, figure: Figure, path: &Path) -> anyhow::Result<usize> {
-    use plotters::prelude::IntoDrawingArea;
-    register_font()?;
     // The encoder picks the format from the extension, so the temporary name ends in .png.
     let mut name = std::ffi::OsString::from(".");
     name.push(path.file_name().unwrap_or_default());
     name.push(".partial.png");
     let tmp = path.with_file_name(name);
+    let backend = plotters::prelude::BitMapBackend::new(&tmp, FIGURE_SIZE);
+    write_figure(backend, &tmp, path, log, figure)
+}
+
+/// Draws on `backend`, which writes `tmp`, then renames `tmp` to `path`; `tmp` is removed if
+/// anything fails, so `path` is either the whole figure or untouched.
+fn write_figure<DB: plotters::prelude::DrawingBackend>(
+    backend: DB,
+    tmp: &Path,
+    path: &Path,
+    log: &RunLog,
+    figure: Figure,
+) -> anyhow::Result<usize> {
+    use plotters::prelude::IntoDrawingArea;
+    register_font()?;
     let drawn = {
-        let root = plotters::prelude::BitMapBackend::new(&tmp, FIGURE_SIZE).into_drawing_area();
+        let root = backend.into_drawing_area();
         let drawn = draw(&root, log, figure);
         let presented = root.present();
-        let drawn = drawn.and_then(|d| {
+        drawn.and_then(|d| {
             presented.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             Ok(d)
-        });
-        if drawn.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        drawn?
+        })
     };
-    std::fs::rename(&tmp, path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot write it: {e}", path.display()))?;
-    Ok(drawn)
+    let drawn = drawn.and_then(|d| {
+        std::fs::rename(tmp, path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot write it: {e}", path.display()))?;
+        Ok(d)
+    });
+    if drawn.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    drawn
 }
 
 fn draw<DB: plotters::prelude::DrawingBackend>(

@@ -362,24 +362,20 @@ pub fn load_checkpoint(
             var.set(&t.to_dtype(DType::F32)?.to_device(device)?)?;
         }
     }
+    let state = |key: String| -> anyhow::Result<Tensor> {
+        let t = get(&key).map_err(|_| {
+            anyhow::anyhow!(
+                "{name}: saved with another optimiser; resume with the same --set optimizer"
+            )
+        })?;
+        Ok(t.to_device(device)?)
+    };
     for (i, (k, _)) in optim.vars.iter().enumerate() {
         if !optim.m.is_empty() {
-            optim.m[i] = get(&format!("optim.m.{k}"))
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "{name}: saved with another optimiser; resume with the same --set optimizer"
-                    )
-                })?
-                .to_device(device)?;
+            optim.m[i] = state(format!("optim.m.{k}"))?;
         }
         if !optim.v.is_empty() {
-            optim.v[i] = get(&format!("optim.v.{k}"))
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "{name}: saved with another optimiser; resume with the same --set optimizer"
-                    )
-                })?
-                .to_device(device)?;
+            optim.v[i] = state(format!("optim.v.{k}"))?;
         }
     }
     optim.t = u64_of(get("run.optim_steps")?)?;

@@ -321,15 +321,7 @@ fn a_run_without_the_data_says_how_to_get_it() {
     let bytes = std::fs::read(&images).unwrap();
     std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
     let log = dir.path().join("never.jsonl");
-    let (code, _, err) = probescope(&[
-        "run",
-        "mnist-convnet",
-        "--headless",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--record",
-        log.to_str().unwrap(),
-    ]);
+    let (code, _, err) = run_headless("mnist-convnet", dir.path(), &log, &[], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("train-images-idx3-ubyte.gz: the gzip data is damaged"),
@@ -341,17 +333,33 @@ fn a_run_without_the_data_says_how_to_get_it() {
     assert!(err.contains("trains no model"), "{err}");
 }
 
-fn small_deep_mlp(dir: &Path, log: &Path, steps: &str, extra: &[&str]) -> (i32, String, String) {
+/// `probescope run PRESET --headless --data-dir DATA --record LOG`, each of `sets` with `--set`,
+/// then `extra`.
+fn run_headless(
+    preset: &str,
+    data: &Path,
+    log: &Path,
+    sets: &[&str],
+    extra: &[&str],
+) -> (i32, String, String) {
     let mut args = vec![
         "run",
-        "deep-mlp",
+        preset,
         "--headless",
         "--data-dir",
-        dir.to_str().unwrap(),
+        data.to_str().unwrap(),
         "--record",
         log.to_str().unwrap(),
-        "--force",
     ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args.extend(extra);
+    probescope(&args)
+}
+
+fn small_deep_mlp(dir: &Path, log: &Path, steps: &str, extra: &[&str]) -> (i32, String, String) {
+    let steps = format!("steps={steps}");
     let sets = [
         "depth=4",
         "width=32",
@@ -364,14 +372,10 @@ fn small_deep_mlp(dir: &Path, log: &Path, steps: &str, extra: &[&str]) -> (i32, 
         "probe_test=1000",
         "optimizer=adam",
         "lr=0.003",
+        &steps,
     ];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    let steps = format!("steps={steps}");
-    args.extend(["--set", &steps]);
-    args.extend(extra);
-    probescope(&args)
+    let extra = [&["--force"], extra].concat();
+    run_headless("deep-mlp", dir, log, &sets, &extra)
 }
 
 #[test]
@@ -471,27 +475,15 @@ fn runs_record_their_parameters_and_the_chosen_dataset() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 10_200, 200);
     let log = dir.path().join("c.jsonl");
-    let (code, _, err) = probescope(&[
-        "run",
-        "mnist-convnet",
-        "--headless",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--record",
-        log.to_str().unwrap(),
-        "--set",
+    let sets = [
         "epochs=1",
-        "--set",
         "subset=200",
-        "--set",
         "probe_train=200",
-        "--set",
         "probe_val=200",
-        "--set",
         "probe_test=200",
-        "--set",
         "batch=50",
-    ]);
+    ];
+    let (code, _, err) = run_headless("mnist-convnet", dir.path(), &log, &sets, &[]);
     assert_eq!(code, 0, "{err}");
     let run = runlog::read(&log).unwrap();
     let h = &run.header;

@@ -12,10 +12,8 @@ use candle_nn::{Optimizer, VarBuilder};
 use crate::data::{self, Dataset};
 use crate::graph::{Activation, Graph, Init, Model, Node, Op};
 use crate::params::{ParamError, ParamSpec, Params};
-use crate::probe::{
-    self, FitConfig, LinearProbe, OnlineConfig, OnlineProbes, ProbeReading, ProbeSpec, Split,
-};
-use crate::runlog::{ModelMetrics, Record, Snapshot, SnapshotKind, TapReading};
+use crate::probe::{self, FitConfig, LinearProbe, OnlineConfig, OnlineProbes, ProbeSpec, Split};
+use crate::runlog::{ModelMetrics, Record, Snapshot, SnapshotKind};
 
 use super::{Preset, RunCtx};
 
@@ -326,21 +324,7 @@ impl Preset for Bifurcation {
                 .collect();
             let readings = online.update(&taps, &mb.y)?;
             if step % p.usize("log_every") == 0 || step == steps {
-                let probes = specs
-                    .iter()
-                    .zip(&readings)
-                    .map(|(s, r)| TapReading {
-                        probe: s.name.clone(),
-                        tap: s.tap.clone(),
-                        reading: ProbeReading {
-                            train_error: r.smoothed_error,
-                            train_loss: r.batch_loss,
-                            iterations: online.steps(),
-                            ..Default::default()
-                        },
-                        activation: None,
-                    })
-                    .collect();
+                let probes = super::online_readings(&specs, &readings, online.steps());
                 let snap = Snapshot {
                     step: step as u64,
                     label: format!("step {step}"),

@@ -248,23 +248,9 @@ impl Preset for DeepMlp {
         snaps.sort_unstable();
         snaps.dedup();
         let plan = Plan {
-            flat: true,
             steps,
-            epochs: None,
-            batch: p.usize("batch"),
             snapshot_steps: snaps,
-            snapshot_each_epoch: false,
-            online_every: p.usize("online_every"),
-            optim: trained::optim_of(p),
-            lr: p.f64("lr"),
-            lr_decay: p.f64("lr_decay"),
-            weight_decay: p.f64("weight_decay"),
-            clip: p.f64("clip"),
-            probe_train: p.usize("probe_train"),
-            probe_val: p.usize("probe_val"),
-            probe_test: p.usize("probe_test"),
-            memory_mb: p.usize("probe_memory_mb"),
-            fit: super::fit_config(p),
+            ..Plan::from_params(p, true)
         };
         trained::run(self.name(), &plan, p, &g, &specs, ctx)
     }

@@ -91,6 +91,22 @@ pub fn graph() -> Graph {
     }
 }
 
+/// A probe on every tap of `g`; taps wider than `subset` (when not 0) are read through `subset`
+/// random features drawn from `seed`.
+pub fn probes(g: &Graph, subset: usize, seed: u64) -> Vec<ProbeSpec> {
+    g.taps()
+        .expect("valid graph")
+        .iter()
+        .map(|t| {
+            if subset > 0 && t.features > subset {
+                ProbeSpec::random_subset(&t.name, &t.name, t.features, subset, seed)
+            } else {
+                ProbeSpec::full(&t.name, t.features)
+            }
+        })
+        .collect()
+}
+
 impl Preset for MnistConvnet {
     fn name(&self) -> &'static str {
         "mnist-convnet"
@@ -141,18 +157,7 @@ impl Preset for MnistConvnet {
     }
 
     fn probes(&self, p: &Params, g: &Graph, seed: u64) -> Vec<ProbeSpec> {
-        let k = p.usize("subset");
-        g.taps()
-            .expect("valid graph")
-            .iter()
-            .map(|t| {
-                if k > 0 && t.features > k {
-                    ProbeSpec::random_subset(&t.name, &t.name, t.features, k, seed)
-                } else {
-                    ProbeSpec::full(&t.name, t.features)
-                }
-            })
-            .collect()
+        probes(g, p.usize("subset"), seed)
     }
 
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
@@ -165,23 +170,10 @@ impl Preset for MnistConvnet {
             snapshot_steps.extend((every..=total).step_by(every));
         }
         let plan = Plan {
-            flat: false,
-            steps: 0,
             epochs: Some(p.usize("epochs")),
-            batch: p.usize("batch"),
             snapshot_steps,
             snapshot_each_epoch: true,
-            online_every: p.usize("online_every"),
-            optim: trained::optim_of(p),
-            lr: p.f64("lr"),
-            lr_decay: p.f64("lr_decay"),
-            weight_decay: p.f64("weight_decay"),
-            clip: p.f64("clip"),
-            probe_train: p.usize("probe_train"),
-            probe_val: p.usize("probe_val"),
-            probe_test: p.usize("probe_test"),
-            memory_mb: p.usize("probe_memory_mb"),
-            fit: super::fit_config(p),
+            ..Plan::from_params(p, false)
         };
         trained::run(self.name(), &plan, p, &g, &specs, ctx)
     }

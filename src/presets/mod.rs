@@ -284,6 +284,30 @@ pub fn converged_readings(
         .collect()
 }
 
+/// A snapshot's per-probe entries from online probes after `updates` updates: the smoothed
+/// minibatch error and the last minibatch loss.
+pub fn online_readings(
+    specs: &[ProbeSpec],
+    readings: &[crate::probe::OnlineReading],
+    updates: usize,
+) -> Vec<TapReading> {
+    specs
+        .iter()
+        .zip(readings)
+        .map(|(s, r)| TapReading {
+            probe: s.name.clone(),
+            tap: s.tap.clone(),
+            reading: crate::probe::ProbeReading {
+                train_error: r.smoothed_error,
+                train_loss: r.batch_loss,
+                iterations: updates,
+                ..Default::default()
+            },
+            activation: None,
+        })
+        .collect()
+}
+
 /// A summary over snapshots of the same probes (one per dataset).
 pub fn summarise(label: &str, specs: &[ProbeSpec], snaps: &[&Snapshot]) -> Summary {
     let probes = specs

@@ -20,10 +20,10 @@ use crate::graph::{Graph, Model};
 use crate::mnist::{self, Which};
 use crate::params::{ParamError, ParamSpec, Params};
 use crate::probe::{
-    self, ActivationStats, FitConfig, Fitted, LinearProbe, OnlineConfig, OnlineProbes,
-    ProbeReading, ProbeSpec, Split,
+    self, ActivationStats, FitConfig, Fitted, LinearProbe, OnlineConfig, OnlineProbes, ProbeSpec,
+    Split,
 };
-use crate::runlog::{ModelMetrics, Record, Snapshot, SnapshotKind, TapReading};
+use crate::runlog::{ModelMetrics, Record, Snapshot, SnapshotKind};
 use crate::train::{self, Batches, CheckpointId, Optim, OptimKind};
 
 use super::RunCtx;
@@ -68,6 +68,32 @@ pub struct Plan {
     pub memory_mb: usize,
     /// The converged fit's settings.
     pub fit: FitConfig,
+}
+
+impl Plan {
+    /// The plan the shared training parameters ask for, on `flat` or image input; the preset
+    /// sets the length and the snapshot steps.
+    pub fn from_params(p: &Params, flat: bool) -> Self {
+        Self {
+            flat,
+            steps: 0,
+            epochs: None,
+            batch: p.usize("batch"),
+            snapshot_steps: Vec::new(),
+            snapshot_each_epoch: false,
+            online_every: p.usize("online_every"),
+            optim: optim_of(p),
+            lr: p.f64("lr"),
+            lr_decay: p.f64("lr_decay"),
+            weight_decay: p.f64("weight_decay"),
+            clip: p.f64("clip"),
+            probe_train: p.usize("probe_train"),
+            probe_val: p.usize("probe_val"),
+            probe_test: p.usize("probe_test"),
+            memory_mb: p.usize("probe_memory_mb"),
+            fit: super::fit_config(p),
+        }
+    }
 }
 
 /// The parameters every training preset takes (after its own).
@@ -532,21 +558,7 @@ pub fn run(
                 } else {
                     None
                 };
-                let probes = specs
-                    .iter()
-                    .zip(&readings)
-                    .map(|(s, r)| TapReading {
-                        probe: s.name.clone(),
-                        tap: s.tap.clone(),
-                        reading: ProbeReading {
-                            train_error: r.smoothed_error,
-                            train_loss: r.batch_loss,
-                            iterations: online.steps(),
-                            ..Default::default()
-                        },
-                        activation: None,
-                    })
-                    .collect();
+                let probes = super::online_readings(specs, &readings, online.steps());
                 ctx.record(Record::Snapshot(Snapshot {
                     step: step as u64,
                     label: format!("step {step}"),
