@@ -51,12 +51,16 @@ pub enum Command {
         /// A figure as SVG (see --figure).
         #[arg(long, value_name = "OUT")]
         svg: Option<PathBuf>,
-        /// A figure as PNG, 1000x520 (see --figure).
+        /// A figure as PNG, 1000 pixels wide (see --figure).
         #[arg(long, value_name = "OUT")]
         png: Option<PathBuf>,
         /// Which figure --svg and --png draw.
         #[arg(long, value_enum, default_value = "curve")]
         figure: crate::export::Figure,
+        /// The snapshots (by step, comma-separated) that bars and panels draw; default: the
+        /// first and last converged snapshot (bars), six spread over the run (panels).
+        #[arg(long, value_name = "STEP,...", value_delimiter = ',')]
+        steps: Vec<u64>,
     },
     /// Benchmarks.
     Bench {
@@ -243,7 +247,15 @@ pub fn main_with(cli: Cli) -> i32 {
             svg,
             png,
             figure,
-        }) => export(&log, csv.as_deref(), svg.as_deref(), png.as_deref(), figure),
+            steps,
+        }) => export(
+            &log,
+            csv.as_deref(),
+            svg.as_deref(),
+            png.as_deref(),
+            figure,
+            &steps,
+        ),
         Some(Command::Data {
             what:
                 DataCmd::Fetch {
@@ -334,17 +346,34 @@ fn view(args: &ViewArgs, follow: bool) -> anyhow::Result<()> {
     }
 }
 
-/// `probescope export LOG [--csv OUT] [--svg OUT --figure F]`.
+/// `probescope export LOG [--csv OUT] [--svg OUT] [--png OUT] [--figure F] [--steps S,...]`.
 fn export(
     log: &std::path::Path,
     csv: Option<&std::path::Path>,
     svg: Option<&std::path::Path>,
     png: Option<&std::path::Path>,
     figure: crate::export::Figure,
+    steps: &[u64],
 ) -> anyhow::Result<()> {
     let run = crate::runlog::read(log).map_err(|e| ParamError(format!("{e:#}")))?;
     for w in &run.warnings {
         eprintln!("probescope: {w}");
+    }
+    if !steps.is_empty()
+        && !matches!(
+            figure,
+            crate::export::Figure::Bars | crate::export::Figure::Panels
+        )
+    {
+        return Err(ParamError(format!(
+            "--steps picks the snapshots of --figure bars or panels; --figure {} draws {}",
+            figure.name(),
+            match figure {
+                crate::export::Figure::Heatmap => "every snapshot",
+                _ => "one snapshot (or the mean over datasets)",
+            }
+        ))
+        .into());
     }
     if let Some(csv) = csv {
         let rows = crate::export::csv_file(&run, csv)?;
@@ -354,20 +383,37 @@ fn export(
             run.snapshots().count()
         );
     }
-    if let Some(svg) = svg {
-        let drawn = crate::export::svg_file(&run, figure, svg)
-            .map_err(|e| anyhow::anyhow!("{}: {e:#}", log.display()))?;
-        eprintln!(
-            "probescope: wrote {} ({figure:?}, {drawn} drawn)",
-            svg.display()
-        );
+    if svg.is_none() && png.is_none() {
+        return Ok(());
     }
-    if let Some(png) = png {
-        let drawn = crate::export::png_file(&run, figure, png)
-            .map_err(|e| anyhow::anyhow!("{}: {e:#}", log.display()))?;
+    // A step the log does not have is bad input, named before anything is drawn.
+    let plot = crate::export::plot(&run, figure, steps).map_err(|e| {
+        let e = anyhow::anyhow!("{}: {e:#}", log.display());
+        if steps.is_empty() {
+            e
+        } else {
+            ParamError(format!("{e:#}")).into()
+        }
+    })?;
+    let files = [
+        (
+            svg,
+            crate::export::svg_file as fn(&crate::export::Plot, &std::path::Path) -> _,
+        ),
+        (png, crate::export::png_file),
+    ];
+    for (out, write) in files {
+        let Some(out) = out else { continue };
+        let drawn = write(&plot, out)?;
         eprintln!(
-            "probescope: wrote {} ({figure:?}, {drawn} drawn)",
-            png.display()
+            "probescope: wrote {} ({} figure, {drawn} {})",
+            out.display(),
+            figure.name(),
+            match figure {
+                crate::export::Figure::Heatmap => "cells",
+                crate::export::Figure::Panels => "panels",
+                _ => "series",
+            }
         );
     }
     Ok(())

@@ -264,6 +264,12 @@ fn svg_figures_parse_back_with_their_series_and_cells() {
     );
 }
 
+fn plot(run: &probescope::runlog::RunLog, figure: &str) -> probescope::export::Plot {
+    use clap::ValueEnum;
+    let f = probescope::export::Figure::from_str(figure, false).unwrap();
+    probescope::export::plot(run, f, &[]).unwrap()
+}
+
 /// The pixels of a PNG file: width, height and RGB triples.
 fn read_png(path: &std::path::Path) -> (u32, u32, Vec<[u8; 3]>) {
     let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
@@ -292,8 +298,7 @@ fn png_figures_decode_with_their_series_text_and_cells() {
     let run = probescope::runlog::read(&log).unwrap();
 
     let curve = dir.path().join("curve.png");
-    let series =
-        probescope::export::png_file(&run, probescope::export::Figure::Curve, &curve).unwrap();
+    let series = probescope::export::png_file(&plot(&run, "curve"), &curve).unwrap();
     assert_eq!(series, 2);
     let (w, ht, px) = read_png(&curve);
     assert_eq!((w, ht), (1000, 520));
@@ -311,8 +316,7 @@ fn png_figures_decode_with_their_series_text_and_cells() {
     assert!(dark > 200, "{dark} dark pixels in the caption");
 
     let heat = dir.path().join("heat.png");
-    let cells =
-        probescope::export::png_file(&run, probescope::export::Figure::Heatmap, &heat).unwrap();
+    let cells = probescope::export::png_file(&plot(&run, "heatmap"), &heat).unwrap();
     assert_eq!(cells, 5 * n);
     let (_, _, px) = read_png(&heat);
     // Every cell's colour from the theme's scale shows up.
@@ -334,4 +338,166 @@ fn png_figures_decode_with_their_series_text_and_cells() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
+}
+
+/// The filled rectangles of an SVG: (fill, x, y, width, height).
+fn svg_rects(path: &std::path::Path) -> Vec<(String, f64, f64, f64, f64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("valid SVG");
+    let num = |e: &roxmltree::Node, a: &str| e.attribute(a).unwrap().parse::<f64>().unwrap();
+    doc.descendants()
+        .filter(|e| e.has_tag_name("rect"))
+        .filter_map(|e| {
+            let fill = e.attribute("fill")?.to_ascii_uppercase();
+            Some((
+                fill,
+                num(&e, "x"),
+                num(&e, "y"),
+                num(&e, "width"),
+                num(&e, "height"),
+            ))
+        })
+        .collect()
+}
+
+/// The bars among `rects` of colour `fill`, left to right: the ones standing on the x axis (the
+/// bottom most of them share), which leaves out the legend's mark.
+fn bars_of<'a>(
+    rects: &'a [(String, f64, f64, f64, f64)],
+    fill: &str,
+) -> Vec<&'a (String, f64, f64, f64, f64)> {
+    let mine: Vec<_> = rects.iter().filter(|r| r.0 == fill).collect();
+    let base = mine.iter().map(|r| r.2 + r.4).fold(0.0, f64::max);
+    let mut bars: Vec<_> = mine
+        .into_iter()
+        .filter(|r| (r.2 + r.4 - base).abs() <= 1.0)
+        .collect();
+    bars.sort_by(|a, b| a.1.total_cmp(&b.1));
+    bars
+}
+
+/// Bars of heights `h` drawn for values `v` on one linear axis: h = scale * v for one scale,
+/// within the pixel rounding.
+fn assert_proportional(h: &[f64], v: &[f64], what: &str) {
+    assert_eq!(
+        h.len(),
+        v.len(),
+        "{what}: {} bars for {} values",
+        h.len(),
+        v.len()
+    );
+    let (hm, vm) = h.iter().zip(v).fold(
+        (0.0, 0.0),
+        |(a, b), (x, y)| if *y > b { (*x, *y) } else { (a, b) },
+    );
+    let scale = hm / vm;
+    for (i, (x, y)) in h.iter().zip(v).enumerate() {
+        assert!(
+            (x - scale * y).abs() <= 1.5,
+            "{what}: bar {i} is {x} px for {y}, want {:.1}",
+            scale * y
+        );
+    }
+}
+
+#[test]
+fn bars_and_panels_draw_each_chosen_snapshot_at_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.jsonl");
+    // Five snapshots, the even ones converged; the online ones have no test error.
+    let h = probescope::tui::sample::header("bifurcation", &[]).unwrap();
+    let mut w = RunLogWriter::create(&log, false).unwrap();
+    w.write(&Record::Run(h.clone())).unwrap();
+    for k in 0..5 {
+        let mut s = probescope::tui::sample::snapshot(&h, k, k % 2 == 0);
+        if k % 2 == 1 {
+            for p in &mut s.probes {
+                p.reading.test_error = None;
+            }
+        }
+        w.write(&Record::Snapshot(s)).unwrap();
+    }
+    drop(w);
+    let n = h.probes.len();
+    let run = probescope::runlog::read(&log).unwrap();
+    let snaps: Vec<_> = run.snapshots().collect();
+    let test = |k: usize| -> Vec<f64> {
+        snaps[k]
+            .probes
+            .iter()
+            .map(|p| p.reading.test_error.unwrap())
+            .collect()
+    };
+    let hex = |(r, g, b): (u8, u8, u8)| format!("#{r:02X}{g:02X}{b:02X}");
+
+    // Bars: by default the first and the last converged snapshot (0 and 4), one colour each, in
+    // tap order, as tall as their test errors; plus one legend mark per series.
+    let bars = dir.path().join("bars.svg");
+    export_svg(&log, &bars, "bars");
+    let rects = svg_rects(&bars);
+    for (series, k) in [(0, 0), (1, 4)] {
+        let fill = hex(probescope::export::PALETTE[series]);
+        let all = rects.iter().filter(|r| r.0 == fill).count();
+        assert_eq!(all, n + 1, "series {series}: bars and a legend mark");
+        let bars = bars_of(&rects, &fill);
+        let heights: Vec<f64> = bars.iter().map(|r| r.4).collect();
+        assert_proportional(&heights, &test(k), &format!("snapshot {k}"));
+    }
+
+    // --steps picks them, in the order given.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args(["export", log.to_str().unwrap(), "--figure", "bars"])
+        .args(["--steps", "300,100", "--svg", bars.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rects = svg_rects(&bars);
+    let first: Vec<f64> = bars_of(&rects, &hex(probescope::export::PALETTE[0]))
+        .iter()
+        .map(|r| r.4)
+        .collect();
+    // Step 300 is snapshot 3, an online one: its train error (it has no test split).
+    let train3: Vec<f64> = snaps[3]
+        .probes
+        .iter()
+        .map(|p| p.reading.train_error)
+        .collect();
+    assert_proportional(&first, &train3, "step 300");
+
+    // Panels: one per converged snapshot (0, 2, 4), each bar as tall as its error on the shared
+    // axis, so the panels' bars of the same tap shrink as the errors do.
+    let panels = dir.path().join("panels.svg");
+    export_svg(&log, &panels, "panels");
+    let rects = svg_rects(&panels);
+    let w = 1000.0;
+    for (p, k) in [(0usize, 0usize), (1, 2), (2, 4)] {
+        let mut mine: Vec<_> = rects
+            .iter()
+            .filter(|r| r.0 != "#FFFFFF" && r.3 < 50.0)
+            .filter(|r| ((r.1 / (w / 3.0)) as usize).min(2) == p)
+            .collect();
+        mine.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let heights: Vec<f64> = mine.iter().map(|r| r.4).collect();
+        assert_proportional(&heights, &test(k), &format!("panel {p}"));
+    }
+}
+
+#[test]
+fn export_names_a_step_the_log_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.jsonl");
+    sample_log(&log, 3);
+    let out = dir.path().join("x.svg");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args(["export", log.to_str().unwrap(), "--figure", "panels"])
+        .args(["--steps", "0,150", "--svg", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("run.jsonl") && e.contains("step 150") && e.contains("0, 100, 200"),
+        "{e}"
+    );
+    assert!(!out.exists());
 }

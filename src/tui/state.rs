@@ -456,7 +456,8 @@ impl App {
     }
 
     /// Writes the focused pane's figure (layer x time on the heatmap pane, else the per-layer
-    /// error curve) as SVG into `export_dir`; returns the file written.
+    /// error curve) into `export_dir`, as SVG and as PNG; returns the SVG file written (the PNG
+    /// is beside it).
     pub fn export_figure(&self) -> anyhow::Result<std::path::PathBuf> {
         let log = self
             .kept_log()
@@ -466,20 +467,17 @@ impl App {
         } else {
             crate::export::Figure::Curve
         };
-        let what = match figure {
-            crate::export::Figure::Heatmap => "heatmap",
-            crate::export::Figure::Curve => "curve",
-        };
+        let plot = crate::export::plot(&log, figure, &[])?;
         let step = self.latest.as_ref().map_or(0, |s| s.step);
-        let stem = format!("probescope-{}-step{step}-{what}", log.header.preset);
-        let mut path = self.export_dir.join(format!("{stem}.svg"));
-        let mut k = 2;
-        while path.exists() {
-            path = self.export_dir.join(format!("{stem}-{k}.svg"));
-            k += 1;
-        }
-        crate::export::svg_file(&log, figure, &path)?;
-        Ok(path)
+        let stem = format!(
+            "probescope-{}-step{step}-{}",
+            log.header.preset,
+            figure.name()
+        );
+        let svg = free_path(&self.export_dir, &stem);
+        crate::export::svg_file(&plot, &svg)?;
+        crate::export::png_file(&plot, &svg.with_extension("png"))?;
+        Ok(svg)
     }
 
     /// A replay of `records` (the header first), read-only, shown at its last snapshot.
@@ -920,6 +918,24 @@ impl App {
         } else {
             next.clamp(0, n - 1) as usize
         };
+    }
+}
+
+/// `DIR/STEM.svg`, or `DIR/STEM-2.svg`, `-3`... : the first name whose .svg and .png are both
+/// free, so an export never overwrites an earlier one.
+pub fn free_path(dir: &std::path::Path, stem: &str) -> std::path::PathBuf {
+    let mut k = 1;
+    loop {
+        let name = if k == 1 {
+            stem.to_string()
+        } else {
+            format!("{stem}-{k}")
+        };
+        let svg = dir.join(format!("{name}.svg"));
+        if !svg.exists() && !svg.with_extension("png").exists() {
+            return svg;
+        }
+        k += 1;
     }
 }
 
