@@ -35,6 +35,9 @@ pub enum Command {
     Replay(ViewArgs),
     /// Watch a run log that another process is writing (e.g. a `--headless --record` job).
     Attach(ViewArgs),
+    /// Two or three run logs side by side, probes aligned by name, on one timeline; d shows the
+    /// differences from a base run. Without a terminal (or with --table) prints a table.
+    Compare(CompareArgs),
     /// Datasets: `probescope data fetch mnist` downloads MNIST.
     Data {
         /// What to do.
@@ -149,6 +152,39 @@ pub struct ViewArgs {
     pub theme: Option<String>,
 }
 
+/// Arguments of `probescope compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// Two or three run logs.
+    #[arg(num_args = 2..=3, required = true, value_name = "RUN.jsonl")]
+    pub logs: Vec<PathBuf>,
+    /// Compare at this step (each run at its newest snapshot up to it); default: the last.
+    #[arg(long, value_name = "STEP")]
+    pub at: Option<u64>,
+    /// Count every snapshot, online ones too (default: converged ones only, where every run
+    /// has one).
+    #[arg(long)]
+    pub every: bool,
+    /// Train error instead of test error.
+    #[arg(long)]
+    pub train: bool,
+    /// Differences from the first run (the table always shows them).
+    #[arg(long)]
+    pub diff: bool,
+    /// Print the table even on a terminal.
+    #[arg(long)]
+    pub table: bool,
+    /// Write the comparison's figure as SVG instead of opening the UI.
+    #[arg(long, value_name = "OUT")]
+    pub svg: Option<PathBuf>,
+    /// Write the comparison's figure as PNG instead of opening the UI.
+    #[arg(long, value_name = "OUT")]
+    pub png: Option<PathBuf>,
+    /// Colour theme: a built-in (dark, light, high-contrast, viridis, mono) or a .toml file.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub theme: Option<String>,
+}
+
 /// Arguments of `probescope run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -241,6 +277,7 @@ pub fn main_with(cli: Cli) -> i32 {
         Some(Command::Run(args)) => run(&args),
         Some(Command::Replay(v)) => view(&v, false),
         Some(Command::Attach(v)) => view(&v, true),
+        Some(Command::Compare(c)) => compare(&c),
         Some(Command::Export {
             log,
             csv,
@@ -344,6 +381,64 @@ fn view(args: &ViewArgs, follow: bool) -> anyhow::Result<()> {
         let log = crate::runlog::read(&args.log).map_err(|e| ParamError(format!("{e:#}")))?;
         tui::run_replay(log, look, signalled)
     }
+}
+
+/// `probescope compare A B [C]`: the UI, a table, or a figure.
+fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let paths: Vec<&std::path::Path> = args.logs.iter().map(PathBuf::as_path).collect();
+    let cmp = crate::compare::Comparison::read(&paths)?;
+    for side in &cmp.runs {
+        for w in &side.log.warnings {
+            eprintln!("probescope: {w}");
+        }
+    }
+    let converged_only = !args.every && cmp.all_converged();
+    if !args.every && !converged_only {
+        eprintln!(
+            "probescope: a run has no converged snapshot, so every snapshot counts (as --every)"
+        );
+    }
+    let steps = cmp.steps(converged_only);
+    let step = args.at.or(steps.last().copied()).unwrap_or(0);
+    let figure = args.svg.is_some() || args.png.is_some();
+    if figure {
+        let plot = cmp.plot(step, converged_only, args.train, args.diff.then_some(0));
+        let files = [
+            (
+                &args.svg,
+                crate::export::svg_file as fn(&crate::export::Plot, &std::path::Path) -> _,
+            ),
+            (&args.png, crate::export::png_file),
+        ];
+        for (out, write) in files {
+            let Some(out) = out else { continue };
+            let drawn = write(&plot, out)?;
+            eprintln!(
+                "probescope: wrote {} (comparison at step {step}, {drawn} series)",
+                out.display()
+            );
+        }
+    }
+    if args.table || (!figure && !tui::is_interactive()) {
+        print!("{}", cmp.table(step, converged_only, args.train));
+        return Ok(());
+    }
+    if figure {
+        return Ok(());
+    }
+    let look = tui::Look::load(args.theme.as_deref())?;
+    let signalled = Arc::new(AtomicBool::new(false));
+    {
+        let signalled = signalled.clone();
+        let _ = ctrlc::set_handler(move || signalled.store(true, Ordering::Relaxed));
+    }
+    tui::run_compare(cmp, look, signalled, |app| {
+        app.converged_only = converged_only;
+        app.train = args.train;
+        app.diff = args.diff;
+        app.refresh();
+        app.seek_step(step);
+    })
 }
 
 /// `probescope export LOG [--csv OUT] [--svg OUT] [--png OUT] [--figure F] [--steps S,...]`.

@@ -637,6 +637,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red));
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_train;
 pub mod bench_ui;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod export;
 pub mod fetch;

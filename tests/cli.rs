@@ -275,3 +275,96 @@ fn bad_theme_and_key_files_are_named_with_line_and_key() {
         "{err}"
     );
 }
+
+/// The table rows of `probescope compare`: tap name and its cells.
+fn table_rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("tap "))
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn compare_prints_each_runs_errors_aligned_by_name_with_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("shallow.jsonl"),
+        dir.path().join("deep.jsonl"),
+    );
+    for (path, depth) in [(&a, "depth=3"), (&b, "depth=4")] {
+        let (code, _, err) = recorded_mlp_run(
+            path,
+            &["datasets=2", depth, "train=1000", "test=500"],
+            &["--headless"],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, err) = probescope(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("shallow: untrained-mlp depth=3"), "{out}");
+    assert!(out.contains("mean of 2 datasets"), "{out}");
+    // Each cell is the mean test error over the run's datasets, read straight from its log.
+    let mean = |path: &std::path::Path, probe: &str| -> Option<f64> {
+        let log = runlog::read(path).unwrap();
+        let i = log.header.probes.iter().position(|p| p.name == probe)?;
+        let v: Vec<f64> = log
+            .snapshots()
+            .map(|s| s.probes[i].reading.test_error.unwrap())
+            .collect();
+        Some(v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let rows = table_rows(&out);
+    let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, ["input", "h01", "h02", "h03", "h04"], "{out}");
+    for r in &rows {
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let (x, y) = (mean(&a, &r[0]), mean(&b, &r[0]));
+        assert_eq!(r[1], cell(x), "{out}");
+        assert_eq!(r[2], cell(y), "{out}");
+        let d = match (x, y) {
+            (Some(x), Some(y)) => format!("{:+.4}", y - x),
+            _ => "-".into(),
+        };
+        assert_eq!(r[3], d, "{out}");
+    }
+
+    // The figure: one line per run.
+    let svg = dir.path().join("cmp.svg");
+    let (code, _, err) = probescope(&[
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 series"), "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("shallow") && text.contains("deep"), "legend");
+
+    // Runs with no probe in common, a file that is not a run log, one log only.
+    let mut other = runlog::read(&a).unwrap();
+    for p in &mut other.header.probes {
+        p.name = format!("x_{}", p.name);
+    }
+    let c = dir.path().join("renamed.jsonl");
+    let mut w = runlog::RunLogWriter::create(&c, false).unwrap();
+    w.write(&Record::Run(other.header.clone())).unwrap();
+    drop(w);
+    let (code, _, err) = probescope(&["compare", a.to_str().unwrap(), c.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("shallow.jsonl")
+            && err.contains("renamed.jsonl")
+            && err.contains("no probe in common"),
+        "{err}"
+    );
+    let junk = dir.path().join("notes.txt");
+    std::fs::write(&junk, "hello\n").unwrap();
+    let (code, _, err) = probescope(&["compare", a.to_str().unwrap(), junk.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("notes.txt"), "{err}");
+    let (code, _, err) = probescope(&["compare", a.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+}

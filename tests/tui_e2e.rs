@@ -388,3 +388,53 @@ fn attach_follows_a_headless_run_and_sees_it_end() {
     t.wait_for(10, "the exit", |s| s.contains("EXIT=0"));
     t.assert_stty_restored();
 }
+
+#[test]
+fn compare_scrubs_the_shared_timeline_and_shows_differences() {
+    let Some(t) = Tmux::start("compare") else {
+        return;
+    };
+    use probescope::runlog::{Record, RunLogWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let h = probescope::tui::sample::header("bifurcation", &[]).unwrap();
+    // Run a snapshots at steps 0, 100, 200; run b at 0 and 200, with half the error.
+    for (name, steps, scale) in [("a", vec![0, 100, 200], 1.0), ("b", vec![0, 200], 0.5)] {
+        let mut w = RunLogWriter::create(&dir.path().join(format!("{name}.jsonl")), false).unwrap();
+        w.write(&Record::Run(h.clone())).unwrap();
+        for (k, step) in steps.into_iter().enumerate() {
+            let mut s = probescope::tui::sample::snapshot(&h, k, true);
+            s.step = step;
+            for p in &mut s.probes {
+                p.reading.test_error = p.reading.test_error.map(|e| e * scale);
+            }
+            w.write(&Record::Snapshot(s)).unwrap();
+        }
+    }
+    t.save_stty();
+    t.type_line(&format!(
+        "cd {} && {} compare a.jsonl b.jsonl; echo EXIT=$?",
+        dir.path().display(),
+        bin()
+    ));
+    t.wait_for(30, "the comparison at its last step", |s| {
+        s.contains(" compare ") && s.contains("step 200 (3/3)")
+    });
+    t.keys(&["["]);
+    t.wait_for(10, "one step back", |s| s.contains("step 100 (2/3)"));
+    t.keys(&["d"]);
+    let s = t.wait_for(10, "the differences", |s| s.contains("minus a"));
+    assert!(s.contains("b − a"), "{s}");
+    t.keys(&["e"]);
+    t.wait_for(10, "the export", |s| s.contains("wrote"));
+    assert!(dir
+        .path()
+        .join("probescope-compare-step100-test-diff.svg")
+        .exists());
+    assert!(dir
+        .path()
+        .join("probescope-compare-step100-test-diff.png")
+        .exists());
+    t.keys(&["q"]);
+    t.wait_for(10, "the exit", |s| s.contains("EXIT=0"));
+    t.assert_stty_restored();
+}

@@ -133,6 +133,24 @@ pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
         "timeline: play faster",
     ),
     (Action::Slower, "slower", &["-"], "timeline: play slower"),
+    (
+        Action::Diff,
+        "difference",
+        &["d"],
+        "compare: errors / difference from the base run",
+    ),
+    (
+        Action::Base,
+        "base_run",
+        &["a"],
+        "compare: the next run becomes the base",
+    ),
+    (
+        Action::Readings,
+        "readings",
+        &["c"],
+        "compare: converged snapshots only / every snapshot",
+    ),
 ];
 
 /// The actions that only act in a replay.
@@ -146,6 +164,49 @@ pub const REPLAY: &[Action] = &[
     Action::Faster,
     Action::Slower,
 ];
+
+/// The actions that only act in `probescope compare`.
+pub const COMPARE: &[Action] = &[Action::Diff, Action::Base, Action::Readings];
+
+/// The actions that do nothing in `probescope compare` (it steers no run).
+const NOT_IN_COMPARE: &[Action] = &[Action::Snapshot];
+
+/// Which view the table serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    /// A live run or an attached one.
+    Live,
+    /// `probescope replay`: the timeline's keys act.
+    Replay,
+    /// `probescope compare`: the timeline's and the comparison's keys act.
+    Compare,
+}
+
+/// The group an action's keys must be unique in: the live keys, the timeline's, the
+/// comparison's (which must also differ from every other, since all act together in compare).
+fn layer(a: Action) -> u8 {
+    if COMPARE.contains(&a) {
+        2
+    } else if REPLAY.contains(&a) {
+        1
+    } else {
+        0
+    }
+}
+
+/// An action's help where `mode` gives it another meaning than a live run does.
+fn help_in(mode: KeyMode, action: Action) -> Option<&'static str> {
+    match (mode, action) {
+        // Outside a live run, Space plays the timeline.
+        (KeyMode::Replay | KeyMode::Compare, Action::Pause) => Some("timeline: play / stop"),
+        // A comparison has no diagram and compares one split at a time.
+        (KeyMode::Compare, Action::Up) => Some("10 taps back"),
+        (KeyMode::Compare, Action::Down) => Some("10 taps on"),
+        (KeyMode::Compare, Action::BarsMode) => Some("test / train error"),
+        (KeyMode::Compare, Action::Export) => Some("save the comparison's figure (SVG and PNG)"),
+        _ => None,
+    }
+}
 
 /// One key, as written in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,8 +323,8 @@ pub struct KeymapError {
 pub struct Keymap {
     /// In help order.
     pub bindings: Vec<Binding>,
-    /// Whether the timeline's keys act (a replay).
-    pub replay: bool,
+    /// Which view it serves.
+    pub mode: KeyMode,
 }
 
 impl Default for Keymap {
@@ -281,7 +342,7 @@ impl Default for Keymap {
                     help,
                 })
                 .collect(),
-            replay: false,
+            mode: KeyMode::Live,
         }
     }
 }
@@ -293,18 +354,22 @@ struct KeysFile {
 }
 
 impl Keymap {
-    /// The bindings that act now, in help order: in a replay the timeline's first, then the
-    /// others (less the keys the timeline took).
+    /// The bindings that act now, in help order: in a replay or a comparison the timeline's
+    /// (and the comparison's) first, then the others, less the keys those took.
     pub fn active(&self) -> Vec<Binding> {
-        let (timeline, rest): (Vec<&Binding>, Vec<&Binding>) = self
+        let first: &[&[Action]] = match self.mode {
+            KeyMode::Live => &[],
+            KeyMode::Replay => &[REPLAY],
+            KeyMode::Compare => &[REPLAY, COMPARE],
+        };
+        let (lead, rest): (Vec<&Binding>, Vec<&Binding>) = self
             .bindings
             .iter()
-            .partition(|b| REPLAY.contains(&b.action));
-        if !self.replay {
-            return rest.into_iter().cloned().collect();
-        }
-        let taken: Vec<KeySpec> = timeline.iter().flat_map(|b| b.keys.clone()).collect();
-        let mut out: Vec<Binding> = timeline.into_iter().cloned().collect();
+            .filter(|b| layer(b.action) == 0 || first.iter().any(|g| g.contains(&b.action)))
+            .filter(|b| !(self.mode == KeyMode::Compare && NOT_IN_COMPARE.contains(&b.action)))
+            .partition(|b| layer(b.action) != 0);
+        let taken: Vec<KeySpec> = lead.iter().flat_map(|b| b.keys.clone()).collect();
+        let mut out: Vec<Binding> = lead.into_iter().cloned().collect();
         out.extend(rest.into_iter().map(|b| {
             Binding {
                 keys: b
@@ -313,16 +378,17 @@ impl Keymap {
                     .filter(|k| !taken.contains(k))
                     .copied()
                     .collect(),
+                help: help_in(self.mode, b.action).unwrap_or(b.help),
                 ..b.clone()
             }
         }));
         out
     }
 
-    /// The same table for a replay.
-    pub fn replay_of(live: &Self) -> Self {
+    /// The same table for `mode`.
+    pub fn for_mode(live: &Self, mode: KeyMode) -> Self {
         Self {
-            replay: true,
+            mode,
             ..live.clone()
         }
     }
@@ -370,10 +436,12 @@ impl Keymap {
             }
             b.keys = keys;
         }
-        // One key, one action, among the live keys and among the timeline's.
+        // One key, one action, among the live keys and among the timeline's; the comparison's
+        // keys differ from all.
         for (i, a) in map.bindings.iter().enumerate() {
             for b in &map.bindings[i + 1..] {
-                if REPLAY.contains(&a.action) != REPLAY.contains(&b.action) {
+                let (la, lb) = (layer(a.action), layer(b.action));
+                if la != lb && la != 2 && lb != 2 {
                     continue;
                 }
                 if let Some(k) = a.keys.iter().find(|k| b.keys.contains(k)) {
@@ -453,7 +521,7 @@ mod tests {
         // The timeline's keys only act in a replay, where Home and End are theirs.
         assert_eq!(m.action(&ev(KeyCode::Char(']'), n)), None);
         assert_eq!(m.action(&ev(KeyCode::Home, n)), Some(Action::First));
-        let r = Keymap::replay_of(&m);
+        let r = Keymap::for_mode(&m, KeyMode::Replay);
         assert_eq!(
             r.action(&ev(KeyCode::Char(']'), n)),
             Some(Action::StepForward)
@@ -461,6 +529,23 @@ mod tests {
         assert_eq!(r.action(&ev(KeyCode::Home, n)), Some(Action::TimelineStart));
         assert_eq!(r.action(&ev(KeyCode::Char('g'), n)), Some(Action::First));
         assert_eq!(r.label(Action::First), "g");
+        // The comparison's keys act only there; `s` (snapshot) does nothing there.
+        assert_eq!(r.action(&ev(KeyCode::Char('d'), n)), None);
+        let c = Keymap::for_mode(&m, KeyMode::Compare);
+        assert_eq!(c.action(&ev(KeyCode::Char('d'), n)), Some(Action::Diff));
+        assert_eq!(c.action(&ev(KeyCode::Char('s'), n)), None);
+        assert_eq!(c.action(&ev(KeyCode::End, n)), Some(Action::TimelineEnd));
+        assert!(c.active().iter().all(|b| b.action != Action::Snapshot));
+        let play = c.active().into_iter().find(|b| b.action == Action::Pause);
+        assert_eq!(play.map(|b| b.help), Some("timeline: play / stop"));
+        // A comparison key may not take a key of any other action.
+        let e = Keymap::parse("[keys]\ndifference = [\"]\"]\n", "k.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("difference") && e.contains("step_forward"),
+            "{e}"
+        );
     }
 
     #[test]

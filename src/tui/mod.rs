@@ -4,6 +4,7 @@
 //! The terminal is restored however the UI ends: normally, on a panic, on Ctrl-C, SIGTERM or
 //! SIGHUP, or when the worker fails (the failure is shown and the UI stays up to read it).
 
+pub mod compare;
 pub mod diagram;
 pub mod keys;
 pub mod sample;
@@ -138,6 +139,57 @@ impl Look {
         app.depth = self.depth;
         app.keymap = self.keymap;
         app
+    }
+}
+
+/// A view the UI loop drives: the live / replay / attach [`App`], or a comparison.
+pub trait Screen {
+    /// Handles a key; returns what the runner must do.
+    fn key(&mut self, key: crossterm::event::KeyEvent) -> Option<Effect>;
+    /// Folds in a message from the worker.
+    fn fold(&mut self, msg: WorkerMsg);
+    /// Advances time by `dt` seconds (a playing timeline); whether anything changed.
+    fn on_tick(&mut self, dt: f64) -> bool;
+    /// Whether the UI should close.
+    fn quitting(&self) -> bool;
+    /// Asks the UI to close (a signal, or the terminal went away).
+    fn close(&mut self);
+    /// Draws the whole screen into `buf`.
+    fn draw(&self, buf: &mut ratatui::buffer::Buffer);
+}
+
+impl Screen for App {
+    fn key(&mut self, key: crossterm::event::KeyEvent) -> Option<Effect> {
+        App::key(self, key)
+    }
+
+    fn fold(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Record(r) => self.apply(&r),
+            WorkerMsg::Progress(p) => self.progress = p,
+            WorkerMsg::Done(Err(e)) => self.fail(e),
+            WorkerMsg::Done(Ok(())) => {}
+            WorkerMsg::Reset => self.reset_data(),
+        }
+    }
+
+    fn on_tick(&mut self, dt: f64) -> bool {
+        App::on_tick(self, dt)
+    }
+
+    fn quitting(&self) -> bool {
+        self.quit
+    }
+
+    fn close(&mut self) {
+        self.quit = true;
+    }
+
+    fn draw(&self, buf: &mut ratatui::buffer::Buffer) {
+        view::draw(self, buf);
+        if debug_panic() == Some("ui") && self.latest.is_some() {
+            panic!("PROBESCOPE_DEBUG_PANIC=ui: a deliberate UI panic");
+        }
     }
 }
 
@@ -327,8 +379,24 @@ pub fn run_attach(
     ui
 }
 
-fn ui_loop(
-    app: &mut App,
+/// `probescope compare`: runs side by side, read-only.
+/// `setup` adjusts the view (readings, split, step) before it opens.
+pub fn run_compare(
+    cmp: crate::compare::Comparison,
+    look: Look,
+    signalled: Arc<AtomicBool>,
+    setup: impl FnOnce(&mut compare::CompareApp),
+) -> anyhow::Result<()> {
+    let mut screen = compare::CompareApp::new(cmp, look.themes.0, look.keymap);
+    screen.theme = look.themes.1;
+    screen.depth = look.depth;
+    setup(&mut screen);
+    let (_tx, rx) = mpsc::unbounded_channel();
+    ui_loop(&mut screen, rx, &Controls::default(), &signalled)
+}
+
+fn ui_loop<A: Screen>(
+    app: &mut A,
     rx: mpsc::UnboundedReceiver<WorkerMsg>,
     controls: &Controls,
     signalled: &AtomicBool,
@@ -353,10 +421,7 @@ fn ui_loop(
         signalled,
         false,
         |app| {
-            term.draw(|f| view::draw(app, f.buffer_mut()))?;
-            if debug_panic() == Some("ui") && app.latest.is_some() {
-                panic!("PROBESCOPE_DEBUG_PANIC=ui: a deliberate UI panic");
-            }
+            term.draw(|f| app.draw(f.buffer_mut()))?;
             Ok(())
         },
     ))
@@ -366,8 +431,8 @@ fn ui_loop(
 /// `draw` runs on a tick when something changed, so at most once per [`FRAME`]. Returns when the
 /// user quits, on a signal, or (with `until_worker_done`, for the benchmark) when the worker's
 /// channel closes.
-pub async fn event_loop<S, D>(
-    app: &mut App,
+pub async fn event_loop<A, S, D>(
+    app: &mut A,
     mut rx: mpsc::UnboundedReceiver<WorkerMsg>,
     mut events: S,
     controls: &Controls,
@@ -376,8 +441,9 @@ pub async fn event_loop<S, D>(
     mut draw: D,
 ) -> anyhow::Result<()>
 where
+    A: Screen,
     S: futures_util::Stream<Item = std::io::Result<Event>> + Unpin,
-    D: FnMut(&App) -> anyhow::Result<()>,
+    D: FnMut(&A) -> anyhow::Result<()>,
 {
     let mut tick = tokio::time::interval(FRAME);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -397,22 +463,22 @@ where
                 Some(Ok(Event::Resize(..))) => dirty = true,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(anyhow::Error::from(e).context("reading the terminal")),
-                None => app.quit = true,
+                None => app.close(),
             },
             msg = rx.recv(), if worker_open => {
                 match msg {
-                    Some(m) => fold(app, m),
+                    Some(m) => app.fold(m),
                     None => worker_open = false,
                 }
                 // Take everything already queued before drawing.
                 while let Ok(m) = rx.try_recv() {
-                    fold(app, m);
+                    app.fold(m);
                 }
                 dirty = true;
             }
             _ = tick.tick() => {
                 if signalled.load(Ordering::Relaxed) {
-                    app.quit = true;
+                    app.close();
                 }
                 if app.on_tick(FRAME.as_secs_f64()) {
                     dirty = true;
@@ -423,19 +489,9 @@ where
                 }
             }
         }
-        if app.quit || (until_worker_done && !worker_open) {
+        if app.quitting() || (until_worker_done && !worker_open) {
             return Ok(());
         }
-    }
-}
-
-fn fold(app: &mut App, msg: WorkerMsg) {
-    match msg {
-        WorkerMsg::Record(r) => app.apply(&r),
-        WorkerMsg::Progress(p) => app.progress = p,
-        WorkerMsg::Done(Err(e)) => app.fail(e),
-        WorkerMsg::Done(Ok(())) => {}
-        WorkerMsg::Reset => app.reset_data(),
     }
 }
 

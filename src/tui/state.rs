@@ -273,6 +273,12 @@ pub enum Action {
     Faster,
     /// Replay: play slower.
     Slower,
+    /// Compare: errors or differences from the base run.
+    Diff,
+    /// Compare: the next run becomes the base.
+    Base,
+    /// Compare: converged snapshots only, or every snapshot.
+    Readings,
 }
 
 /// Playback speeds of a replay, in snapshots per second.
@@ -487,7 +493,7 @@ impl App {
             .filter(|r| matches!(r, Record::Snapshot(_)))
             .count();
         self.can_steer = false;
-        self.keymap = Keymap::replay_of(&self.keymap);
+        self.keymap = Keymap::for_mode(&self.keymap, super::keys::KeyMode::Replay);
         self.timeline = Some(Timeline {
             records,
             snapshots,
@@ -878,7 +884,7 @@ impl App {
             }
             Action::Export => {
                 self.flash = Some(match self.export_figure() {
-                    Ok(p) => format!("wrote {}", p.display()),
+                    Ok(p) => format!("wrote {} and .png", p.display()),
                     Err(e) => format!("export failed: {e:#}"),
                 });
             }
@@ -894,6 +900,8 @@ impl App {
                 }
             }
             Action::Help => self.help = true,
+            // Not in this view's key table.
+            Action::Diff | Action::Base | Action::Readings => {}
             Action::Quit => {
                 if self.state.active() && self.can_steer {
                     self.confirm_quit = true;
@@ -1247,10 +1255,12 @@ mod tests {
         let name = "probescope-bifurcation-step400-heatmap.svg";
         assert_eq!(
             app.flash.as_deref(),
-            Some(format!("wrote {}", dir.path().join(name).display()).as_str())
+            Some(format!("wrote {} and .png", dir.path().join(name).display()).as_str())
         );
         let svg = std::fs::read_to_string(dir.path().join(name)).unwrap();
         roxmltree::Document::parse(&svg).unwrap();
+        let png = std::fs::read(dir.path().join(name).with_extension("png")).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG beside the SVG");
         // Again: a new name, never overwriting; from the bars, the curve.
         app.act(Action::Export);
         assert!(dir

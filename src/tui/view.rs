@@ -15,7 +15,7 @@ use crate::runlog::SnapshotKind;
 /// Smallest terminal the UI draws into; below it, a message says how big it must be.
 pub const MIN_SIZE: (u16, u16) = (60, 16);
 
-const EIGHTHS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+pub(super) const EIGHTHS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 /// Draws the whole UI into `buf` (its full area).
 pub fn draw(app: &App, buf: &mut Buffer) {
@@ -110,21 +110,21 @@ pub fn draw(app: &App, buf: &mut Buffer) {
     }
 }
 
-fn rows<const N: usize>(area: Rect, c: [Constraint; N]) -> [Rect; N] {
+pub(super) fn rows<const N: usize>(area: Rect, c: [Constraint; N]) -> [Rect; N] {
     Split::default()
         .direction(Direction::Vertical)
         .constraints(c)
         .areas(area)
 }
 
-fn cols<const N: usize>(area: Rect, c: [Constraint; N]) -> [Rect; N] {
+pub(super) fn cols<const N: usize>(area: Rect, c: [Constraint; N]) -> [Rect; N] {
     Split::default()
         .direction(Direction::Horizontal)
         .constraints(c)
         .areas(area)
 }
 
-fn centred(area: Rect, w: u16, h: u16) -> Rect {
+pub(super) fn centred(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     Rect::new(
@@ -135,7 +135,7 @@ fn centred(area: Rect, w: u16, h: u16) -> Rect {
     )
 }
 
-fn too_small(area: Rect, buf: &mut Buffer, theme: &Theme) {
+pub(super) fn too_small(area: Rect, buf: &mut Buffer, theme: &Theme) {
     let text = format!(
         "terminal too small: {}x{}; probescope needs at least {}x{}. Enlarge it, or press q to quit.",
         area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
@@ -163,7 +163,7 @@ fn pane_block<'a>(app: &App, theme: &Theme, pane: Pane, title: String) -> Block<
 }
 
 /// The horizontal window of `n` slots of `slot` columns that fits `width` and shows `selected`.
-fn window(n: usize, slot: usize, width: usize, selected: usize) -> (usize, usize) {
+pub(super) fn window(n: usize, slot: usize, width: usize, selected: usize) -> (usize, usize) {
     let fit = (width / slot.max(1)).max(1);
     if n <= fit {
         return (0, n);
@@ -181,7 +181,7 @@ type HistorySeries = (
 );
 
 /// `inner` less a left axis of `axis_w` columns and a label row at the bottom.
-fn plot_area(inner: Rect, axis_w: u16) -> Rect {
+pub(super) fn plot_area(inner: Rect, axis_w: u16) -> Rect {
     Rect::new(
         inner.x + axis_w,
         inner.y,
@@ -943,31 +943,58 @@ fn clock(secs: u64) -> String {
 }
 
 fn draw_help(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let mut lines: Vec<Line> = app
-        .keymap
-        .active()
-        .iter()
-        .map(|b| {
-            Line::from(vec![
-                Span::styled(
-                    format!(" {:<10} ", app.keymap.label(b.action)),
-                    Style::default().fg(theme.focus),
-                ),
-                Span::raw(b.help),
-            ])
-        })
-        .collect();
+    let names: Vec<&str> = app.themes.iter().map(|t| t.name.as_str()).collect();
+    help_overlay(&app.keymap, &app.theme().name, &names, theme, area, buf);
+}
+
+/// The `?` overlay: every active binding of `keymap` with its help, then the themes.
+pub(super) fn help_overlay(
+    keymap: &super::keys::Keymap,
+    current: &str,
+    themes: &[&str],
+    theme: &Theme,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    let active = keymap.active();
+    // Two columns where one does not fit the height, the help cut to the width.
+    let two = active.len() + 5 > area.height as usize;
+    let col_w = if two {
+        (area.width.saturating_sub(2) / 2) as usize
+    } else {
+        70
+    };
+    let entry = |b: &super::keys::Binding| {
+        let key = format!(" {:<10} ", keymap.label(b.action));
+        let room = col_w.saturating_sub(key.chars().count());
+        let mut help: String = b.help.chars().take(room).collect();
+        if b.help.chars().count() > room && room > 0 {
+            help.pop();
+            help.push('…');
+        }
+        let pad = room.saturating_sub(help.chars().count());
+        vec![
+            Span::styled(key, Style::default().fg(theme.focus)),
+            Span::raw(format!("{help}{}", " ".repeat(pad))),
+        ]
+    };
+    let mut lines: Vec<Line> = if two {
+        let half = active.len().div_ceil(2);
+        (0..half)
+            .map(|i| {
+                let mut spans = entry(&active[i]);
+                if let Some(b) = active.get(i + half) {
+                    spans.extend(entry(b));
+                }
+                Line::from(spans)
+            })
+            .collect()
+    } else {
+        active.iter().map(|b| Line::from(entry(b))).collect()
+    };
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(
-        format!(
-            " theme: {} · themes: {}",
-            app.theme().name,
-            app.themes
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        format!(" theme: {current} · themes: {}", themes.join(", ")),
         Style::default().fg(theme.muted),
     )));
     lines.push(Line::from(Span::styled(
@@ -975,7 +1002,7 @@ fn draw_help(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Style::default().fg(theme.muted),
     )));
     let h = (lines.len() + 2) as u16;
-    let r = centred(area, 72, h);
+    let r = centred(area, if two { area.width } else { 72 }, h);
     Clear.render(r, buf);
     Paragraph::new(lines)
         .wrap(Wrap { trim: false })
