@@ -35,6 +35,15 @@ pub enum Command {
     Replay(ViewArgs),
     /// Watch a run log that another process is writing (e.g. a `--headless --record` job).
     Attach(ViewArgs),
+    /// One short line about a run log (step, best tap and its error, findings) for a tmux
+    /// status line; returns at once. With --watch, a line per snapshot until the run ends.
+    Status {
+        /// The run log.
+        log: PathBuf,
+        /// Follow the log: a line per snapshot, until its end line.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Two or three run logs side by side, probes aligned by name, on one timeline; d shows the
     /// differences from a base run. Without a terminal (or with --table) prints a table.
     Compare(CompareArgs),
@@ -278,6 +287,7 @@ pub fn main_with(cli: Cli) -> i32 {
         Some(Command::Replay(v)) => view(&v, false),
         Some(Command::Attach(v)) => view(&v, true),
         Some(Command::Compare(c)) => compare(&c),
+        Some(Command::Status { log, watch }) => crate::status::command(&log, watch),
         Some(Command::Export {
             log,
             csv,
@@ -672,6 +682,9 @@ fn execute(
 ) -> anyhow::Result<()> {
     let seed = header.seed;
     let controls_for_end = controls.clone();
+    // Every snapshot carries the findings that hold at it.
+    let mut alerting = crate::alerts::AlertingSink::new(sink);
+    let sink: &mut dyn Sink = &mut alerting;
     sink.record(&Record::Run(header))?;
     let started = Instant::now();
     let outcome = {

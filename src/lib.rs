@@ -6,6 +6,7 @@
 //! typed [`params`], the [`runlog`] (JSON Lines), the headless [`report`]er, the [`bench`]mark
 //! and the command line in [`cli`].
 
+pub mod alerts;
 pub mod bench;
 pub mod bench_train;
 pub mod bench_ui;
@@ -23,6 +24,7 @@ pub mod probe;
 pub mod report;
 pub mod rng;
 pub mod runlog;
+pub mod status;
 pub mod train;
 pub mod tui;
 

@@ -103,6 +103,9 @@ pub struct Snapshot {
     /// Seconds since the run started.
     #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub elapsed_s: f64,
+    /// The findings that hold at this snapshot ([`crate::alerts`]), written by the recorder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<String>,
 }
 
 /// One probe's reading in a snapshot.

@@ -368,3 +368,97 @@ fn compare_prints_each_runs_errors_aligned_by_name_with_differences() {
     let (code, _, err) = probescope(&["compare", a.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn status_reads_a_killed_runs_log_and_reports_its_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_probescope"))
+        .args(["run", "bifurcation", "--set", "steps=1000000", "--record"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&path).map_or(0, |t| t.lines().count()) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshots within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = runlog::read(&path).unwrap();
+    let step = log.snapshots().last().unwrap().step;
+    let (code, out, err) = probescope(&["status", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("bifurcation · running · ") && out.contains(&format!("step {step}")),
+        "{out}"
+    );
+    assert!(out.contains("best "), "{out}");
+
+    // A constructed log whose errors climb with depth at step 0: the finding is named, and the
+    // recorder's own alerts went into the killed run's snapshots as they do into any.
+    let h = probescope::tui::sample::header("untrained-mlp", &["depth=7"]).unwrap();
+    let rising = dir.path().join("rising.jsonl");
+    let mut w = runlog::RunLogWriter::create(&rising, false).unwrap();
+    w.write(&Record::Run(h.clone())).unwrap();
+    let mut s = probescope::tui::sample::snapshot(&h, 0, true);
+    for (i, p) in s.probes.iter_mut().enumerate() {
+        p.reading.test_error = Some(0.06 * i as f64);
+    }
+    w.write(&Record::Snapshot(s.clone())).unwrap();
+    drop(w);
+    let (_, out, _) = probescope(&["status", rising.to_str().unwrap()]);
+    assert!(out.contains("⚠ error rises with depth at init"), "{out}");
+    // The same run with a flat profile says nothing.
+    let flat = dir.path().join("flat.jsonl");
+    let mut w = runlog::RunLogWriter::create(&flat, false).unwrap();
+    w.write(&Record::Run(h.clone())).unwrap();
+    for p in s.probes.iter_mut() {
+        p.reading.test_error = Some(0.1);
+    }
+    w.write(&Record::Snapshot(s)).unwrap();
+    drop(w);
+    let (_, out, _) = probescope(&["status", flat.to_str().unwrap()]);
+    assert!(!out.contains('⚠'), "{out}");
+    let (code, _, err) = probescope(&["status", dir.path().join("none.jsonl").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("none.jsonl"), "{err}");
+}
+
+#[test]
+fn a_recorded_run_carries_its_findings_in_the_log() {
+    // untrained-mlp at depth 12 loses its information with depth (sec 3.3), so its snapshots
+    // say so, from the dataset that makes the mean rise.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.jsonl");
+    let (code, _, err) = recorded_mlp_run(
+        &path,
+        &["datasets=2", "depth=12", "train=1000", "test=500"],
+        &["--headless"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let log = runlog::read(&path).unwrap();
+    let last = log.snapshots().last().unwrap();
+    assert!(
+        last.alerts.iter().any(|a| a.contains("rises with depth")),
+        "{:?}",
+        last.alerts
+    );
+    // What the log says is what an independent pass over it finds.
+    let again: Vec<String> = probescope::alerts::of_log(&log)
+        .into_iter()
+        .map(|a| a.message)
+        .collect();
+    assert_eq!(last.alerts, again);
+    // --watch on a finished log: a line per snapshot, then the end's, and it returns.
+    let (code, out, _) = probescope(&["status", "--watch", path.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), log.snapshots().count() + 1, "{out}");
+    assert!(out.lines().last().unwrap().contains("finished"), "{out}");
+}

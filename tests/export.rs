@@ -53,6 +53,7 @@ fn small_log(path: &std::path::Path) {
                 test_error: None,
             }),
             elapsed_s: 1.5,
+            alerts: Vec::new(),
         },
         Snapshot {
             step: 50,
@@ -68,6 +69,7 @@ fn small_log(path: &std::path::Path) {
             }],
             model: None,
             elapsed_s: 3.0,
+            alerts: Vec::new(),
         },
     ];
     let mut w = RunLogWriter::create(path, false).unwrap();

@@ -338,6 +338,7 @@ impl Preset for Bifurcation {
                         test_error: None,
                     }),
                     elapsed_s: ctx.elapsed(),
+                    alerts: Vec::new(),
                 };
                 ctx.sink.progress(&format!(
                     "step {step}/{steps}: model loss {last_loss:.4}; online probe error concat {:.3}",
@@ -392,6 +393,7 @@ fn snapshot(
         probes: super::converged_readings(specs, fitted, stats.as_deref()),
         model,
         elapsed_s,
+        alerts: Vec::new(),
     }
 }
 

@@ -121,6 +121,7 @@ impl Preset for FeatureSubset {
             probes: super::converged_readings(&specs, &fitted, None),
             model: None,
             elapsed_s: ctx.elapsed(),
+            alerts: Vec::new(),
         };
         ctx.record(Record::Snapshot(snap.clone()))?;
         ctx.sink.progress(

@@ -497,6 +497,7 @@ pub fn run(
             probes: super::converged_readings(specs, &fitted, Some(&stats)),
             model: Some(metrics),
             elapsed_s: ctx.elapsed(),
+            alerts: Vec::new(),
         };
         ctx.sink.progress(&line(&snap));
         ctx.record(Record::Snapshot(snap.clone()))?;
@@ -572,6 +573,7 @@ pub fn run(
                         test_error,
                     }),
                     elapsed_s: ctx.elapsed(),
+                    alerts: Vec::new(),
                 }))?;
                 ctx.sink.progress(&match test_error {
                     Some(e) => format!(

@@ -192,6 +192,7 @@ impl Preset for UntrainedMlp {
                 probes: super::converged_readings(&specs, &r.fitted, Some(&r.stats)),
                 model: None,
                 elapsed_s: ctx.elapsed(),
+                alerts: Vec::new(),
             };
             let first = &snap.probes[0].reading;
             let last = &snap.probes[snap.probes.len() - 1].reading;

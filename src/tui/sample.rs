@@ -109,6 +109,7 @@ pub fn snapshot(h: &RunHeader, k: usize, converged: bool) -> Snapshot {
             test_error: Some(0.42 / (1.0 + k as f64)),
         }),
         elapsed_s: k as f64,
+        alerts: Vec::new(),
     }
 }
 

@@ -387,6 +387,9 @@ pub struct App {
     pub attached: bool,
     /// Where `e` writes figures (the working directory).
     pub export_dir: std::path::PathBuf,
+    /// The findings that hold at the newest snapshot ([`crate::alerts`]).
+    pub alerts: Vec<crate::alerts::Alert>,
+    watch: Option<crate::alerts::Watch>,
     /// The snapshots `e` draws from: every converged one, online ones thinned (with their order).
     kept: Kept,
     rate_points: std::collections::VecDeque<(u64, f64)>,
@@ -424,6 +427,8 @@ impl App {
             timeline: None,
             attached: false,
             export_dir: std::path::PathBuf::from("."),
+            alerts: Vec::new(),
+            watch: None,
             kept: Kept::new(),
             rate_points: Default::default(),
         }
@@ -443,6 +448,8 @@ impl App {
         self.elapsed_s = 0.0;
         self.rate_points.clear();
         self.kept = Kept::new();
+        self.alerts.clear();
+        self.watch = None;
     }
 
     /// The run as a log of the snapshots kept for export.
@@ -632,6 +639,7 @@ impl App {
             total,
         });
         self.layout = Some(Layout::new(g, &self.taps));
+        self.watch = Some(crate::alerts::Watch::new(h));
         self.selected = self.selected.min(self.taps.len().saturating_sub(1));
         if self.state == RunState::Starting {
             self.state = RunState::Running;
@@ -695,6 +703,9 @@ impl App {
             }
         }
         self.elapsed_s = s.elapsed_s;
+        if let Some(w) = &mut self.watch {
+            self.alerts = w.push(s);
+        }
         self.latest = Some(s.clone());
     }
 
@@ -1005,6 +1016,7 @@ mod tests {
                 .collect(),
             model: None,
             elapsed_s: step as f64,
+            alerts: Vec::new(),
         }
     }
 

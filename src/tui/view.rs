@@ -751,6 +751,12 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Span::styled(spark(&v, w, 0.0, chance), Style::default().fg(colour)),
         ]));
     }
+    for a in &app.alerts {
+        lines.push(Line::from(Span::styled(
+            format!("⚠ {}", a.message),
+            Style::default().fg(theme.bad),
+        )));
+    }
     if let Some(m) = reading.and_then(|(_, r)| r.reading.confusion.as_ref()) {
         lines.push(Line::from(Span::styled(
             "confusion, % of each true class (rows) predicted as (columns):",
@@ -887,6 +893,22 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             h.seed,
             clock(app.elapsed_s.round() as u64)
         )));
+    }
+    // Findings: how many, and the first (the inspector lists them all).
+    if let Some(a) = app.alerts.first() {
+        let n = app.alerts.len();
+        spans.push(Span::styled(
+            format!(
+                " · ⚠ {}{}",
+                if n > 1 {
+                    format!("{n} alerts: ")
+                } else {
+                    String::new()
+                },
+                a.short
+            ),
+            Style::default().fg(theme.bad),
+        ));
     }
     // Hints from the key table, so a rebound key shows as it is.
     let active = app.keymap.active();

@@ -1,0 +1,242 @@
+//! `probescope status RUN.jsonl`: one short line for a tmux `status-right` (step, best tap and
+//! its error, findings), returning at once; with `--watch`, a line per snapshot until the run
+//! ends.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::alerts::{Alert, Watch};
+use crate::runlog::{EndStatus, Record, RunHeader, Snapshot, SnapshotKind};
+
+/// A log modified this recently without an end line counts as running, else as killed.
+const QUIET_AFTER: Duration = Duration::from_secs(120);
+
+/// What the line says, folded from the records.
+#[derive(Debug, Clone)]
+pub struct Line {
+    header: Option<RunHeader>,
+    latest: Option<Snapshot>,
+    /// The newest converged snapshot (the best-tap figure prefers it).
+    converged: Option<Snapshot>,
+    /// Mean errors over datasets, and how many.
+    datasets: Option<(Vec<f64>, usize)>,
+    end: Option<(EndStatus, Option<String>)>,
+    alerts: Vec<Alert>,
+    watch: Option<Watch>,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Line {
+    /// Nothing seen yet.
+    pub fn new() -> Self {
+        Self {
+            header: None,
+            latest: None,
+            converged: None,
+            datasets: None,
+            end: None,
+            alerts: Vec::new(),
+            watch: None,
+        }
+    }
+
+    /// Folds in one record.
+    pub fn apply(&mut self, r: &Record) {
+        match r {
+            Record::Run(h) => {
+                *self = Self::new();
+                self.watch = Some(Watch::new(h));
+                self.header = Some(h.clone());
+            }
+            Record::Snapshot(s) => {
+                if let Some(w) = &mut self.watch {
+                    self.alerts = w.push(s);
+                }
+                if s.dataset.is_some() {
+                    let n = s.probes.len();
+                    let (sum, k) = self.datasets.get_or_insert_with(|| (vec![0.0; n], 0));
+                    for (acc, p) in sum.iter_mut().zip(&s.probes) {
+                        *acc += p.reading.test_error.unwrap_or(p.reading.train_error);
+                    }
+                    *k += 1;
+                }
+                if s.kind == SnapshotKind::Converged {
+                    self.converged = Some(s.clone());
+                }
+                self.latest = Some(s.clone());
+            }
+            Record::Summary(_) => {}
+            Record::End(e) => self.end = Some((e.status, e.message.clone())),
+        }
+    }
+
+    /// Whether the run has ended.
+    pub fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// The line. `quiet_for`: how long since the log last changed, which tells a running run
+    /// from a killed one when there is no end line.
+    pub fn render(&self, quiet_for: Option<Duration>) -> String {
+        let Some(h) = &self.header else {
+            return "probescope: no run yet".into();
+        };
+        let mut parts = Vec::new();
+        let variant = h
+            .params
+            .get("variant")
+            .map_or(String::new(), |v| format!(" {v}"));
+        parts.push(format!("{}{variant}", h.preset));
+        parts.push(match &self.end {
+            Some((EndStatus::Finished, _)) => "finished".into(),
+            Some((EndStatus::Stopped, _)) => "stopped".into(),
+            Some((EndStatus::Failed, _)) => "FAILED".into(),
+            None if quiet_for.is_some_and(|q| q > QUIET_AFTER) => "no end line (killed?)".into(),
+            None => "running".into(),
+        });
+        if let Some(s) = &self.latest {
+            let total = h.total_steps.map_or(String::new(), |t| format!("/{t}"));
+            match (s.dataset, &self.datasets) {
+                (Some(_), Some((_, k))) => {
+                    let of = h
+                        .params
+                        .get("datasets")
+                        .map_or(String::new(), |v| format!("/{v}"));
+                    parts.push(format!("dataset {k}{of}"));
+                }
+                _ => parts.push(format!("step {}{total}", s.step)),
+            }
+            if let Some((name, e, which)) = self.best(h) {
+                parts.push(format!("best {name} {e:.3} {which}"));
+            }
+        } else {
+            parts.push("no snapshot yet".into());
+        }
+        match self.alerts.as_slice() {
+            [] => {}
+            [a] => parts.push(format!("⚠ {}", short(a))),
+            [a, ..] => parts.push(format!("⚠ {} alerts: {}", self.alerts.len(), short(a))),
+        }
+        parts.join(" · ")
+    }
+
+    /// The tap with the least error: the dataset mean, or the newest converged snapshot (test
+    /// error), else the newest snapshot.
+    fn best(&self, h: &RunHeader) -> Option<(String, f64, &'static str)> {
+        let (errors, which): (Vec<f64>, &str) = if let Some((sum, k)) = &self.datasets {
+            (sum.iter().map(|v| v / *k as f64).collect(), "mean")
+        } else {
+            let s = self.converged.as_ref().or(self.latest.as_ref())?;
+            let has_test = s.probes.iter().any(|p| p.reading.test_error.is_some());
+            (
+                s.probes
+                    .iter()
+                    .map(|p| {
+                        if has_test {
+                            p.reading.test_error.unwrap_or(f64::NAN)
+                        } else {
+                            p.reading.train_error
+                        }
+                    })
+                    .collect(),
+                if has_test { "test" } else { "train" },
+            )
+        };
+        let (i, e) = errors
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_finite())
+            .min_by(|a, b| a.1.total_cmp(b.1))?;
+        Some((h.probes.get(i)?.name.clone(), *e, which))
+    }
+}
+
+fn short(a: &Alert) -> &str {
+    &a.short
+}
+
+/// `probescope status LOG`: prints the line (or with `watch`, a line per snapshot until the
+/// end).
+pub fn command(path: &Path, watch: bool) -> anyhow::Result<()> {
+    if !watch {
+        let log =
+            crate::runlog::read(path).map_err(|e| crate::params::ParamError(format!("{e:#}")))?;
+        let mut line = Line::new();
+        line.apply(&Record::Run(log.header.clone()));
+        for r in &log.records {
+            line.apply(r);
+        }
+        let quiet = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        println!("{}", line.render(quiet));
+        return Ok(());
+    }
+    let mut follower = crate::follow::Follower::new(path);
+    let mut line = Line::new();
+    loop {
+        for f in follower.poll()? {
+            match f {
+                crate::follow::Followed::Reset => line = Line::new(),
+                crate::follow::Followed::Record(r) => {
+                    line.apply(&r);
+                    if matches!(*r, Record::Snapshot(_) | Record::End(_)) {
+                        println!("{}", line.render(None));
+                    }
+                }
+            }
+        }
+        if line.ended() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::sample;
+
+    #[test]
+    fn the_line_names_the_step_the_best_tap_and_the_state() {
+        let h = sample::header("bifurcation", &[]).unwrap();
+        let mut l = Line::new();
+        assert_eq!(l.render(None), "probescope: no run yet");
+        l.apply(&Record::Run(h.clone()));
+        assert!(l.render(None).ends_with("running · no snapshot yet"));
+        for k in 0..3 {
+            l.apply(&Record::Snapshot(sample::snapshot(&h, k, k != 1)));
+        }
+        // The best tap of the newest converged snapshot (k = 2): the smallest test error.
+        let s = sample::snapshot(&h, 2, true);
+        let (i, e) = s
+            .probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.reading.test_error.unwrap()))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        let text = l.render(None);
+        assert!(
+            text.contains(&format!("best {} {e:.3} test", h.probes[i].name)),
+            "{text}"
+        );
+        assert!(text.contains("step 200"), "{text}");
+        assert!(l
+            .render(Some(Duration::from_secs(600)))
+            .contains("no end line (killed?)"));
+        l.apply(&Record::End(crate::runlog::End {
+            status: EndStatus::Finished,
+            message: None,
+            elapsed_s: 1.0,
+        }));
+        assert!(l.render(None).contains("finished"));
+    }
+}
