@@ -231,7 +231,12 @@ impl Watch {
 
     fn garbage_forwardprop(&self, e: &[f64]) -> Option<Alert> {
         let n = e.len();
-        if n < 4 {
+        // Depth means probes on different layers (not, as in feature-subset, many subsets of
+        // one layer).
+        let mut taps: Vec<&str> = self.header.probes.iter().map(|p| p.tap.as_str()).collect();
+        taps.sort_unstable();
+        taps.dedup();
+        if n < 4 || taps.len() < 4 {
             return None;
         }
         let q = (n / 4).max(1);
