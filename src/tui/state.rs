@@ -314,6 +314,54 @@ pub struct RunInfo {
     pub total: Option<(String, u64)>,
 }
 
+/// What makes a probe's reading not to be trusted blindly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthFlag {
+    /// The newest converged fit stopped at its iteration limit.
+    NotConverged,
+    /// Its validation error is past its best (by more than [`PAST_BEST`]).
+    PastBest,
+    /// Test error well above train error (more than [`OVERFIT_GAP`], and half the train error).
+    Overfits,
+    /// The newest converged reading is older than a tenth of the run (or 1,000 steps).
+    Stale,
+    /// The reading is NaN.
+    NaN,
+}
+
+impl HealthFlag {
+    /// A few words for the inspector.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NotConverged => "not converged",
+            Self::PastBest => "past its best",
+            Self::Overfits => "overfits",
+            Self::Stale => "stale",
+            Self::NaN => "NaN",
+        }
+    }
+}
+
+/// Validation error this far above its best is "past its best".
+pub const PAST_BEST: f64 = 0.01;
+/// Test less train error above this (and above half the train error) "overfits".
+pub const OVERFIT_GAP: f64 = 0.03;
+
+/// A probe's health: the flags and the figures behind them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Health {
+    /// What is wrong (empty: nothing).
+    pub flags: Vec<HealthFlag>,
+    /// Least validation error over the converged snapshots kept, and its step.
+    pub best_val: Option<(f64, u64)>,
+    /// The newest converged snapshot's validation error.
+    pub last_val: Option<f64>,
+    /// Test (or validation) less train error of the newest converged reading.
+    pub gap: Option<f64>,
+    /// Steps between the newest converged reading and the newest snapshot.
+    pub age: Option<u64>,
+}
+
 /// The snapshots `e` draws from, numbered in arrival order.
 struct Kept {
     converged: Vec<(usize, Snapshot)>,
@@ -727,6 +775,65 @@ impl App {
         }
     }
 
+    /// Probe `i`'s health, from the converged snapshots kept and the newest snapshot.
+    pub fn health(&self, i: usize) -> Health {
+        let mut h = Health::default();
+        let latest = self.latest.as_ref().and_then(|s| s.probes.get(i));
+        if latest.is_some_and(|r| r.reading.train_error.is_nan()) {
+            h.flags.push(HealthFlag::NaN);
+        }
+        let conv = &self.kept.converged;
+        let Some((_, last)) = conv.last() else {
+            return h;
+        };
+        let Some(r) = last.probes.get(i) else {
+            return h;
+        };
+        if !r.reading.converged {
+            h.flags.push(HealthFlag::NotConverged);
+        }
+        let held_out = r.reading.test_error.or(r.reading.val_error);
+        if let Some(t) = held_out {
+            let gap = t - r.reading.train_error;
+            h.gap = Some(gap);
+            if gap > OVERFIT_GAP && gap > 0.5 * r.reading.train_error {
+                h.flags.push(HealthFlag::Overfits);
+            }
+        }
+        // Best against last validation error, and age, only along a training run (not across
+        // the datasets of a repeated experiment).
+        if self.mean.is_none() {
+            h.last_val = r.reading.val_error;
+            h.best_val = conv
+                .iter()
+                .filter_map(|(_, s)| {
+                    let v = s.probes.get(i)?.reading.val_error?;
+                    v.is_finite().then_some((v, s.step))
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let (Some((best, _)), Some(last)) = (h.best_val, h.last_val) {
+                if last > best + PAST_BEST {
+                    h.flags.push(HealthFlag::PastBest);
+                }
+            }
+            if let Some(now) = &self.latest {
+                let age = now.step.saturating_sub(last.step);
+                h.age = Some(age);
+                let total = self
+                    .info
+                    .as_ref()
+                    .and_then(|i| i.total.as_ref())
+                    .filter(|(unit, _)| unit == "steps")
+                    .map(|(_, n)| *n);
+                let limit = total.map_or(1000, |t| (t / 10).max(1));
+                if self.trains() && age > limit {
+                    h.flags.push(HealthFlag::Stale);
+                }
+            }
+        }
+        h
+    }
+
     /// The error that colours probe `i` (test where there is one, else train), as a fraction of
     /// chance: 0 perfect, 1 chance or worse.
     pub fn level(&self, i: usize) -> f64 {
@@ -982,6 +1089,82 @@ mod tests {
     use super::*;
     use crate::probe::ProbeReading;
     use crate::runlog::TapReading;
+
+    #[test]
+    fn a_probe_stopped_early_on_purpose_is_flagged() {
+        use candle_core::{Device, Tensor};
+        // Two Gaussian classes in 20 dimensions; a fit allowed 2 iterations cannot converge.
+        let dev = Device::Cpu;
+        let (n, d) = (400, 20);
+        let mut rng = crate::rng::stream(5, "test");
+        let y: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+        let x: Vec<f32> = crate::rng::normal_vec(&mut rng, n * d, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| v + if y[k / d] == 1 { 0.4 } else { -0.4 })
+            .collect();
+        let split = crate::probe::Split {
+            x: vec![Tensor::from_vec(x, (n, d), &dev).unwrap()],
+            y: Tensor::from_vec(y, n, &dev).unwrap(),
+        };
+        let fit = |max_iter| {
+            let cfg = crate::probe::FitConfig {
+                max_iter,
+                ..Default::default()
+            };
+            crate::probe::fit_converged(&split, None, None, 2, None, &cfg).unwrap()[0]
+                .reading
+                .clone()
+        };
+        let (early, full) = (fit(2), fit(300));
+        assert!(!early.converged && full.converged);
+        let h = header("bifurcation", &[]);
+        let mut app = App::new(vec![Theme::default_theme()]);
+        app.apply(&Record::Run(h.clone()));
+        let mut s = crate::tui::sample::snapshot(&h, 0, true);
+        s.probes[2].reading = early;
+        s.probes[3].reading = full;
+        app.apply(&Record::Snapshot(s));
+        assert_eq!(app.health(2).flags, [HealthFlag::NotConverged]);
+        assert!(app.health(3).flags.is_empty(), "{:?}", app.health(3));
+    }
+
+    #[test]
+    fn health_flags_past_best_overfitting_staleness_and_nan() {
+        let h = header("bifurcation", &[]);
+        let mut app = App::new(vec![Theme::default_theme()]);
+        app.apply(&Record::Run(h.clone()));
+        let with = |step: u64, val: f64, train: f64, test: f64, kind: SnapshotKind| {
+            let mut s = crate::tui::sample::snapshot(&h, 0, true);
+            s.step = step;
+            s.kind = kind;
+            for p in &mut s.probes {
+                p.reading.val_error = Some(val);
+                p.reading.train_error = train;
+                p.reading.test_error = Some(test);
+            }
+            Record::Snapshot(s)
+        };
+        app.apply(&with(0, 0.20, 0.18, 0.20, SnapshotKind::Converged));
+        app.apply(&with(500, 0.10, 0.09, 0.10, SnapshotKind::Converged));
+        assert!(app.health(1).flags.is_empty(), "{:?}", app.health(1));
+        // Validation error back up by 0.05, test 0.08 above a 0.07 train error.
+        app.apply(&with(1000, 0.15, 0.07, 0.15, SnapshotKind::Converged));
+        let hl = app.health(1);
+        assert_eq!(hl.best_val, Some((0.10, 500)));
+        assert_eq!(hl.flags, [HealthFlag::Overfits, HealthFlag::PastBest]);
+        // bifurcation runs 1,500 steps: a converged reading 151 steps old is stale.
+        app.apply(&with(
+            1151,
+            f64::NAN,
+            f64::NAN,
+            f64::NAN,
+            SnapshotKind::Online,
+        ));
+        let hl = app.health(1);
+        assert_eq!(hl.age, Some(151));
+        assert!(hl.flags.contains(&HealthFlag::Stale) && hl.flags.contains(&HealthFlag::NaN));
+    }
 
     fn header(preset: &str, sets: &[&str]) -> RunHeader {
         crate::tui::sample::header(preset, sets).unwrap()

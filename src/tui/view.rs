@@ -319,6 +319,17 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             }
         }
     }
+    // Unhealthy readings are marked, so nobody trusts them blindly.
+    for (k, i) in (start..start + shown).enumerate() {
+        // Staleness is about the converged reading, not the newest one the bars show.
+        let flags = app.health(i).flags;
+        if flags.iter().any(|f| *f != super::state::HealthFlag::Stale) {
+            let x = (plot.x as usize + k * slot) as u16;
+            buf[(x, plot.y)]
+                .set_char('!')
+                .set_style(Style::default().fg(theme.warn).add_modifier(Modifier::BOLD));
+        }
+    }
     // Labels: tap indices at intervals, the selected tap's marker and name.
     let used = series.len() * bw;
     let mut k = 0;
@@ -698,6 +709,44 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 muted
             },
         )));
+        let health = app.health(i);
+        let mut parts: Vec<String> = health
+            .flags
+            .iter()
+            .map(|f| match f {
+                super::state::HealthFlag::PastBest => match (health.best_val, health.last_val) {
+                    (Some((b, at)), Some(l)) => format!(
+                        "past its best (val {} at step {at}, now {})",
+                        err_label(b, 4).trim(),
+                        err_label(l, 4).trim()
+                    ),
+                    _ => f.label().into(),
+                },
+                super::state::HealthFlag::Overfits => format!(
+                    "overfits (held-out - train {})",
+                    err_label(health.gap.unwrap_or(f64::NAN), 4).trim()
+                ),
+                super::state::HealthFlag::Stale => format!(
+                    "stale (converged reading {} steps old)",
+                    health.age.unwrap_or(0)
+                ),
+                _ => f.label().into(),
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push("ok".into());
+        }
+        lines.push(Line::from(vec![
+            Span::styled("health ", muted),
+            Span::styled(
+                parts.join(" · "),
+                Style::default().fg(if health.flags.is_empty() {
+                    theme.good
+                } else {
+                    theme.warn
+                }),
+            ),
+        ]));
         if let Some(a) = &r.activation {
             let dead = if t.can_die {
                 format!(" · dead units {:.1}%", 100.0 * a.dead_fraction)
