@@ -71,12 +71,18 @@ pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
         &["b"],
         "bars: train and test / train / test",
     ),
+    (
+        Action::Find,
+        "find",
+        &["/"],
+        "find taps by name (Enter keeps the filter, Esc clears it)",
+    ),
     (Action::Theme, "theme", &["t"], "next theme"),
     (
         Action::Export,
         "export",
         &["e"],
-        "save the figure as SVG (the focused pane's)",
+        "save the focused pane's figure (SVG and PNG)",
     ),
     (
         Action::Help,
@@ -169,7 +175,7 @@ pub const REPLAY: &[Action] = &[
 pub const COMPARE: &[Action] = &[Action::Diff, Action::Base, Action::Readings];
 
 /// The actions that do nothing in `probescope compare` (it steers no run).
-const NOT_IN_COMPARE: &[Action] = &[Action::Snapshot];
+const NOT_IN_COMPARE: &[Action] = &[Action::Snapshot, Action::Find];
 
 /// Which view the table serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

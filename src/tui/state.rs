@@ -279,6 +279,8 @@ pub enum Action {
     Base,
     /// Compare: converged snapshots only, or every snapshot.
     Readings,
+    /// Open the `/` prompt: show only the taps whose name contains what is typed.
+    Find,
 }
 
 /// Playback speeds of a replay, in snapshots per second.
@@ -435,6 +437,10 @@ pub struct App {
     pub attached: bool,
     /// Where `e` writes figures (the working directory).
     pub export_dir: std::path::PathBuf,
+    /// The `/` filter on tap names (None: every tap).
+    pub filter: Option<String>,
+    /// Whether the `/` prompt takes the keys.
+    pub searching: bool,
     /// The findings that hold at the newest snapshot ([`crate::alerts`]).
     pub alerts: Vec<crate::alerts::Alert>,
     watch: Option<crate::alerts::Watch>,
@@ -475,6 +481,8 @@ impl App {
             timeline: None,
             attached: false,
             export_dir: std::path::PathBuf::from("."),
+            filter: None,
+            searching: false,
             alerts: Vec::new(),
             watch: None,
             kept: Kept::new(),
@@ -862,9 +870,18 @@ impl App {
 
     /// Handles a key; returns what the runner must do.
     pub fn key(&mut self, key: KeyEvent) -> Option<Effect> {
+        if self.searching {
+            self.search_key(key);
+            return None;
+        }
         let action = self.keymap.action(&key);
         if self.help {
             self.help = false;
+            return None;
+        }
+        // Esc clears a filter before it means quit.
+        if key.code == KeyCode::Esc && self.filter.is_some() && !self.confirm_quit {
+            self.filter = None;
             return None;
         }
         if self.confirm_quit {
@@ -907,8 +924,18 @@ impl App {
                     None => self.select_by(if down { 10 } else { -10 }),
                 }
             }
-            Action::First => self.selected = 0,
-            Action::Last => self.selected = n.saturating_sub(1),
+            Action::First => self.selected = self.visible().first().copied().unwrap_or(0),
+            Action::Last => {
+                self.selected = self
+                    .visible()
+                    .last()
+                    .copied()
+                    .unwrap_or(n.saturating_sub(1))
+            }
+            Action::Find => {
+                self.searching = true;
+                self.filter = Some(String::new());
+            }
             Action::Inspector => self.inspector = !self.inspector,
             Action::NextPane | Action::PrevPane => {
                 let mut panes = vec![Pane::Bars, Pane::Diagram, Pane::Heatmap, Pane::Chart];
@@ -1033,17 +1060,79 @@ impl App {
     }
 
     fn select_by(&mut self, delta: i64) {
-        let n = self.taps.len() as i64;
+        let vis = self.visible();
+        let n = vis.len() as i64;
         if n == 0 {
             return;
         }
-        // Single steps wrap around; jumps stop at the ends.
-        let next = self.selected as i64 + delta;
-        self.selected = if delta.abs() == 1 {
-            next.rem_euclid(n) as usize
+        // Among the taps the filter shows: from where the selection is (or the first shown
+        // tap after it). Single steps wrap around; jumps stop at the ends.
+        let at = vis.iter().position(|&i| i >= self.selected).unwrap_or(0) as i64;
+        let at = if vis.get(at as usize) == Some(&self.selected) || delta < 0 {
+            at
         } else {
-            next.clamp(0, n - 1) as usize
+            at - 1
         };
+        let next = at + delta;
+        let k = if delta.abs() == 1 {
+            next.rem_euclid(n)
+        } else {
+            next.clamp(0, n - 1)
+        };
+        self.selected = vis[k as usize];
+    }
+
+    /// The taps the bars and the layer x time picture show: those whose name contains the `/`
+    /// filter (any case), or all when there is none or nothing matches.
+    pub fn visible(&self) -> Vec<usize> {
+        let all = || (0..self.taps.len()).collect();
+        let Some(f) = self.filter.as_deref().filter(|f| !f.is_empty()) else {
+            return all();
+        };
+        let f = f.to_lowercase();
+        let hits: Vec<usize> = (0..self.taps.len())
+            .filter(|&i| self.taps[i].name.to_lowercase().contains(&f))
+            .collect();
+        if hits.is_empty() {
+            all()
+        } else {
+            hits
+        }
+    }
+
+    /// Whether the `/` filter matches no tap (so every tap shows).
+    pub fn filter_misses(&self) -> bool {
+        match self.filter.as_deref() {
+            Some(f) if !f.is_empty() => {
+                let f = f.to_lowercase();
+                !self.taps.iter().any(|t| t.name.to_lowercase().contains(&f))
+            }
+            _ => false,
+        }
+    }
+
+    /// A key while the `/` prompt is open.
+    fn search_key(&mut self, key: KeyEvent) {
+        let f = self.filter.get_or_insert_with(String::new);
+        match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => f.push(c),
+            KeyCode::Backspace => {
+                f.pop();
+            }
+            KeyCode::Enter => self.searching = false,
+            _ => {
+                // Esc, Ctrl-C and the rest: close the prompt and clear the filter.
+                self.searching = false;
+                self.filter = None;
+            }
+        }
+        // Keep the selection on a shown tap.
+        let vis = self.visible();
+        if !vis.contains(&self.selected) {
+            if let Some(&first) = vis.first() {
+                self.selected = first;
+            }
+        }
     }
 }
 
@@ -1089,6 +1178,54 @@ mod tests {
     use super::*;
     use crate::probe::ProbeReading;
     use crate::runlog::TapReading;
+
+    #[test]
+    fn the_find_prompt_filters_taps_and_esc_clears_it() {
+        let h = header("untrained-mlp", &["depth=24"]);
+        let mut app = App::new(vec![Theme::default_theme()]);
+        app.apply(&Record::Run(h.clone()));
+        let key = |c: KeyCode| KeyEvent::new(c, KeyModifiers::NONE);
+        app.selected = 5;
+        for k in [KeyCode::Char('/'), KeyCode::Char('H'), KeyCode::Char('1')] {
+            assert_eq!(app.key(key(k)), None);
+        }
+        assert!(app.searching);
+        let names = |app: &App| -> Vec<String> {
+            app.visible()
+                .iter()
+                .map(|&i| app.taps[i].name.clone())
+                .collect()
+        };
+        // Any case: h10 to h19.
+        let want: Vec<String> = (10..20).map(|k| format!("h{k}")).collect();
+        assert_eq!(names(&app), want);
+        assert_eq!(
+            app.taps[app.selected].name, "h10",
+            "the selection moves onto the first match"
+        );
+        app.key(key(KeyCode::Enter));
+        assert!(!app.searching && app.filter.as_deref() == Some("H1"));
+        // Arrows move among the matches, wrapping.
+        app.act(Action::Right);
+        assert_eq!(app.taps[app.selected].name, "h11");
+        app.act(Action::Last);
+        assert_eq!(app.taps[app.selected].name, "h19");
+        app.act(Action::Right);
+        assert_eq!(app.taps[app.selected].name, "h10");
+        app.act(Action::Left);
+        assert_eq!(app.taps[app.selected].name, "h19");
+        // Esc clears the filter (and does not quit); the next Esc quits.
+        assert_eq!(app.key(key(KeyCode::Esc)), None);
+        assert!(app.filter.is_none() && !app.quit);
+        assert_eq!(app.visible().len(), h.probes.len());
+        // A filter that matches nothing shows every tap and says so.
+        app.key(key(KeyCode::Char('/')));
+        app.key(key(KeyCode::Char('z')));
+        assert!(app.filter_misses());
+        assert_eq!(app.visible().len(), h.probes.len());
+        app.key(key(KeyCode::Esc));
+        assert!(app.filter.is_none() && !app.searching);
+    }
 
     #[test]
     fn a_probe_stopped_early_on_purpose_is_flagged() {

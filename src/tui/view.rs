@@ -241,7 +241,11 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     };
     let min_slot = series.len();
     let pw = plot.width as usize;
-    let (start, shown) = window(n, min_slot, pw, sel);
+    // The taps the `/` filter shows.
+    let vis = app.visible();
+    let nv = vis.len();
+    let sel_pos = vis.iter().position(|&i| i == sel).unwrap_or(0);
+    let (start, shown) = window(nv, min_slot, pw, sel_pos);
     let slot = (pw / shown).max(min_slot);
     let bw = if slot > series.len() {
         ((slot - 1) / series.len()).max(1)
@@ -275,7 +279,7 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 .set_style(Style::default().fg(theme.chance));
         }
     }
-    for (k, i) in (start..start + shown).enumerate() {
+    for (k, &i) in vis[start..start + shown].iter().enumerate() {
         let x0 = plot.x as usize + k * slot;
         for (s, &(which, colour, _)) in series.iter().enumerate() {
             let v = if which == 0 { values[i].0 } else { values[i].1 };
@@ -320,7 +324,7 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         }
     }
     // Unhealthy readings are marked, so nobody trusts them blindly.
-    for (k, i) in (start..start + shown).enumerate() {
+    for (k, &i) in vis[start..start + shown].iter().enumerate() {
         // Staleness is about the converged reading, not the newest one the bars show.
         let flags = app.health(i).flags;
         if flags.iter().any(|f| *f != super::state::HealthFlag::Stale) {
@@ -335,13 +339,13 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let mut k = 0;
     while k < shown {
         let x = plot.x as usize + k * slot;
-        let text = format!("{}", start + k);
+        let text = format!("{}", vis[start + k]);
         if x + text.len() < (plot.x + plot.width) as usize {
             buf.set_string(x as u16, label_row, &text, Style::default().fg(theme.muted));
         }
         k += (8 / slot.max(1)).max(1) * 2;
     }
-    let sx = plot.x as usize + (sel - start) * slot + used.saturating_sub(1) / 2;
+    let sx = plot.x as usize + sel_pos.saturating_sub(start) * slot + used.saturating_sub(1) / 2;
     let name = format!("▲{}", label_of(app, sel));
     let w = name.chars().count();
     let end = (plot.x + plot.width) as usize;
@@ -358,7 +362,7 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if start > 0 {
         buf.set_string(inner.x, label_row, "◀", Style::default().fg(theme.muted));
     }
-    if start + shown < n {
+    if start + shown < nv {
         buf.set_string(
             inner.x + inner.width - 1,
             label_row,
@@ -458,7 +462,9 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let plot = plot_area(inner, 6);
     let sel = app.selected.min(n - 1);
-    let (start, shown) = window(n, 1, plot.width as usize, sel);
+    let vis = app.visible();
+    let sel_pos = vis.iter().position(|&i| i == sel).unwrap_or(0);
+    let (start, shown) = window(vis.len(), 1, plot.width as usize, sel_pos);
     let slot = (plot.width as usize / shown).max(1);
     let per_row = if theme.monochrome { 1 } else { 2 };
     let capacity = plot.height as usize * per_row;
@@ -486,7 +492,7 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 Style::default().fg(theme.muted),
             );
         }
-        for (k, i) in (start..start + shown).enumerate() {
+        for (k, &i) in vis[start..start + shown].iter().enumerate() {
             let x = plot.x + (k * slot) as u16;
             let upper = first.shown(i);
             let lower = chunk.get(1).map(|&j| rows_all[j].shown(i));
@@ -517,7 +523,7 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         }
     }
     let y = inner.y + inner.height - 1;
-    let x = plot.x + ((sel - start) * slot) as u16;
+    let x = plot.x + (sel_pos.saturating_sub(start) * slot) as u16;
     let name = format!("▲{}", label_of(app, sel));
     let end = plot.x + plot.width;
     let x = x
@@ -895,7 +901,31 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Style::default().fg(theme.warn),
         ));
     }
-    // A message for the user goes first, so a narrow terminal still shows it.
+    // The `/` prompt or filter, then a message for the user, so a narrow terminal shows them.
+    if let Some(f) = &app.filter {
+        let shown = app.visible().len();
+        let text = if app.searching {
+            format!(" /{f}▏")
+        } else {
+            format!(" filter /{f}")
+        };
+        let count = if f.is_empty() {
+            String::new()
+        } else if app.filter_misses() {
+            " (no tap matches)".into()
+        } else {
+            format!(" ({shown} of {} taps)", app.taps.len())
+        };
+        let tail = if app.searching {
+            " Enter keeps, Esc clears ·"
+        } else {
+            " Esc clears ·"
+        };
+        spans.push(Span::styled(
+            format!("{text}{count}{tail}"),
+            Style::default().fg(theme.focus),
+        ));
+    }
     if let Some(f) = &app.flash {
         spans.push(Span::styled(
             format!(" {f} ·"),
