@@ -77,6 +77,12 @@ pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
         &["/"],
         "find taps by name (Enter keeps the filter, Esc clears it)",
     ),
+    (
+        Action::Live,
+        "live",
+        &["L"],
+        "back to the newest snapshot (after [ ] { } looked back)",
+    ),
     (Action::Theme, "theme", &["t"], "next theme"),
     (
         Action::Export,
@@ -171,6 +177,14 @@ pub const REPLAY: &[Action] = &[
     Action::Slower,
 ];
 
+/// The timeline's actions that also act in a live run, looking back while it goes on.
+const LOOK_BACK: &[Action] = &[
+    Action::StepBack,
+    Action::StepForward,
+    Action::JumpBack,
+    Action::JumpForward,
+];
+
 /// The actions that only act in `probescope compare`.
 pub const COMPARE: &[Action] = &[Action::Diff, Action::Base, Action::Readings];
 
@@ -205,6 +219,13 @@ fn help_in(mode: KeyMode, action: Action) -> Option<&'static str> {
     match (mode, action) {
         // Outside a live run, Space plays the timeline.
         (KeyMode::Replay | KeyMode::Compare, Action::Pause) => Some("timeline: play / stop"),
+        (KeyMode::Live, Action::StepBack) => Some("look back one snapshot (training goes on)"),
+        (KeyMode::Live, Action::StepForward) => {
+            Some("look one snapshot on (past the newest: live)")
+        }
+        (KeyMode::Live, Action::JumpBack) => Some("look back ten snapshots"),
+        (KeyMode::Live, Action::JumpForward) => Some("look ten snapshots on"),
+        (KeyMode::Replay, Action::Live) => Some("timeline: the last snapshot"),
         // A comparison has no diagram and compares one split at a time.
         (KeyMode::Compare, Action::Up) => Some("10 taps back"),
         (KeyMode::Compare, Action::Down) => Some("10 taps on"),
@@ -364,7 +385,7 @@ impl Keymap {
     /// (and the comparison's) first, then the others, less the keys those took.
     pub fn active(&self) -> Vec<Binding> {
         let first: &[&[Action]] = match self.mode {
-            KeyMode::Live => &[],
+            KeyMode::Live => &[LOOK_BACK],
             KeyMode::Replay => &[REPLAY],
             KeyMode::Compare => &[REPLAY, COMPARE],
         };
@@ -372,8 +393,27 @@ impl Keymap {
             .bindings
             .iter()
             .filter(|b| layer(b.action) == 0 || first.iter().any(|g| g.contains(&b.action)))
+            .filter(|b| !(self.mode == KeyMode::Compare && b.action == Action::Live))
             .filter(|b| !(self.mode == KeyMode::Compare && NOT_IN_COMPARE.contains(&b.action)))
             .partition(|b| layer(b.action) != 0);
+        if self.mode == KeyMode::Live {
+            // Looking back takes only keys no live action has.
+            let used: Vec<KeySpec> = rest.iter().flat_map(|b| b.keys.clone()).collect();
+            let mut out: Vec<Binding> = rest.into_iter().cloned().collect();
+            out.extend(lead.into_iter().map(|b| {
+                Binding {
+                    keys: b
+                        .keys
+                        .iter()
+                        .filter(|k| !used.contains(k))
+                        .copied()
+                        .collect(),
+                    help: help_in(self.mode, b.action).unwrap_or(b.help),
+                    ..b.clone()
+                }
+            }));
+            return out;
+        }
         let taken: Vec<KeySpec> = lead.iter().flat_map(|b| b.keys.clone()).collect();
         let mut out: Vec<Binding> = lead.into_iter().cloned().collect();
         out.extend(rest.into_iter().map(|b| {
@@ -524,8 +564,13 @@ mod tests {
         );
         assert_eq!(m.label(Action::Quit), "q Esc C-c");
         assert_eq!(m.label(Action::Pause), "Space p");
-        // The timeline's keys only act in a replay, where Home and End are theirs.
-        assert_eq!(m.action(&ev(KeyCode::Char(']'), n)), None);
+        // The timeline's keys act in a replay, where Home and End are theirs; in a live run
+        // [ ] { } look back.
+        assert_eq!(
+            m.action(&ev(KeyCode::Char(']'), n)),
+            Some(Action::StepForward)
+        );
+        assert_eq!(m.action(&ev(KeyCode::Char('+'), n)), None);
         assert_eq!(m.action(&ev(KeyCode::Home, n)), Some(Action::First));
         let r = Keymap::for_mode(&m, KeyMode::Replay);
         assert_eq!(

@@ -281,6 +281,8 @@ pub enum Action {
     Readings,
     /// Open the `/` prompt: show only the taps whose name contains what is typed.
     Find,
+    /// Back to the newest snapshot after looking back.
+    Live,
 }
 
 /// Playback speeds of a replay, in snapshots per second.
@@ -437,6 +439,9 @@ pub struct App {
     pub attached: bool,
     /// Where `e` writes figures (the working directory).
     pub export_dir: std::path::PathBuf,
+    /// Looking back in a live run: the arrival number of the kept snapshot shown instead of the
+    /// newest (training goes on; `L` returns to live).
+    pub travel: Option<usize>,
     /// The `/` filter on tap names (None: every tap).
     pub filter: Option<String>,
     /// Whether the `/` prompt takes the keys.
@@ -481,6 +486,7 @@ impl App {
             timeline: None,
             attached: false,
             export_dir: std::path::PathBuf::from("."),
+            travel: None,
             filter: None,
             searching: false,
             alerts: Vec::new(),
@@ -506,6 +512,7 @@ impl App {
         self.kept = Kept::new();
         self.alerts.clear();
         self.watch = None;
+        self.travel = None;
     }
 
     /// The run as a log of the snapshots kept for export.
@@ -765,14 +772,68 @@ impl App {
         self.latest = Some(s.clone());
     }
 
+    /// The arrival numbers of the kept snapshots, in order.
+    fn kept_order(&self) -> Vec<usize> {
+        let k = &self.kept;
+        let mut v: Vec<usize> = k
+            .converged
+            .iter()
+            .chain(k.online.items())
+            .map(|(i, _)| *i)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The kept snapshot with arrival number `seq`.
+    fn kept_snapshot(&self, seq: usize) -> Option<&Snapshot> {
+        let k = &self.kept;
+        k.converged
+            .iter()
+            .chain(k.online.items())
+            .find(|(i, _)| *i == seq)
+            .map(|(_, s)| s)
+    }
+
+    /// The snapshot the bars, the diagram and the inspector show: the one looked back at, or
+    /// the newest.
+    pub fn shown(&self) -> Option<&Snapshot> {
+        self.travel
+            .and_then(|t| self.kept_snapshot(t))
+            .or(self.latest.as_ref())
+    }
+
+    /// Looks back `delta` kept snapshots from where the view is (negative: back); past the
+    /// newest, the view is live again.
+    pub fn travel_by(&mut self, delta: i64) {
+        let order = self.kept_order();
+        if order.is_empty() {
+            return;
+        }
+        let at = match self.travel {
+            Some(t) => order
+                .iter()
+                .position(|&s| s >= t)
+                .unwrap_or(order.len() - 1) as i64,
+            None => order.len() as i64 - 1,
+        };
+        let to = at + delta;
+        self.travel = if to >= order.len() as i64 - 1 && delta > 0 {
+            None
+        } else {
+            Some(order[to.clamp(0, order.len() as i64 - 1) as usize])
+        };
+    }
+
     /// The bars' values for probe `i`: (train, test), NaN where missing. A running mean over
-    /// datasets where the preset repeats over datasets, else the newest snapshot.
+    /// datasets where the preset repeats over datasets, else the newest snapshot (or the one
+    /// looked back at).
     pub fn bar_values(&self, i: usize) -> (f64, f64) {
-        if let Some((tr, te, k)) = &self.mean {
+        if let (Some((tr, te, k)), None) = (&self.mean, self.travel) {
             let k = *k as f64;
             return (tr[i] / k, te[i] / k);
         }
-        match &self.latest {
+        match self.shown() {
             Some(s) => s.probes.get(i).map_or((f64::NAN, f64::NAN), |r| {
                 (
                     r.reading.train_error,
@@ -852,12 +913,13 @@ impl App {
 
     /// What the bars' title says they show.
     pub fn bars_source(&self) -> String {
-        if let Some((_, _, k)) = &self.mean {
+        if let (Some((_, _, k)), None) = (&self.mean, self.travel) {
             return format!("mean of {k} dataset{}", if *k == 1 { "" } else { "s" });
         }
-        match &self.latest {
+        let back = if self.travel.is_some() { "⏪ " } else { "" };
+        match self.shown() {
             Some(s) => format!(
-                "{} {}",
+                "{back}{} {}",
                 match s.kind {
                     SnapshotKind::Converged => "converged",
                     SnapshotKind::Online => "online",
@@ -936,6 +998,15 @@ impl App {
                 self.searching = true;
                 self.filter = Some(String::new());
             }
+            Action::Live => {
+                if self.timeline.is_some() {
+                    let end = self.timeline.as_ref().map_or(0, |t| t.snapshots);
+                    self.seek(end);
+                } else {
+                    self.travel = None;
+                    self.flash = Some("live".into());
+                }
+            }
             Action::Inspector => self.inspector = !self.inspector,
             Action::NextPane | Action::PrevPane => {
                 let mut panes = vec![Pane::Bars, Pane::Diagram, Pane::Heatmap, Pane::Chart];
@@ -968,8 +1039,15 @@ impl App {
             | Action::TimelineStart
             | Action::TimelineEnd => {
                 let Some(t) = &self.timeline else {
-                    self.flash =
-                        Some("the timeline is for replays: probescope replay RUN.jsonl".into());
+                    // A live run: look back through the kept snapshots while it goes on.
+                    match action {
+                        Action::StepBack => self.travel_by(-1),
+                        Action::StepForward => self.travel_by(1),
+                        Action::JumpBack => self.travel_by(-10),
+                        Action::JumpForward => self.travel_by(10),
+                        _ => {}
+                    }
+                    self.flash = self.travel.is_none().then(|| "live".to_string());
                     return None;
                 };
                 let c = t.cursor as i64;
@@ -1178,6 +1256,40 @@ mod tests {
     use super::*;
     use crate::probe::ProbeReading;
     use crate::runlog::TapReading;
+
+    #[test]
+    fn looking_back_in_a_live_run_shows_that_snapshot_while_new_ones_arrive() {
+        let h = header("bifurcation", &[]);
+        let mut app = crate::tui::sample::app(&h, 5);
+        let at = |app: &App| app.shown().map(|s| s.step);
+        let err = |k: usize| {
+            crate::tui::sample::snapshot(&h, k, false).probes[2]
+                .reading
+                .train_error
+        };
+        assert_eq!(at(&app), Some(400));
+        app.act(Action::StepBack);
+        assert_eq!(at(&app), Some(300));
+        assert_eq!(app.bar_values(2).0, err(3));
+        assert!(app.bars_source().starts_with("⏪"));
+        // Training goes on: the view stays where it was looked at.
+        app.apply(&Record::Snapshot(crate::tui::sample::snapshot(
+            &h, 5, false,
+        )));
+        assert_eq!(at(&app), Some(300));
+        assert_eq!(app.latest.as_ref().map(|s| s.step), Some(500));
+        app.act(Action::JumpBack);
+        assert_eq!(at(&app), Some(0));
+        app.act(Action::StepForward);
+        assert_eq!(at(&app), Some(100));
+        // Ten on passes the newest: live again.
+        app.act(Action::JumpForward);
+        assert_eq!((app.travel, at(&app)), (None, Some(500)));
+        app.act(Action::StepBack);
+        app.act(Action::Live);
+        assert_eq!((app.travel, at(&app)), (None, Some(500)));
+        assert_eq!(app.bar_values(2).0, err(5));
+    }
 
     #[test]
     fn the_find_prompt_filters_taps_and_esc_clears_it() {

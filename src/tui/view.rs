@@ -522,6 +522,19 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             }
         }
     }
+    // The snapshot looked back at: a marker by its row.
+    if let (Some(s), Some(_)) = (app.shown(), app.travel) {
+        let row = picks
+            .chunks(per_row)
+            .position(|c| c.iter().any(|&j| rows_all[j].step >= s.step))
+            .unwrap_or(picks.len().div_ceil(per_row).saturating_sub(1));
+        let y = plot.y + row as u16;
+        if y < plot.y + plot.height {
+            buf[(inner.x + 5, y)]
+                .set_char('▶')
+                .set_style(theme.selected());
+        }
+    }
     let y = inner.y + inner.height - 1;
     let x = plot.x + (sel_pos.saturating_sub(start) * slot) as u16;
     let name = format!("▲{}", label_of(app, sel));
@@ -670,10 +683,7 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         "shape {:?} · {} features{subset}",
         t.shape, t.features
     )));
-    let reading = app
-        .latest
-        .as_ref()
-        .and_then(|s| s.probes.get(i).map(|r| (s, r)));
+    let reading = app.shown().and_then(|s| s.probes.get(i).map(|r| (s, r)));
     if let Some((s, r)) = reading {
         let rd = &r.reading;
         let opt = |v: Option<f64>| err_label(v.unwrap_or(f64::NAN), 4).trim().to_string();
@@ -850,6 +860,16 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         .render(inner, buf);
 }
 
+/// The first key of `action` in the active table, as the help shows it.
+fn active_key(app: &App, action: Action) -> String {
+    app.keymap
+        .active()
+        .iter()
+        .find(|b| b.action == action)
+        .and_then(|b| b.keys.first())
+        .map_or_else(|| "-".to_string(), |k| k.label())
+}
+
 fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let (state, colour) = match &app.state {
         RunState::Starting => ("starting", theme.muted),
@@ -899,6 +919,17 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         spans.push(Span::styled(
             " · read-only",
             Style::default().fg(theme.warn),
+        ));
+    }
+    // Looking back in a live run: which snapshot, and how to return.
+    if let (Some(s), Some(_)) = (app.shown(), app.travel) {
+        let live = app.latest.as_ref().map_or(0, |l| l.step);
+        let back = active_key(app, Action::Live);
+        spans.push(Span::styled(
+            format!(" ⏪ {} (live at step {live}) · {back} returns ·", s.label),
+            Style::default()
+                .fg(theme.focus)
+                .add_modifier(Modifier::BOLD),
         ));
     }
     // The `/` prompt or filter, then a message for the user, so a narrow terminal shows them.
