@@ -1089,40 +1089,68 @@ pub(super) fn help_overlay(
     buf: &mut Buffer,
 ) {
     let active = keymap.active();
-    // Two columns where one does not fit the height, the help cut to the width.
+    // Two columns where one does not fit the height, each help wrapped to its column.
     let two = active.len() + 5 > area.height as usize;
     let col_w = if two {
         (area.width.saturating_sub(2) / 2) as usize
     } else {
         70
     };
-    let entry = |b: &super::keys::Binding| {
-        let key = format!(" {:<10} ", keymap.label(b.action));
-        let room = col_w.saturating_sub(key.chars().count());
-        let mut help: String = b.help.chars().take(room).collect();
-        if b.help.chars().count() > room && room > 0 {
-            help.pop();
-            help.push('…');
+    const KEY_W: usize = 12;
+    let entry = |b: &super::keys::Binding| -> Vec<Vec<Span<'static>>> {
+        let room = col_w.saturating_sub(KEY_W).max(8);
+        let mut rows: Vec<String> = vec![String::new()];
+        for word in b.help.split(' ') {
+            let last = rows.last_mut().expect("one row");
+            if !last.is_empty() && last.chars().count() + 1 + word.chars().count() > room {
+                rows.push(word.to_string());
+            } else {
+                if !last.is_empty() {
+                    last.push(' ');
+                }
+                last.push_str(word);
+            }
         }
-        let pad = room.saturating_sub(help.chars().count());
-        vec![
-            Span::styled(key, Style::default().fg(theme.focus)),
-            Span::raw(format!("{help}{}", " ".repeat(pad))),
-        ]
+        rows.into_iter()
+            .enumerate()
+            .map(|(k, text)| {
+                let key = if k == 0 {
+                    format!(" {:<10} ", keymap.label(b.action))
+                } else {
+                    " ".repeat(KEY_W)
+                };
+                let pad = room.saturating_sub(text.chars().count());
+                vec![
+                    Span::styled(key, Style::default().fg(theme.focus)),
+                    Span::raw(format!("{text}{}", " ".repeat(pad))),
+                ]
+            })
+            .collect()
     };
     let mut lines: Vec<Line> = if two {
-        let half = active.len().div_ceil(2);
-        (0..half)
-            .map(|i| {
-                let mut spans = entry(&active[i]);
-                if let Some(b) = active.get(i + half) {
-                    spans.extend(entry(b));
-                }
+        let entries: Vec<Vec<Vec<Span>>> = active.iter().map(entry).collect();
+        let total: usize = entries.iter().map(Vec::len).sum();
+        // The first column takes entries until it holds half the rows.
+        let mut split = 0;
+        let mut rows = 0;
+        while split < entries.len() && rows * 2 < total {
+            rows += entries[split].len();
+            split += 1;
+        }
+        let left: Vec<Vec<Span>> = entries[..split].iter().flatten().cloned().collect();
+        let right: Vec<Vec<Span>> = entries[split..].iter().flatten().cloned().collect();
+        (0..left.len().max(right.len()))
+            .map(|k| {
+                let mut spans = left
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| vec![Span::raw(" ".repeat(col_w))]);
+                spans.extend(right.get(k).cloned().unwrap_or_default());
                 Line::from(spans)
             })
             .collect()
     } else {
-        active.iter().map(|b| Line::from(entry(b))).collect()
+        active.iter().flat_map(entry).map(Line::from).collect()
     };
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(
