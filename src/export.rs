@@ -31,6 +31,8 @@ struct Row<'a> {
     model_loss: Option<f64>,
     model_train_error: Option<f64>,
     model_test_error: Option<f64>,
+    control_error: Option<f64>,
+    selectivity: Option<f64>,
 }
 
 /// Writes `log` as CSV to `out` (any writer); returns the number of rows.
@@ -72,6 +74,8 @@ pub fn csv_to<W: std::io::Write>(log: &RunLog, out: W) -> anyhow::Result<usize> 
                 model_loss: s.model.as_ref().map(|m| m.loss),
                 model_train_error: s.model.as_ref().and_then(|m| m.train_error),
                 model_test_error: s.model.as_ref().and_then(|m| m.test_error),
+                control_error: r.reading.control_error,
+                selectivity: r.reading.control_error.map(|c| c - r.reading.train_error),
             })?;
             rows += 1;
         }

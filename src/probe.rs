@@ -123,6 +123,11 @@ pub struct ProbeReading {
     /// Loss on the held-out test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_loss: Option<f64>,
+    /// Train error of the probe's twin fitted on control labels (random per input, the same
+    /// for every run with the same samples): what the probe's capacity alone achieves. Only
+    /// with `selectivity=on`; selectivity is this less `train_error` (Hewitt & Liang, 2019).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_error: Option<f64>,
     /// Solver iterations (converged fit) or updates (online) behind the reading.
     pub iterations: usize,
     /// Whether the fit met its convergence test (gradient, loss change or early stopping).
@@ -156,6 +161,9 @@ pub struct FitConfig {
     pub patience: usize,
     /// Most bytes of standardised features batched together (keeps a batch in cache).
     pub batch_bytes: usize,
+    /// Also fit a control twin of every probe (see [`ProbeReading::control_error`]).
+    #[serde(default)]
+    pub control: bool,
     /// Probes with at most this many features are also whitened: the solver works in the
     /// coordinates of the Cholesky factor of the features' second-moment matrix, which makes
     /// correlated features (deep layers) as easy as independent ones. Wider probes use the
@@ -174,6 +182,7 @@ impl Default for FitConfig {
             check_every: 5,
             patience: 6,
             batch_bytes: 24 << 20,
+            control: false,
             whiten_max: 1024,
         }
     }
@@ -568,10 +577,43 @@ pub fn fit_converged(
             out[i] = Some(f);
         }
     }
-    Ok(out
+    let mut out: Vec<Fitted> = out
         .into_iter()
         .map(|f| f.expect("every probe fitted"))
-        .collect())
+        .collect();
+    if cfg.control {
+        // The twins: the same features, control labels, no early stopping, no warm start.
+        let control = Split {
+            x: train.x.clone(),
+            y: control_labels(n, classes, train.y.device())?,
+        };
+        let twins = fit_converged(
+            &control,
+            None,
+            None,
+            classes,
+            None,
+            &FitConfig {
+                control: false,
+                ..cfg.clone()
+            },
+        )?;
+        for (f, t) in out.iter_mut().zip(twins) {
+            f.reading.control_error = Some(t.reading.train_error);
+        }
+    }
+    Ok(out)
+}
+
+/// The control task's labels for `n` samples: uniform over `classes`, drawn from a fixed stream,
+/// so they are the same in every run (and selectivity compares across runs and seeds).
+pub fn control_labels(n: usize, classes: usize, device: &Device) -> candle_core::Result<Tensor> {
+    use rand::Rng;
+    let mut rng = crate::rng::stream(0, "control-task");
+    let y: Vec<u32> = (0..n)
+        .map(|_| rng.random_range(0..classes.max(1) as u32))
+        .collect();
+    Tensor::from_vec(y, n, device)
 }
 
 fn stack(xs: &[Tensor], idx: &[usize]) -> candle_core::Result<Tensor> {

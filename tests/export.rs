@@ -34,7 +34,10 @@ fn small_log(path: &std::path::Path) {
                 TapReading {
                     probe: "input".into(),
                     tap: "input".into(),
-                    reading: reading(0.25, Some(0.5)),
+                    reading: ProbeReading {
+                        control_error: Some(0.75),
+                        ..reading(0.25, Some(0.5))
+                    },
                     activation: Some(ActivationStats {
                         mean_norm: 4.0,
                         dead_fraction: 0.0,
@@ -86,10 +89,10 @@ fn small_log(path: &std::path::Path) {
 }
 
 const GOLDEN: &str = "\
-snapshot,step,label,kind,dataset,elapsed_s,probe,tap,features,train_error,train_loss,val_error,val_loss,test_error,test_loss,iterations,converged,mean_norm,dead_fraction,model_loss,model_train_error,model_test_error
-0,0,init,converged,,1.5,input,input,32,0.25,0.5,,,0.5,1.0,7,true,4.0,0.0,0.75,0.5,
-0,0,init,converged,,1.5,upper_in,upper_in,16,0.125,0.25,,,,,7,true,,,0.75,0.5,
-1,50,step 50,online,,3.0,input,input,32,0.0625,0.125,,,,,7,true,,,,,
+snapshot,step,label,kind,dataset,elapsed_s,probe,tap,features,train_error,train_loss,val_error,val_loss,test_error,test_loss,iterations,converged,mean_norm,dead_fraction,model_loss,model_train_error,model_test_error,control_error,selectivity
+0,0,init,converged,,1.5,input,input,32,0.25,0.5,,,0.5,1.0,7,true,4.0,0.0,0.75,0.5,,0.75,0.5
+0,0,init,converged,,1.5,upper_in,upper_in,16,0.125,0.25,,,,,7,true,,,0.75,0.5,,,
+1,50,step 50,online,,3.0,input,input,32,0.0625,0.125,,,,,7,true,,,,,,,
 ";
 
 #[test]

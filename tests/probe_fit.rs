@@ -390,3 +390,65 @@ fn a_collapsed_layer_of_collinear_features_gets_a_finite_fit() {
     // About the 20% of flipped labels (a threshold on s is the best there is).
     assert!((rd.train_error - 0.2).abs() < 0.03, "{}", rd.train_error);
 }
+
+/// Control labels are uniform over the classes and the same on every call.
+#[test]
+fn control_labels_are_fixed_and_uniform() {
+    let a = probe::control_labels(10_000, 4, &Device::Cpu).unwrap();
+    let b = probe::control_labels(10_000, 4, &Device::Cpu).unwrap();
+    let (a, b) = (a.to_vec1::<u32>().unwrap(), b.to_vec1::<u32>().unwrap());
+    assert_eq!(a, b);
+    for c in 0..4 {
+        let share = a.iter().filter(|&&v| v == c).count() as f64 / a.len() as f64;
+        // Binomial standard deviation at n = 10,000 is 0.0043: five of them.
+        assert!((share - 0.25).abs() < 0.022, "class {c}: {share}");
+    }
+}
+
+/// Selectivity (Hewitt & Liang): high-dimensional random features let a linear probe fit any
+/// labelling (n points in general position in more than n dimensions are separable in every
+/// way), so the control twin fits as well as the real probe: low error, low selectivity. Two
+/// informative features cannot memorise random labels: the control error stays near chance
+/// (0.5), so the same low error is highly selective.
+#[test]
+fn selectivity_is_low_for_memorising_features_and_high_for_informative_ones() {
+    let cfg = FitConfig {
+        control: true,
+        ..FitConfig::default()
+    };
+    let (n, wide) = (200, 400);
+    let mut r = rng::stream(3, "selectivity");
+    let x = rng::normal_vec(&mut r, n * wide, 1.0);
+    let y: Vec<u32> = (0..n).map(|i| u32::from(x[i * wide] > 0.0)).collect();
+    let f = probe::fit_converged(&split(&x, &y, wide), None, None, 2, None, &cfg).unwrap();
+    let rd = &f[0].reading;
+    let control = rd.control_error.expect("a control twin");
+    assert!(rd.train_error < 0.01, "train error {}", rd.train_error);
+    assert!(control < 0.01, "control error {control}");
+    assert!((control - rd.train_error).abs() < 0.02);
+
+    let n = 1000;
+    let x2 = rng::normal_vec(&mut r, n * 2, 1.0);
+    let y2: Vec<u32> = (0..n)
+        .map(|i| u32::from(x2[i * 2] + 0.1 * x2[i * 2 + 1] > 0.0))
+        .collect();
+    let f = probe::fit_converged(&split(&x2, &y2, 2), None, None, 2, None, &cfg).unwrap();
+    let rd = &f[0].reading;
+    let control = rd.control_error.unwrap();
+    assert!(rd.train_error < 0.02, "train error {}", rd.train_error);
+    // With 3 parameters on 1,000 random labels the best fit stays within a few standard
+    // deviations (0.016) of chance.
+    assert!(control > 0.42, "control error {control}");
+    assert!(control - rd.train_error > 0.4);
+    // Without `control`, no twin.
+    let f = probe::fit_converged(
+        &split(&x2, &y2, 2),
+        None,
+        None,
+        2,
+        None,
+        &FitConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(f[0].reading.control_error, None);
+}

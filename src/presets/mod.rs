@@ -132,6 +132,12 @@ pub fn fit_params() -> Vec<ParamSpec> {
             100_000,
             "most L-BFGS iterations of a converged probe fit",
         ),
+        ParamSpec::choice(
+            "selectivity",
+            &["off", "on"],
+            "also fit every converged probe on control labels (random per input) and report \
+             selectivity = control error - train error (Hewitt & Liang 2019); doubles the fit time",
+        ),
     ]
 }
 
@@ -140,6 +146,7 @@ pub fn fit_config(params: &Params) -> FitConfig {
     FitConfig {
         l2: params.f64("probe_l2"),
         max_iter: params.usize("probe_max_iter"),
+        control: params.text("selectivity") == "on",
         ..FitConfig::default()
     }
 }

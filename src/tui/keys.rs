@@ -69,7 +69,7 @@ pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
         Action::BarsMode,
         "bars",
         &["b"],
-        "bars: train and test / train / test",
+        "bars: train and test / train / test / selectivity (if on)",
     ),
     (
         Action::Find,

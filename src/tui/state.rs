@@ -45,6 +45,8 @@ pub enum BarsMode {
     Train,
     /// Test error only (train where a reading has no test split).
     Test,
+    /// Selectivity: control error less train error (runs with `selectivity=on`).
+    Selectivity,
 }
 
 /// Where the run is.
@@ -844,6 +846,48 @@ impl App {
         }
     }
 
+    /// Whether the run fits control twins (`selectivity=on`).
+    pub fn has_selectivity(&self) -> bool {
+        self.kept
+            .converged
+            .iter()
+            .any(|(_, s)| s.probes.iter().any(|p| p.reading.control_error.is_some()))
+    }
+
+    /// Probe `i`'s selectivity (control error less train error) and control error, NaN where
+    /// unknown: the mean over datasets where the preset repeats over datasets, else the newest
+    /// converged snapshot (or the one looked back at, if converged).
+    pub fn selectivity(&self, i: usize) -> (f64, f64) {
+        let of = |s: &Snapshot| {
+            s.probes.get(i).and_then(|p| {
+                let c = p.reading.control_error?;
+                Some((c - p.reading.train_error, c))
+            })
+        };
+        if self.mean.is_some() && self.travel.is_none() {
+            let v: Vec<(f64, f64)> = self
+                .kept
+                .converged
+                .iter()
+                .filter(|(_, s)| s.dataset.is_some())
+                .filter_map(|(_, s)| of(s))
+                .collect();
+            if v.is_empty() {
+                return (f64::NAN, f64::NAN);
+            }
+            let k = v.len() as f64;
+            return (
+                v.iter().map(|x| x.0).sum::<f64>() / k,
+                v.iter().map(|x| x.1).sum::<f64>() / k,
+            );
+        }
+        let travelled = self.shown().filter(|s| s.kind == SnapshotKind::Converged);
+        travelled
+            .or(self.kept.converged.last().map(|(_, s)| s))
+            .and_then(of)
+            .unwrap_or((f64::NAN, f64::NAN))
+    }
+
     /// Probe `i`'s health, from the converged snapshots kept and the newest snapshot.
     pub fn health(&self, i: usize) -> Health {
         let mut h = Health::default();
@@ -1119,7 +1163,8 @@ impl App {
                 self.bars = match self.bars {
                     BarsMode::Both => BarsMode::Train,
                     BarsMode::Train => BarsMode::Test,
-                    BarsMode::Test => BarsMode::Both,
+                    BarsMode::Test if self.has_selectivity() => BarsMode::Selectivity,
+                    BarsMode::Test | BarsMode::Selectivity => BarsMode::Both,
                 }
             }
             Action::Help => self.help = true,

@@ -202,24 +202,43 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     } else {
         (f64::NAN, f64::NAN)
     };
-    let title = format!(
-        " probe error · {} · {} train {} test {} ",
-        app.bars_source(),
-        label_of(app, sel),
-        err_label(tr, 4).trim(),
-        err_label(te, 4).trim()
-    );
-    let block = pane_block(app, theme, Pane::Bars, title).title_bottom(
-        Line::from(vec![
+    let selective = app.bars == BarsMode::Selectivity;
+    let title = if selective {
+        let (sv, c) = app.selectivity(sel);
+        format!(
+            " selectivity · control error - train error · {} {} (control {}) ",
+            label_of(app, sel),
+            err_label(sv, 4).trim(),
+            err_label(c, 4).trim()
+        )
+    } else {
+        format!(
+            " probe error · {} · {} train {} test {} ",
+            app.bars_source(),
+            label_of(app, sel),
+            err_label(tr, 4).trim(),
+            err_label(te, 4).trim()
+        )
+    };
+    let legend = if selective {
+        vec![
+            Span::styled("█", Style::default().fg(theme.good)),
+            Span::raw(" selectivity "),
+            Span::styled("─", Style::default().fg(theme.chance)),
+            Span::raw(format!(" chance {:.2} ", app.chance())),
+        ]
+    } else {
+        vec![
             Span::styled("█", Style::default().fg(theme.train)),
             Span::raw(" train "),
             Span::styled("█", Style::default().fg(theme.test)),
             Span::raw(" test "),
             Span::styled("─", Style::default().fg(theme.chance)),
             Span::raw(format!(" chance {:.2} ", app.chance())),
-        ])
-        .right_aligned(),
-    );
+        ]
+    };
+    let block =
+        pane_block(app, theme, Pane::Bars, title).title_bottom(Line::from(legend).right_aligned());
     let inner = block.inner(area);
     block.render(area, buf);
     if n == 0 || inner.width < 8 || inner.height < 3 {
@@ -227,7 +246,16 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let plot = plot_area(inner, 4);
     let label_row = inner.y + inner.height - 1;
-    let values: Vec<(f64, f64)> = (0..n).map(|i| app.bar_values(i)).collect();
+    // In selectivity mode the "train" slot holds the selectivity.
+    let values: Vec<(f64, f64)> = (0..n)
+        .map(|i| {
+            if selective {
+                (app.selectivity(i).0, f64::NAN)
+            } else {
+                app.bar_values(i)
+            }
+        })
+        .collect();
     let vmax = values
         .iter()
         .flat_map(|(a, b)| [*a, *b])
@@ -238,6 +266,7 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         BarsMode::Both => vec![(0, theme.train, '█'), (1, theme.test, '█')],
         BarsMode::Train => vec![(0, theme.train, '█')],
         BarsMode::Test => vec![(1, theme.test, '█')],
+        BarsMode::Selectivity => vec![(0, theme.good, '█')],
     };
     let min_slot = series.len();
     let pw = plot.width as usize;
@@ -763,6 +792,21 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 }),
             ),
         ]));
+        let (sv, control) = app.selectivity(i);
+        if sv.is_finite() {
+            lines.push(Line::from(vec![
+                Span::styled("selectivity ", muted),
+                Span::raw(err_label(sv, 4).trim().to_string()),
+                Span::styled(
+                    format!(
+                        " (control {} - train {})",
+                        err_label(control, 4).trim(),
+                        err_label(control - sv, 4).trim()
+                    ),
+                    muted,
+                ),
+            ]));
+        }
         if let Some(a) = &r.activation {
             let dead = if t.can_die {
                 format!(" · dead units {:.1}%", 100.0 * a.dead_fraction)
