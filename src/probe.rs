@@ -128,6 +128,11 @@ pub struct ProbeReading {
     /// with `selectivity=on`; selectivity is this less `train_error` (Hewitt & Liang, 2019).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_error: Option<f64>,
+    /// This probe applied to every other probe's features, in probe order (with `transfer=on`):
+    /// its error on the test split's first [`TRANSFER_SAMPLES`] samples (train where there is
+    /// no test split); `None` where the widths differ or the two were fitted apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Vec<Option<f64>>>,
     /// Solver iterations (converged fit) or updates (online) behind the reading.
     pub iterations: usize,
     /// Whether the fit met its convergence test (gradient, loss change or early stopping).
@@ -164,6 +169,10 @@ pub struct FitConfig {
     /// Also fit a control twin of every probe (see [`ProbeReading::control_error`]).
     #[serde(default)]
     pub control: bool,
+    /// Also evaluate every probe on every same-width probe's features (see
+    /// [`ProbeReading::transfer`]).
+    #[serde(default)]
+    pub transfer: bool,
     /// Probes with at most this many features are also whitened: the solver works in the
     /// coordinates of the Cholesky factor of the features' second-moment matrix, which makes
     /// correlated features (deep layers) as easy as independent ones. Wider probes use the
@@ -183,6 +192,7 @@ impl Default for FitConfig {
             patience: 6,
             batch_bytes: 24 << 20,
             control: false,
+            transfer: false,
             whiten_max: 1024,
         }
     }
@@ -581,6 +591,14 @@ pub fn fit_converged(
         .into_iter()
         .map(|f| f.expect("every probe fitted"))
         .collect();
+    if cfg.transfer {
+        let on = test.unwrap_or(train);
+        let probes: Vec<LinearProbe> = out.iter().map(|f| f.probe.clone()).collect();
+        let rows = transfer(&probes, &on.x, &on.y, TRANSFER_SAMPLES)?;
+        for (f, row) in out.iter_mut().zip(rows) {
+            f.reading.transfer = Some(row);
+        }
+    }
     if cfg.control {
         // The twins: the same features, control labels, no early stopping, no warm start.
         let control = Split {
@@ -600,6 +618,73 @@ pub fn fit_converged(
         )?;
         for (f, t) in out.iter_mut().zip(twins) {
             f.reading.control_error = Some(t.reading.train_error);
+        }
+    }
+    Ok(out)
+}
+
+/// Samples the transfer matrix is measured on.
+pub const TRANSFER_SAMPLES: usize = 2000;
+
+/// The transfer matrix: entry `[i][j]` is the error of probe `i` applied to probe `j`'s features
+/// `x[j]` (on the first `max_samples` samples), where the widths agree; `None` elsewhere. The
+/// diagonal is each probe's own error on those samples. Probes of one width are applied
+/// together: one matrix product per tap.
+pub fn transfer(
+    probes: &[LinearProbe],
+    x: &[Tensor],
+    y: &Tensor,
+    max_samples: usize,
+) -> candle_core::Result<Vec<Vec<Option<f64>>>> {
+    let n = probes.len();
+    let mut out = vec![vec![None; n]; n];
+    let m = y.dim(0)?.min(max_samples);
+    if m == 0 || n == 0 {
+        return Ok(out);
+    }
+    let y = y.narrow(0, 0, m)?.to_dtype(DType::U32)?.unsqueeze(1)?;
+    let mut widths: Vec<usize> = probes.iter().map(|p| p.width).collect();
+    widths.sort_unstable();
+    widths.dedup();
+    for d in widths {
+        let group: Vec<usize> = (0..n).filter(|&i| probes[i].width == d).collect();
+        let k = probes[group[0]].classes;
+        if group.iter().any(|&i| probes[i].classes != k) {
+            continue;
+        }
+        let dev = x[group[0]].device();
+        // Weights side by side: d x (P k), then the biases.
+        let mut w = vec![0f32; d * group.len() * k];
+        let mut b = Vec::with_capacity(group.len() * k);
+        for (p, &i) in group.iter().enumerate() {
+            for r in 0..d {
+                for c in 0..k {
+                    w[r * group.len() * k + p * k + c] = probes[i].weight[r * k + c];
+                }
+            }
+            b.extend_from_slice(&probes[i].bias);
+        }
+        let w = Tensor::from_vec(w, (d, group.len() * k), dev)?;
+        let b = Tensor::from_vec(b, (1, group.len() * k), dev)?;
+        for &j in &group {
+            if x[j].dim(1)? != d {
+                continue;
+            }
+            let logits = x[j]
+                .narrow(0, 0, m)?
+                .to_dtype(DType::F32)?
+                .matmul(&w)?
+                .broadcast_add(&b)?
+                .reshape((m, group.len(), k))?;
+            let wrong = logits
+                .argmax(2)?
+                .broadcast_ne(&y)?
+                .to_dtype(DType::F32)?
+                .mean(0)?
+                .to_vec1::<f32>()?;
+            for (p, &i) in group.iter().enumerate() {
+                out[i][j] = Some(f64::from(wrong[p]));
+            }
         }
     }
     Ok(out)

@@ -452,3 +452,72 @@ fn selectivity_is_low_for_memorising_features_and_high_for_informative_ones() {
     .unwrap();
     assert_eq!(f[0].reading.control_error, None);
 }
+
+/// The transfer matrix: a probe on its own tap gives its own test error, on another tap of the
+/// same width what applying it there directly gives, and nothing across widths.
+#[test]
+fn transfer_of_a_probe_to_its_own_tap_is_its_own_error() {
+    let (n, nt) = (600, 300);
+    let mut r = rng::stream(11, "transfer");
+    let base = rng::normal_vec(&mut r, (n + nt) * 5, 1.0);
+    let y: Vec<u32> = (0..n + nt)
+        .map(|i| u32::from(base[i * 5] + 0.5 * base[i * 5 + 1] > 0.0))
+        .collect();
+    // Tap a: the features; tap b: the same, noisier and with two coordinates swapped; tap c:
+    // three of them.
+    let noise = rng::normal_vec(&mut r, (n + nt) * 5, 0.7);
+    let b: Vec<f32> = (0..(n + nt) * 5)
+        .map(|k| {
+            let (i, j) = (k / 5, k % 5);
+            let src = match j {
+                0 => 1,
+                1 => 0,
+                j => j,
+            };
+            base[i * 5 + src] + noise[k]
+        })
+        .collect();
+    let c: Vec<f32> = (0..(n + nt) * 3)
+        .map(|k| base[(k / 3) * 5 + k % 3])
+        .collect();
+    let dev = Device::Cpu;
+    let part = |v: &[f32], d: usize, from: usize, len: usize| {
+        Tensor::from_slice(&v[from * d..(from + len) * d], (len, d), &dev).unwrap()
+    };
+    let mk = |from: usize, len: usize| Split {
+        x: vec![
+            part(&base, 5, from, len),
+            part(&b, 5, from, len),
+            part(&c, 3, from, len),
+        ],
+        y: Tensor::from_slice(&y[from..from + len], len, &dev).unwrap(),
+    };
+    let (train, test) = (mk(0, n), mk(n, nt));
+    let cfg = FitConfig {
+        transfer: true,
+        ..FitConfig::default()
+    };
+    let f = probe::fit_converged(&train, None, Some(&test), 2, None, &cfg).unwrap();
+    for i in 0..3 {
+        let row = f[i].reading.transfer.as_ref().expect("a transfer row");
+        let own = row[i].unwrap();
+        assert!(
+            (own - f[i].reading.test_error.unwrap()).abs() < 1e-6,
+            "probe {i}"
+        );
+        for (j, entry) in row.iter().enumerate() {
+            let same_width = (i == 2) == (j == 2);
+            assert_eq!(entry.is_some(), same_width, "[{i}][{j}]");
+            if let Some(e) = *entry {
+                let (direct, _) = probe::evaluate(&f[i].probe, &test.x[j], &test.y).unwrap();
+                assert!(
+                    (e - direct).abs() < 1e-6,
+                    "[{i}][{j}]: {e} against {direct}"
+                );
+            }
+        }
+    }
+    // The probe of a, on b (whose two informative coordinates are swapped), does worse than on a.
+    let row = f[0].reading.transfer.as_ref().unwrap();
+    assert!(row[1].unwrap() > row[0].unwrap() + 0.05, "{row:?}");
+}

@@ -138,6 +138,12 @@ pub fn fit_params() -> Vec<ParamSpec> {
             "also fit every converged probe on control labels (random per input) and report \
              selectivity = control error - train error (Hewitt & Liang 2019); doubles the fit time",
         ),
+        ParamSpec::choice(
+            "transfer",
+            &["off", "on"],
+            "also evaluate every converged probe on every same-width tap's features (the \
+             transfer matrix, on 2,000 test samples)",
+        ),
     ]
 }
 
@@ -147,6 +153,7 @@ pub fn fit_config(params: &Params) -> FitConfig {
         l2: params.f64("probe_l2"),
         max_iter: params.usize("probe_max_iter"),
         control: params.text("selectivity") == "on",
+        transfer: params.text("transfer") == "on",
         ..FitConfig::default()
     }
 }

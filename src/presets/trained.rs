@@ -328,7 +328,17 @@ pub(crate) fn converged(
             warm_g.as_deref(),
             &plan.fit,
         )?;
-        for (&i, f) in group.iter().zip(out) {
+        let n = fitted.len();
+        for (&i, mut f) in group.iter().zip(out) {
+            // Transfer rows come in the group's order: put them in the probes' (only pairs
+            // fitted in one group have an entry).
+            if let Some(row) = f.reading.transfer.take() {
+                let mut full = vec![None; n];
+                for (&j, v) in group.iter().zip(row) {
+                    full[j] = v;
+                }
+                f.reading.transfer = Some(full);
+            }
             fitted[i] = Some(f);
         }
     }

@@ -324,7 +324,7 @@ impl CompareApp {
             }
             Action::Help => self.help = true,
             Action::Quit => self.quit = true,
-            Action::Snapshot | Action::Find | Action::Live => {}
+            Action::Snapshot | Action::Find | Action::Live | Action::Transfer => {}
         }
     }
 }

@@ -83,6 +83,12 @@ pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
         &["L"],
         "back to the newest snapshot (after [ ] { } looked back)",
     ),
+    (
+        Action::Transfer,
+        "transfer",
+        &["x"],
+        "transfer matrix in place of layer x time (transfer=on)",
+    ),
     (Action::Theme, "theme", &["t"], "next theme"),
     (
         Action::Export,
@@ -189,7 +195,7 @@ const LOOK_BACK: &[Action] = &[
 pub const COMPARE: &[Action] = &[Action::Diff, Action::Base, Action::Readings];
 
 /// The actions that do nothing in `probescope compare` (it steers no run).
-const NOT_IN_COMPARE: &[Action] = &[Action::Snapshot, Action::Find];
+const NOT_IN_COMPARE: &[Action] = &[Action::Snapshot, Action::Find, Action::Transfer];
 
 /// Which view the table serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

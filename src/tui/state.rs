@@ -285,6 +285,8 @@ pub enum Action {
     Find,
     /// Back to the newest snapshot after looking back.
     Live,
+    /// The transfer matrix in place of the layer x time picture.
+    Transfer,
 }
 
 /// Playback speeds of a replay, in snapshots per second.
@@ -444,6 +446,8 @@ pub struct App {
     /// Looking back in a live run: the arrival number of the kept snapshot shown instead of the
     /// newest (training goes on; `L` returns to live).
     pub travel: Option<usize>,
+    /// Whether the layer x time pane shows the transfer matrix instead.
+    pub transfer_view: bool,
     /// The `/` filter on tap names (None: every tap).
     pub filter: Option<String>,
     /// Whether the `/` prompt takes the keys.
@@ -489,6 +493,7 @@ impl App {
             attached: false,
             export_dir: std::path::PathBuf::from("."),
             travel: None,
+            transfer_view: false,
             filter: None,
             searching: false,
             alerts: Vec::new(),
@@ -846,6 +851,29 @@ impl App {
         }
     }
 
+    /// The transfer matrix to show (`transfer=on`): the label of its snapshot and its rows (the
+    /// snapshot looked back at if it has one, else the newest converged one that has one).
+    pub fn transfer_matrix(&self) -> Option<(String, Vec<Vec<Option<f64>>>)> {
+        let rows = |s: &Snapshot| -> Option<Vec<Vec<Option<f64>>>> {
+            s.probes
+                .iter()
+                .map(|p| p.reading.transfer.clone())
+                .collect::<Option<Vec<_>>>()
+        };
+        let travelled = self
+            .travel
+            .and_then(|_| self.shown())
+            .and_then(|s| Some((s, rows(s)?)));
+        let (s, m) = travelled.or_else(|| {
+            self.kept
+                .converged
+                .iter()
+                .rev()
+                .find_map(|(_, s)| Some((s, rows(s)?)))
+        })?;
+        Some((s.label.clone(), m))
+    }
+
     /// Whether the run fits control twins (`selectivity=on`).
     pub fn has_selectivity(&self) -> bool {
         self.kept
@@ -1041,6 +1069,14 @@ impl App {
             Action::Find => {
                 self.searching = true;
                 self.filter = Some(String::new());
+            }
+            Action::Transfer => {
+                self.transfer_view = !self.transfer_view;
+                if self.transfer_view && self.transfer_matrix().is_none() {
+                    self.flash = Some(
+                        "no transfer matrix in this run: --set transfer=on records one".into(),
+                    );
+                }
             }
             Action::Live => {
                 if self.timeline.is_some() {
@@ -1334,6 +1370,32 @@ mod tests {
         app.act(Action::Live);
         assert_eq!((app.travel, at(&app)), (None, Some(500)));
         assert_eq!(app.bar_values(2).0, err(5));
+    }
+
+    #[test]
+    fn x_shows_the_newest_transfer_matrix_or_says_there_is_none() {
+        let h = header("bifurcation", &[]);
+        let mut app = crate::tui::sample::app(&h, 2);
+        app.act(Action::Transfer);
+        assert!(app.transfer_view && app.transfer_matrix().is_none());
+        assert!(app.flash.as_deref().unwrap_or("").contains("transfer=on"));
+        let n = h.probes.len();
+        let mut s = crate::tui::sample::snapshot(&h, 2, true);
+        for (i, p) in s.probes.iter_mut().enumerate() {
+            p.reading.transfer = Some((0..n).map(|j| Some((i * n + j) as f64 / 1e3)).collect());
+        }
+        app.apply(&Record::Snapshot(s));
+        // An online snapshot after it: the matrix is still the converged one's.
+        app.apply(&Record::Snapshot(crate::tui::sample::snapshot(
+            &h, 3, false,
+        )));
+        let (label, m) = app.transfer_matrix().unwrap();
+        assert_eq!(label, "step 200");
+        assert_eq!(m[2][5], Some((2 * n + 5) as f64 / 1e3));
+        let mut buf = ratatui::buffer::Buffer::empty(ratatui::layout::Rect::new(0, 0, 120, 40));
+        crate::tui::view::draw(&app, &mut buf);
+        let text: String = buf.content().iter().map(|c| c.symbol()).collect();
+        assert!(text.contains("transfer · row"), "the pane is drawn");
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn draw(app: &App, buf: &mut Buffer) {
     };
     draw_bars(app, &theme, bars, buf);
     draw_diagram(app, &theme, diag, buf);
-    draw_heatmap(app, &theme, heat, buf);
+    if app.transfer_view {
+        draw_transfer(app, &theme, heat, buf);
+    } else {
+        draw_heatmap(app, &theme, heat, buf);
+    }
     if let Some(side) = side {
         draw_inspector(app, &theme, side, buf);
     }
@@ -574,6 +578,86 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     buf.set_stringn(x, y, &name, (end - x) as usize, theme.selected());
     let axis = if app.mean.is_some() { " data" } else { " step" };
     buf.set_string(inner.x, y, axis, Style::default().fg(theme.muted));
+}
+
+/// The transfer matrix of the shown converged snapshot: row i is the probe fitted on tap i,
+/// column j the tap it is applied to, coloured by error from 0 to chance.
+fn draw_transfer(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let matrix = app.transfer_matrix();
+    let title = match &matrix {
+        Some((label, _)) => {
+            format!(" transfer · row: probe's own tap, column: tap applied to · {label} ")
+        }
+        None => " transfer ".to_string(),
+    };
+    let block = pane_block(app, theme, Pane::Heatmap, title).title_bottom(scale_legend(theme, app));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let Some((_, rows)) = matrix else {
+        buf.set_stringn(
+            inner.x,
+            inner.y,
+            "no transfer matrix: run with --set transfer=on (x goes back)",
+            inner.width as usize,
+            Style::default().fg(theme.muted),
+        );
+        return;
+    };
+    let n = rows.len();
+    if n == 0 || inner.width < 10 || inner.height < 3 {
+        return;
+    }
+    let label_w = 8u16;
+    let plot = Rect::new(
+        inner.x + label_w,
+        inner.y,
+        inner.width - label_w,
+        inner.height - 1,
+    );
+    let sel = app.selected.min(n - 1);
+    let cw = (plot.width as usize / n).clamp(1, 3);
+    let (c0, cn) = window(n, cw, plot.width as usize, sel);
+    let (r0, rn) = window(n, 1, plot.height as usize, sel);
+    let chance = app.chance();
+    let palette = theme.palette(app.depth);
+    for (ry, i) in (r0..r0 + rn).enumerate() {
+        let y = plot.y + ry as u16;
+        let name: String = label_of(app, i)
+            .chars()
+            .take(label_w as usize - 1)
+            .collect();
+        buf.set_string(
+            inner.x,
+            y,
+            format!("{name:>7}"),
+            if i == sel {
+                theme.selected()
+            } else {
+                Style::default().fg(theme.muted)
+            },
+        );
+        for (cx, j) in (c0..c0 + cn).enumerate() {
+            let (ch, st) = match rows[i].get(j).copied().flatten() {
+                Some(e) if theme.monochrome => theme.scale_cell(e / chance),
+                Some(e) => ('█', Style::default().fg(palette.at(e / chance))),
+                None => ('·', Style::default().fg(theme.muted)),
+            };
+            for dx in 0..cw {
+                let x = plot.x + (cx * cw + dx) as u16;
+                if x < plot.x + plot.width {
+                    buf[(x, y)].set_char(ch).set_style(st);
+                }
+            }
+        }
+    }
+    let y = inner.y + inner.height - 1;
+    let x = plot.x + ((sel - c0) * cw) as u16;
+    let name = format!("▲{}", label_of(app, sel));
+    let end = plot.x + plot.width;
+    let x = x
+        .min(end.saturating_sub(name.chars().count() as u16))
+        .max(plot.x);
+    buf.set_stringn(x, y, &name, (end - x) as usize, theme.selected());
 }
 
 fn compact_step(r: &super::state::Row) -> String {
