@@ -309,7 +309,68 @@ pub fn plot(log: &RunLog, figure: Figure, steps: &[u64]) -> anyhow::Result<Plot>
     };
     let datasets = log.snapshots().any(|s| s.dataset.is_some());
     Ok(match figure {
-        Figure::Curve | Figure::Bars if datasets || figure == Figure::Curve => {
+        Figure::Bars | Figure::Panels if !(figure == Figure::Bars && datasets) => {
+            let bars = figure == Figure::Bars;
+            let snaps = pick_snapshots(log, steps, if bars { 2 } else { 6 })?;
+            let mut kinds: Vec<&str> = Vec::new();
+            let named: Vec<(String, Vec<f64>)> = snaps
+                .iter()
+                .map(|s| {
+                    let (v, kind) = shown_errors(s);
+                    kinds.push(kind);
+                    (snapshot_name(s), fit(v))
+                })
+                .collect();
+            kinds.dedup();
+            let y_desc = format!("{} error", kinds.join(" / "));
+            if bars {
+                Plot::Bars {
+                    title: format!("{preset}: probe error per layer"),
+                    taps,
+                    series: named
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, (label, values))| Series {
+                            label,
+                            values,
+                            rgb: PALETTE[k % PALETTE.len()],
+                        })
+                        .collect(),
+                    y_desc,
+                    chance,
+                }
+            } else {
+                Plot::Panels {
+                    title: format!("{preset}: probe error per layer over training"),
+                    taps,
+                    panels: named,
+                    y_desc,
+                    chance,
+                }
+            }
+        }
+        Figure::Heatmap => {
+            let rows: Vec<(String, Vec<f64>)> = log
+                .snapshots()
+                .map(|s| {
+                    let v = s
+                        .probes
+                        .iter()
+                        .map(|p| p.reading.test_error.unwrap_or(p.reading.train_error))
+                        .collect();
+                    (s.step.to_string(), fit(v))
+                })
+                .collect();
+            anyhow::ensure!(!rows.is_empty(), "the log has no snapshot to draw");
+            Plot::Heatmap {
+                title: format!("{preset}: probe error, layer x time (0 to chance {chance:.2})"),
+                taps,
+                rows,
+                chance,
+            }
+        }
+        // The curve, and for presets that repeat over datasets the bars: the mean.
+        _ => {
             let (values, what) = curve_values(log)?;
             let series = vec![
                 Series {
@@ -340,71 +401,6 @@ pub fn plot(log: &RunLog, figure: Figure, steps: &[u64]) -> anyhow::Result<Plot>
                     y_desc: "prediction error".into(),
                     chance,
                 }
-            }
-        }
-        Figure::Bars | Figure::Curve => {
-            let snaps = pick_snapshots(log, steps, 2)?;
-            let mut kinds = Vec::new();
-            let series = snaps
-                .iter()
-                .enumerate()
-                .map(|(k, s)| {
-                    let (v, kind) = shown_errors(s);
-                    kinds.push(kind);
-                    Series {
-                        label: snapshot_name(s),
-                        values: fit(v),
-                        rgb: PALETTE[k % PALETTE.len()],
-                    }
-                })
-                .collect();
-            kinds.dedup();
-            Plot::Bars {
-                title: format!("{preset}: probe error per layer"),
-                taps,
-                series,
-                y_desc: format!("{} error", kinds.join(" / ")),
-                chance,
-            }
-        }
-        Figure::Panels => {
-            let snaps = pick_snapshots(log, steps, 6)?;
-            let mut kinds = Vec::new();
-            let panels = snaps
-                .iter()
-                .map(|s| {
-                    let (v, kind) = shown_errors(s);
-                    kinds.push(kind);
-                    (snapshot_name(s), fit(v))
-                })
-                .collect();
-            kinds.dedup();
-            Plot::Panels {
-                title: format!("{preset}: probe error per layer over training"),
-                taps,
-                panels,
-                y_desc: format!("{} error", kinds.join(" / ")),
-                chance,
-            }
-        }
-        Figure::Heatmap => {
-            let rows: Vec<(String, Vec<f64>)> = log
-                .snapshots()
-                .map(|s| {
-                    let v = s
-                        .probes
-                        .iter()
-                        .map(|p| p.reading.test_error.unwrap_or(p.reading.train_error))
-                        .collect();
-                    (s.step.to_string(), fit(v))
-                })
-                .collect();
-            anyhow::ensure!(!rows.is_empty(), "the log has no snapshot to draw");
-            Plot::Heatmap {
-                title: format!("{preset}: probe error, layer x time (0 to chance {chance:.2})"),
-                taps,
-                rows,
-                chance,
             }
         }
     })
@@ -592,22 +588,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
             } else {
                 (0.0, top)
             };
-            let mut chart = ChartBuilder::on(root)
-                .caption(title, ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(55)
-                .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), bottom..top)
-                .map_err(err)?;
-            let label = tap_label(taps);
-            chart
-                .configure_mesh()
-                .x_desc("probe")
-                .y_desc(y_desc.as_str())
-                .x_labels(n.min(17))
-                .x_label_formatter(&label)
-                .draw()
-                .map_err(err)?;
+            let mut chart = tap_chart(root, title, taps, bottom..top, y_desc, true)?;
             let mut drawn = 0;
             for s in series {
                 let pts: Vec<(f64, f64)> = s
@@ -657,23 +638,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         } => {
             let n = taps.len();
             let top = y_top(series.iter().flat_map(|s| s.values.iter()), *chance);
-            let mut chart = ChartBuilder::on(root)
-                .caption(title, ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(55)
-                .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)
-                .map_err(err)?;
-            let label = tap_label(taps);
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_desc("probe")
-                .y_desc(y_desc.as_str())
-                .x_labels(n.min(17))
-                .x_label_formatter(&label)
-                .draw()
-                .map_err(err)?;
+            let mut chart = tap_chart(root, title, taps, 0f64..top, y_desc, false)?;
             let k = series.len().max(1) as f64;
             let w = 0.8 / k;
             for (j, s) in series.iter().enumerate() {
@@ -817,15 +782,50 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
     }
 }
 
-fn draw_chance<DB: plotters::prelude::DrawingBackend>(
-    chart: &mut plotters::prelude::ChartContext<
-        '_,
-        DB,
-        plotters::prelude::Cartesian2d<
-            plotters::coord::types::RangedCoordf64,
-            plotters::coord::types::RangedCoordf64,
-        >,
+type TapChart<'a, DB> = plotters::prelude::ChartContext<
+    'a,
+    DB,
+    plotters::prelude::Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::types::RangedCoordf64,
     >,
+>;
+
+/// A chart over the taps (x, one per whole number, labelled with its name) and `y`, with its
+/// caption and axes drawn; `x_mesh` draws the vertical grid lines too.
+fn tap_chart<'a, DB: plotters::prelude::DrawingBackend>(
+    root: &'a Area<DB>,
+    title: &str,
+    taps: &[String],
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+    x_mesh: bool,
+) -> anyhow::Result<TapChart<'a, DB>> {
+    use plotters::prelude::*;
+    let n = taps.len();
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y)
+        .map_err(err)?;
+    let label = tap_label(taps);
+    let mut mesh = chart.configure_mesh();
+    if !x_mesh {
+        mesh.disable_x_mesh();
+    }
+    mesh.x_desc("probe")
+        .y_desc(y_desc)
+        .x_labels(n.min(17))
+        .x_label_formatter(&label)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+fn draw_chance<DB: plotters::prelude::DrawingBackend>(
+    chart: &mut TapChart<'_, DB>,
     n: usize,
     chance: f64,
 ) -> anyhow::Result<()> {

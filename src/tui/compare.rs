@@ -637,30 +637,15 @@ fn draw_bars(app: &CompareApp, theme: &Theme, area: Rect, buf: &mut Buffer) {
         }
         j += (8 / slot.max(1)).max(1) * 2;
     }
-    let end = (plot.x + plot.width) as usize;
     let sx = plot.x as usize + (sel - start) * slot + (k * bw).saturating_sub(1) / 2;
-    let name = format!("▲{}", app.cmp.taps[sel].name);
-    let w = name.chars().count();
-    let x = if sx + w <= end {
-        sx
-    } else {
-        end.saturating_sub(w).max(plot.x as usize)
-    };
-    for cx in x..(x + w).min(end) {
-        buf[(cx as u16, label_row)].set_char(' ');
-    }
-    buf.set_stringn(x as u16, label_row, &name, end - x, theme.selected());
-    if start > 0 {
-        buf.set_string(inner.x, label_row, "◀", Style::default().fg(theme.muted));
-    }
-    if start + shown < n {
-        buf.set_string(
-            inner.x + inner.width - 1,
-            label_row,
-            "▶",
-            Style::default().fg(theme.muted),
-        );
-    }
+    view::tap_marker(
+        buf,
+        (inner, plot, label_row),
+        sx,
+        &app.cmp.taps[sel].name,
+        (start > 0, start + shown < n),
+        theme,
+    );
 }
 
 /// Fills column `x` of `plot` between the heights `from` and `to` (in rows from the bottom,
@@ -1017,14 +1002,7 @@ fn draw_status(app: &CompareApp, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Style::default().fg(theme.warn),
         ));
     }
-    let active = app.keymap.active();
-    let first = |a: Action| {
-        active
-            .iter()
-            .find(|b| b.action == a)
-            .and_then(|b| b.keys.first())
-            .map_or_else(|| "-".to_string(), |k| k.label())
-    };
+    let first = |a: Action| view::first_key(&app.keymap, a);
     let hints = format!(
         " {}{} step  {} play  {} diff  {} base  {} readings  {} help  {} quit ",
         first(Action::StepBack),
@@ -1040,14 +1018,8 @@ fn draw_status(app: &CompareApp, theme: &Theme, area: Rect, buf: &mut Buffer) {
     Paragraph::new(Line::from(spans))
         .style(Style::default().fg(theme.text))
         .render(area, buf);
-    let w = hints.chars().count();
-    if used + w <= area.width as usize {
-        buf.set_string(
-            area.x + area.width - w as u16,
-            area.y,
-            &hints,
-            Style::default().fg(theme.muted),
-        );
+    if used + hints.chars().count() <= area.width as usize {
+        view::place_hint(buf, area, &hints, theme);
     }
 }
 

@@ -379,7 +379,29 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         k += (8 / slot.max(1)).max(1) * 2;
     }
     let sx = plot.x as usize + sel_pos.saturating_sub(start) * slot + used.saturating_sub(1) / 2;
-    let name = format!("▲{}", label_of(app, sel));
+    let marks = (start > 0, start + shown < nv);
+    tap_marker(
+        buf,
+        (inner, plot, label_row),
+        sx,
+        &label_of(app, sel),
+        marks,
+        theme,
+    );
+}
+
+/// The selected tap's `▲name` on the label `row` from column `sx` (kept inside `plot`, over the
+/// indices already there), and `◀` `▶` at the ends of `inner` where taps lie outside the window
+/// (`more`: left, right).
+pub(super) fn tap_marker(
+    buf: &mut Buffer,
+    (inner, plot, row): (Rect, Rect, u16),
+    sx: usize,
+    name: &str,
+    more: (bool, bool),
+    theme: &Theme,
+) {
+    let name = format!("▲{name}");
     let w = name.chars().count();
     let end = (plot.x + plot.width) as usize;
     let x = if sx + w <= end {
@@ -389,20 +411,26 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     };
     // Clear the row first so the name reads cleanly over the indices.
     for cx in x..(x + w).min(end) {
-        buf[(cx as u16, label_row)].set_char(' ');
+        buf[(cx as u16, row)].set_char(' ');
     }
-    buf.set_stringn(x as u16, label_row, &name, end - x, theme.selected());
-    if start > 0 {
-        buf.set_string(inner.x, label_row, "◀", Style::default().fg(theme.muted));
+    buf.set_stringn(x as u16, row, &name, end - x, theme.selected());
+    let muted = Style::default().fg(theme.muted);
+    if more.0 {
+        buf.set_string(inner.x, row, "◀", muted);
     }
-    if start + shown < nv {
-        buf.set_string(
-            inner.x + inner.width - 1,
-            label_row,
-            "▶",
-            Style::default().fg(theme.muted),
-        );
+    if more.1 {
+        buf.set_string(inner.x + inner.width - 1, row, "▶", muted);
     }
+}
+
+/// The selected tap's `▲name` under its column `x` on row `y`, kept inside `plot`.
+fn column_marker(buf: &mut Buffer, plot: Rect, (x, y): (u16, u16), name: &str, theme: &Theme) {
+    let name = format!("▲{name}");
+    let end = plot.x + plot.width;
+    let x = x
+        .min(end.saturating_sub(name.chars().count() as u16))
+        .max(plot.x);
+    buf.set_stringn(x, y, &name, (end - x) as usize, theme.selected());
 }
 
 fn draw_diagram(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
@@ -482,15 +510,7 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     block.render(area, buf);
     let n = app.taps.len();
     if n == 0 || inner.width < 8 || inner.height < 2 || rows_all.is_empty() {
-        if inner.height > 0 && inner.width > 0 {
-            buf.set_stringn(
-                inner.x,
-                inner.y,
-                "waiting for snapshots",
-                inner.width as usize,
-                Style::default().fg(theme.muted),
-            );
-        }
+        note(buf, inner, "waiting for snapshots", theme);
         return;
     }
     let plot = plot_area(inner, 6);
@@ -570,12 +590,7 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let y = inner.y + inner.height - 1;
     let x = plot.x + (sel_pos.saturating_sub(start) * slot) as u16;
-    let name = format!("▲{}", label_of(app, sel));
-    let end = plot.x + plot.width;
-    let x = x
-        .min(end.saturating_sub(name.chars().count() as u16))
-        .max(plot.x);
-    buf.set_stringn(x, y, &name, (end - x) as usize, theme.selected());
+    column_marker(buf, plot, (x, y), &label_of(app, sel), theme);
     let axis = if app.mean.is_some() { " data" } else { " step" };
     buf.set_string(inner.x, y, axis, Style::default().fg(theme.muted));
 }
@@ -594,12 +609,11 @@ fn draw_transfer(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let inner = block.inner(area);
     block.render(area, buf);
     let Some((_, rows)) = matrix else {
-        buf.set_stringn(
-            inner.x,
-            inner.y,
+        note(
+            buf,
+            inner,
             "no transfer matrix: run with --set transfer=on (x goes back)",
-            inner.width as usize,
-            Style::default().fg(theme.muted),
+            theme,
         );
         return;
     };
@@ -652,12 +666,7 @@ fn draw_transfer(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let y = inner.y + inner.height - 1;
     let x = plot.x + ((sel - c0) * cw) as u16;
-    let name = format!("▲{}", label_of(app, sel));
-    let end = plot.x + plot.width;
-    let x = x
-        .min(end.saturating_sub(name.chars().count() as u16))
-        .max(plot.x);
-    buf.set_stringn(x, y, &name, (end - x) as usize, theme.selected());
+    column_marker(buf, plot, (x, y), &label_of(app, sel), theme);
 }
 
 fn compact_step(r: &super::state::Row) -> String {
@@ -988,14 +997,38 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         .render(inner, buf);
 }
 
-/// The first key of `action` in the active table, as the help shows it.
-fn active_key(app: &App, action: Action) -> String {
-    app.keymap
+/// The first key of `action` in `keymap`'s active table, as the help shows it ("-" if none).
+pub(super) fn first_key(keymap: &super::keys::Keymap, action: Action) -> String {
+    keymap
         .active()
         .iter()
         .find(|b| b.action == action)
         .and_then(|b| b.keys.first())
         .map_or_else(|| "-".to_string(), |k| k.label())
+}
+
+/// Writes `hint` right-aligned on the status row `area`, muted.
+pub(super) fn place_hint(buf: &mut Buffer, area: Rect, hint: &str, theme: &Theme) {
+    let w = hint.chars().count() as u16;
+    buf.set_string(
+        area.x + area.width.saturating_sub(w),
+        area.y,
+        hint,
+        Style::default().fg(theme.muted),
+    );
+}
+
+/// A muted one-line note at the top of a pane's `inner` area.
+fn note(buf: &mut Buffer, inner: Rect, text: &str, theme: &Theme) {
+    if inner.height > 0 && inner.width > 0 {
+        buf.set_stringn(
+            inner.x,
+            inner.y,
+            text,
+            inner.width as usize,
+            Style::default().fg(theme.muted),
+        );
+    }
 }
 
 fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
@@ -1052,7 +1085,7 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     // Looking back in a live run: which snapshot, and how to return.
     if let (Some(s), Some(_)) = (app.shown(), app.travel) {
         let live = app.latest.as_ref().map_or(0, |l| l.step);
-        let back = active_key(app, Action::Live);
+        let back = first_key(&app.keymap, Action::Live);
         spans.push(Span::styled(
             format!(" ⏪ {} (live at step {live}) · {back} returns ·", s.label),
             Style::default()
@@ -1149,14 +1182,7 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         ));
     }
     // Hints from the key table, so a rebound key shows as it is.
-    let active = app.keymap.active();
-    let first = |a: Action| {
-        active
-            .iter()
-            .find(|b| b.action == a)
-            .and_then(|b| b.keys.first())
-            .map_or_else(|| "-".to_string(), |k| k.label())
-    };
+    let first = |a: Action| first_key(&app.keymap, a);
     let hints = format!(
         " {}{} tap  {} pane  {} inspect  {} pause  {} snap  {} theme  {} help  {} quit ",
         first(Action::Left),
@@ -1171,25 +1197,15 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     );
     let help_hint = format!(" {} help ", first(Action::Help));
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
-    let hint_w = hints.chars().count();
     Paragraph::new(Line::from(spans))
         .style(Style::default().fg(theme.text))
         .render(area, buf);
-    if used + hint_w <= area.width as usize {
-        buf.set_string(
-            area.x + area.width - hint_w as u16,
-            area.y,
-            &hints,
-            Style::default().fg(theme.muted),
-        );
-    } else if used + help_hint.chars().count() < area.width as usize {
-        let w = help_hint.chars().count() as u16;
-        buf.set_string(
-            area.x + area.width - w,
-            area.y,
-            &help_hint,
-            Style::default().fg(theme.muted),
-        );
+    // The full hints, else the help key alone (with a column to spare).
+    let width = area.width as usize;
+    if used + hints.chars().count() <= width {
+        place_hint(buf, area, &hints, theme);
+    } else if used + help_hint.chars().count() < width {
+        place_hint(buf, area, &help_hint, theme);
     }
 }
 
