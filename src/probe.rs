@@ -133,6 +133,11 @@ pub struct ProbeReading {
     /// no test split); `None` where the widths differ or the two were fitted apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<Vec<Option<f64>>>,
+    /// With `transfer=on`, in runs that warm-start each converged fit from the previous one: the
+    /// previous converged snapshot's probe applied to this snapshot's features (same samples
+    /// as `transfer`). Above this snapshot's own error by how much the layer's code drifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_error: Option<f64>,
     /// Solver iterations (converged fit) or updates (online) behind the reading.
     pub iterations: usize,
     /// Whether the fit met its convergence test (gradient, loss change or early stopping).
@@ -597,6 +602,20 @@ pub fn fit_converged(
         let rows = transfer(&probes, &on.x, &on.y, TRANSFER_SAMPLES)?;
         for (f, row) in out.iter_mut().zip(rows) {
             f.reading.transfer = Some(row);
+        }
+        // Drift: the probes this fit started from (the previous snapshot's) on today's features.
+        if let Some(warm) = warm {
+            let m = on.y.dim(0)?.min(TRANSFER_SAMPLES);
+            let y = on.y.narrow(0, 0, m)?;
+            for (i, f) in out.iter_mut().enumerate() {
+                if let Some(old) = warm
+                    .get(i)
+                    .filter(|w| w.width == on.x[i].dim(1).unwrap_or(0))
+                {
+                    let x = on.x[i].narrow(0, 0, m)?;
+                    f.reading.drift_error = Some(evaluate(old, &x, &y)?.0);
+                }
+            }
         }
     }
     if cfg.control {

@@ -521,3 +521,40 @@ fn transfer_of_a_probe_to_its_own_tap_is_its_own_error() {
     let row = f[0].reading.transfer.as_ref().unwrap();
     assert!(row[1].unwrap() > row[0].unwrap() + 0.05, "{row:?}");
 }
+
+/// Drift: with a warm start, the starting probe (the previous snapshot's) is applied to the new
+/// features; on unchanged features it does as well as the refit, on shuffled ones much worse.
+#[test]
+fn drift_applies_the_previous_probe_to_the_new_features() {
+    let d = 6;
+    let (x, y) = overlapping(800, d, 21, &[1.0; 6]);
+    let (xt, yt) = overlapping(400, d, 22, &[1.0; 6]);
+    let (train, test) = (split(&x, &y, d), split(&xt, &yt, d));
+    let cfg = FitConfig {
+        transfer: true,
+        ..FitConfig::default()
+    };
+    let first = probe::fit_converged(&train, None, Some(&test), 2, None, &cfg).unwrap();
+    assert_eq!(first[0].reading.drift_error, None, "no previous probe");
+    let old = vec![first[0].probe.clone()];
+    let again = probe::fit_converged(&train, None, Some(&test), 2, Some(&old), &cfg).unwrap();
+    let drift = again[0].reading.drift_error.unwrap();
+    let (direct, _) = probe::evaluate(&old[0], &test.x[0], &test.y).unwrap();
+    assert!((drift - direct).abs() < 1e-6, "{drift} against {direct}");
+    assert!((drift - again[0].reading.test_error.unwrap()).abs() < 0.01);
+    // The layer's code changes (its features reversed in order): the old probe fails there.
+    let rev = |v: &[f32]| -> Vec<f32> {
+        v.chunks(d)
+            .flat_map(|r| r.iter().rev().copied().collect::<Vec<_>>())
+            .collect()
+    };
+    let (train2, test2) = (split(&rev(&x), &y, d), split(&rev(&xt), &yt, d));
+    let moved = probe::fit_converged(&train2, None, Some(&test2), 2, Some(&old), &cfg).unwrap();
+    let r = &moved[0].reading;
+    assert!(
+        r.drift_error.unwrap() > r.test_error.unwrap() + 0.1,
+        "drift {:?} own {:?}",
+        r.drift_error,
+        r.test_error
+    );
+}

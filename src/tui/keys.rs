@@ -87,7 +87,7 @@ pub const DEFAULTS: &[(Action, &str, &[&str], &str)] = &[
         Action::Transfer,
         "transfer",
         &["x"],
-        "transfer matrix in place of layer x time (transfer=on)",
+        "layer x time / transfer matrix / drift (transfer=on)",
     ),
     (Action::Theme, "theme", &["t"], "next theme"),
     (

@@ -322,6 +322,18 @@ pub struct RunInfo {
     pub total: Option<(String, u64)>,
 }
 
+/// What the layer x time pane shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BottomView {
+    /// Probe error per snapshot and tap.
+    LayerTime,
+    /// The transfer matrix of a converged snapshot (`transfer=on`).
+    Transfer,
+    /// Per converged snapshot and tap: how much worse the previous snapshot's probe does on
+    /// these features than this snapshot's own probe (`transfer=on`).
+    Drift,
+}
+
 /// What makes a probe's reading not to be trusted blindly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthFlag {
@@ -446,8 +458,8 @@ pub struct App {
     /// Looking back in a live run: the arrival number of the kept snapshot shown instead of the
     /// newest (training goes on; `L` returns to live).
     pub travel: Option<usize>,
-    /// Whether the layer x time pane shows the transfer matrix instead.
-    pub transfer_view: bool,
+    /// What the layer x time pane shows (`x` cycles).
+    pub bottom: BottomView,
     /// The `/` filter on tap names (None: every tap).
     pub filter: Option<String>,
     /// Whether the `/` prompt takes the keys.
@@ -493,7 +505,7 @@ impl App {
             attached: false,
             export_dir: std::path::PathBuf::from("."),
             travel: None,
-            transfer_view: false,
+            bottom: BottomView::LayerTime,
             filter: None,
             searching: false,
             alerts: Vec::new(),
@@ -874,6 +886,35 @@ impl App {
         Some((s.label.clone(), m))
     }
 
+    /// The drift picture: per converged snapshot with drift readings, its step and per tap the
+    /// previous probe's error on its features less its own probe's (NaN where unknown).
+    pub fn drift_rows(&self) -> Vec<(u64, Vec<f64>)> {
+        self.kept
+            .converged
+            .iter()
+            .filter(|(_, s)| s.probes.iter().any(|p| p.reading.drift_error.is_some()))
+            .map(|(_, s)| {
+                let v = s
+                    .probes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let own = p
+                            .reading
+                            .transfer
+                            .as_ref()
+                            .and_then(|r| r.get(i).copied().flatten());
+                        match (p.reading.drift_error, own) {
+                            (Some(d), Some(o)) => d - o,
+                            _ => f64::NAN,
+                        }
+                    })
+                    .collect();
+                (s.step, v)
+            })
+            .collect()
+    }
+
     /// Whether the run fits control twins (`selectivity=on`).
     pub fn has_selectivity(&self) -> bool {
         self.kept
@@ -1071,8 +1112,12 @@ impl App {
                 self.filter = Some(String::new());
             }
             Action::Transfer => {
-                self.transfer_view = !self.transfer_view;
-                if self.transfer_view && self.transfer_matrix().is_none() {
+                self.bottom = match self.bottom {
+                    BottomView::LayerTime => BottomView::Transfer,
+                    BottomView::Transfer => BottomView::Drift,
+                    BottomView::Drift => BottomView::LayerTime,
+                };
+                if self.bottom != BottomView::LayerTime && self.transfer_matrix().is_none() {
                     self.flash = Some(
                         "no transfer matrix in this run: --set transfer=on records one".into(),
                     );
@@ -1377,7 +1422,7 @@ mod tests {
         let h = header("bifurcation", &[]);
         let mut app = crate::tui::sample::app(&h, 2);
         app.act(Action::Transfer);
-        assert!(app.transfer_view && app.transfer_matrix().is_none());
+        assert!(app.bottom == BottomView::Transfer && app.transfer_matrix().is_none());
         assert!(app.flash.as_deref().unwrap_or("").contains("transfer=on"));
         let n = h.probes.len();
         let mut s = crate::tui::sample::snapshot(&h, 2, true);
@@ -1392,10 +1437,31 @@ mod tests {
         let (label, m) = app.transfer_matrix().unwrap();
         assert_eq!(label, "step 200");
         assert_eq!(m[2][5], Some((2 * n + 5) as f64 / 1e3));
-        let mut buf = ratatui::buffer::Buffer::empty(ratatui::layout::Rect::new(0, 0, 120, 40));
-        crate::tui::view::draw(&app, &mut buf);
-        let text: String = buf.content().iter().map(|c| c.symbol()).collect();
-        assert!(text.contains("transfer · row"), "the pane is drawn");
+        // Drift: the previous probe's error less the own one (the diagonal).
+        assert!(app.drift_rows().is_empty());
+        let mut s = crate::tui::sample::snapshot(&h, 4, true);
+        for (i, p) in s.probes.iter_mut().enumerate() {
+            p.reading.transfer = Some(
+                (0..n)
+                    .map(|j| Some(if i == j { 0.1 } else { 0.3 }))
+                    .collect(),
+            );
+            p.reading.drift_error = Some(0.1 + i as f64 / 100.0);
+        }
+        app.apply(&Record::Snapshot(s));
+        let d = app.drift_rows();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, 400);
+        assert!((d[0].1[3] - 0.03).abs() < 1e-12);
+        let text = |app: &App| {
+            let mut buf = ratatui::buffer::Buffer::empty(ratatui::layout::Rect::new(0, 0, 120, 40));
+            crate::tui::view::draw(app, &mut buf);
+            buf.content().iter().map(|c| c.symbol()).collect::<String>()
+        };
+        assert!(text(&app).contains("transfer · row"), "the matrix is drawn");
+        app.act(Action::Transfer);
+        assert_eq!(app.bottom, BottomView::Drift);
+        assert!(text(&app).contains("drift ·"), "the drift is drawn");
     }
 
     #[test]

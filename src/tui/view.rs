@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Clear, Dataset, GraphType, Paragraph, Widget, Wrap};
 
 use super::diagram::{self, err_label, DiagramView};
-use super::state::{Action, App, BarsMode, Pane, RunState};
+use super::state::{Action, App, BarsMode, BottomView, Pane, RunState};
 use super::theme::{downgrade, Theme};
 use crate::runlog::SnapshotKind;
 
@@ -60,10 +60,10 @@ pub fn draw(app: &App, buf: &mut Buffer) {
     };
     draw_bars(app, &theme, bars, buf);
     draw_diagram(app, &theme, diag, buf);
-    if app.transfer_view {
-        draw_transfer(app, &theme, heat, buf);
-    } else {
-        draw_heatmap(app, &theme, heat, buf);
+    match app.bottom {
+        BottomView::LayerTime => draw_heatmap(app, &theme, heat, buf),
+        BottomView::Transfer => draw_transfer(app, &theme, heat, buf),
+        BottomView::Drift => draw_drift(app, &theme, heat, buf),
     }
     if let Some(side) = side {
         draw_inspector(app, &theme, side, buf);
@@ -666,6 +666,67 @@ fn draw_transfer(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let y = inner.y + inner.height - 1;
     let x = plot.x + ((sel - c0) * cw) as u16;
+    column_marker(buf, plot, (x, y), &label_of(app, sel), theme);
+}
+
+/// Drift over training: a row per converged snapshot with drift readings, a column per shown
+/// tap; how much worse the previous snapshot's probe does on these features than this one's,
+/// coloured from 0 to chance.
+fn draw_drift(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let rows = app.drift_rows();
+    let block = pane_block(
+        app,
+        theme,
+        Pane::Heatmap,
+        " drift · previous snapshot's probe on these features, less this one's ".into(),
+    )
+    .title_bottom(scale_legend(theme, app));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let n = app.taps.len();
+    if rows.is_empty() || n == 0 || inner.width < 10 || inner.height < 2 {
+        note(
+            buf,
+            inner,
+            "no drift readings: a training run with --set transfer=on records them (x goes on)",
+            theme,
+        );
+        return;
+    }
+    let plot = plot_area(inner, 6);
+    let sel = app.selected.min(n - 1);
+    let vis = app.visible();
+    let sel_pos = vis.iter().position(|&i| i == sel).unwrap_or(0);
+    let (start, shown) = window(vis.len(), 1, plot.width as usize, sel_pos);
+    let slot = (plot.width as usize / shown).max(1);
+    // The newest rows that fit.
+    let first = rows.len().saturating_sub(plot.height as usize);
+    let palette = theme.palette(app.depth);
+    let chance = app.chance();
+    for (r, (step, v)) in rows[first..].iter().enumerate() {
+        let y = plot.y + r as u16;
+        buf.set_stringn(
+            inner.x,
+            y,
+            format!("{step:>5}"),
+            5,
+            Style::default().fg(theme.muted),
+        );
+        for (k, &i) in vis[start..start + shown].iter().enumerate() {
+            let (ch, st) = match v.get(i).copied().filter(|d| d.is_finite()) {
+                Some(d) if theme.monochrome => theme.scale_cell(d.max(0.0) / chance),
+                Some(d) => ('█', Style::default().fg(palette.at(d.max(0.0) / chance))),
+                None => ('·', Style::default().fg(theme.muted)),
+            };
+            for dx in 0..slot {
+                buf[(plot.x + (k * slot + dx) as u16, y)]
+                    .set_char(ch)
+                    .set_style(st);
+            }
+        }
+    }
+    let y = inner.y + inner.height - 1;
+    let x = plot.x + (sel_pos.saturating_sub(start) * slot) as u16;
     column_marker(buf, plot, (x, y), &label_of(app, sel), theme);
 }
 
