@@ -201,16 +201,17 @@ impl Watch {
             self.last = Some(s.clone());
         }
         // At initialisation: the mean over datasets, or the first converged snapshot at step 0.
-        let init: Option<Vec<f64>> = match (&self.dataset_sum, &self.first) {
-            (Some((sum, k)), _) => Some(sum.iter().map(|v| v / *k as f64).collect()),
+        let mean = self.dataset_mean().map(|(m, _)| m);
+        let init: Option<Vec<f64>> = match (&mean, &self.first) {
+            (Some(m), _) => Some(m.clone()),
             (None, Some(f)) if f.step == 0 => Some(shown(f)),
             _ => None,
         };
         if let Some(e) = init {
             out.extend(self.garbage_forwardprop(&e));
         }
-        let latest = match (&self.dataset_sum, &self.last) {
-            (Some((sum, k)), _) => Some(sum.iter().map(|v| v / *k as f64).collect()),
+        let latest = match (mean, &self.last) {
+            (Some(m), _) => Some(m),
             (None, Some(l)) => Some(shown(l)),
             _ => None,
         };
@@ -223,6 +224,18 @@ impl Watch {
             }
         }
         out
+    }
+
+    /// For presets that repeat over datasets: the mean error per probe over the datasets so
+    /// far (test where there is one, else train), and how many.
+    pub fn dataset_mean(&self) -> Option<(Vec<f64>, usize)> {
+        let (sum, k) = self.dataset_sum.as_ref()?;
+        Some((sum.iter().map(|v| v / *k as f64).collect(), *k))
+    }
+
+    /// The newest converged snapshot of a training run (not a dataset's).
+    pub fn newest_converged(&self) -> Option<&Snapshot> {
+        self.last.as_ref()
     }
 
     fn name(&self, i: usize) -> &str {

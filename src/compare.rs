@@ -77,11 +77,7 @@ impl Source<'_> {
                 } else {
                     ""
                 };
-                if s.label == format!("step {}", s.step) {
-                    format!("{kind}{}", s.label)
-                } else {
-                    format!("{kind}{} (step {})", s.label, s.step)
-                }
+                format!("{kind}{}", crate::export::snapshot_name(s))
             }
             Self::Datasets(v) => format!("mean of {} datasets", v.len()),
         }

@@ -225,7 +225,7 @@ pub fn shown_errors(s: &Snapshot) -> (Vec<f64>, &'static str) {
 
 /// A snapshot's name in a legend or panel title: its label, with the step where the label does
 /// not say it.
-fn snapshot_name(s: &Snapshot) -> String {
+pub fn snapshot_name(s: &Snapshot) -> String {
     if s.label == format!("step {}", s.step) || s.dataset.is_some() {
         s.label.clone()
     } else {

@@ -632,6 +632,8 @@ pub fn fit_converged(
             None,
             &FitConfig {
                 control: false,
+                // The twins' transfer rows would be thrown away.
+                transfer: false,
                 ..cfg.clone()
             },
         )?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::alerts::{Alert, Watch};
-use crate::runlog::{EndStatus, Record, RunHeader, Snapshot, SnapshotKind};
+use crate::runlog::{EndStatus, Record, RunHeader, Snapshot};
 
 /// A log modified this recently without an end line counts as running, else as killed.
 const QUIET_AFTER: Duration = Duration::from_secs(120);
@@ -16,10 +16,6 @@ const QUIET_AFTER: Duration = Duration::from_secs(120);
 pub struct Line {
     header: Option<RunHeader>,
     latest: Option<Snapshot>,
-    /// The newest converged snapshot (the best-tap figure prefers it).
-    converged: Option<Snapshot>,
-    /// Mean errors over datasets, and how many.
-    datasets: Option<(Vec<f64>, usize)>,
     end: Option<(EndStatus, Option<String>)>,
     alerts: Vec<Alert>,
     watch: Option<Watch>,
@@ -37,8 +33,6 @@ impl Line {
         Self {
             header: None,
             latest: None,
-            converged: None,
-            datasets: None,
             end: None,
             alerts: Vec::new(),
             watch: None,
@@ -54,19 +48,9 @@ impl Line {
                 self.header = Some(h.clone());
             }
             Record::Snapshot(s) => {
+                // The watch keeps the dataset mean and the newest converged snapshot too.
                 if let Some(w) = &mut self.watch {
                     self.alerts = w.push(s);
-                }
-                if s.dataset.is_some() {
-                    let n = s.probes.len();
-                    let (sum, k) = self.datasets.get_or_insert_with(|| (vec![0.0; n], 0));
-                    for (acc, p) in sum.iter_mut().zip(&s.probes) {
-                        *acc += p.reading.test_error.unwrap_or(p.reading.train_error);
-                    }
-                    *k += 1;
-                }
-                if s.kind == SnapshotKind::Converged {
-                    self.converged = Some(s.clone());
                 }
                 self.latest = Some(s.clone());
             }
@@ -101,7 +85,7 @@ impl Line {
         });
         if let Some(s) = &self.latest {
             let total = h.total_steps.map_or(String::new(), |t| format!("/{t}"));
-            match (s.dataset, &self.datasets) {
+            match (s.dataset, self.watch.as_ref().and_then(Watch::dataset_mean)) {
                 (Some(_), Some((_, k))) => {
                     let of = h
                         .params
@@ -128,24 +112,10 @@ impl Line {
     /// The tap with the least error: the dataset mean, or the newest converged snapshot (test
     /// error), else the newest snapshot.
     fn best(&self, h: &RunHeader) -> Option<(String, f64, &'static str)> {
-        let (errors, which): (Vec<f64>, &str) = if let Some((sum, k)) = &self.datasets {
-            (sum.iter().map(|v| v / *k as f64).collect(), "mean")
-        } else {
-            let s = self.converged.as_ref().or(self.latest.as_ref())?;
-            let has_test = s.probes.iter().any(|p| p.reading.test_error.is_some());
-            (
-                s.probes
-                    .iter()
-                    .map(|p| {
-                        if has_test {
-                            p.reading.test_error.unwrap_or(f64::NAN)
-                        } else {
-                            p.reading.train_error
-                        }
-                    })
-                    .collect(),
-                if has_test { "test" } else { "train" },
-            )
+        let watch = self.watch.as_ref()?;
+        let (errors, which): (Vec<f64>, &str) = match watch.dataset_mean() {
+            Some((mean, _)) => (mean, "mean"),
+            None => crate::export::shown_errors(watch.newest_converged().or(self.latest.as_ref())?),
         };
         let (i, e) = errors
             .iter()

@@ -8,7 +8,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Widget, Wrap};
+use ratatui::widgets::{Block, Clear, Paragraph, Widget, Wrap};
 
 use super::diagram::err_label;
 use super::keys::{KeyMode, Keymap};
@@ -426,19 +426,7 @@ pub fn draw(app: &CompareApp, buf: &mut Buffer) {
 }
 
 fn block<'a>(app: &CompareApp, theme: &Theme, pane: ComparePane, title: String) -> Block<'a> {
-    let focused = app.focus == pane;
-    let mut style = Style::default().fg(if focused { theme.focus } else { theme.border });
-    if focused && theme.monochrome {
-        style = style.add_modifier(Modifier::BOLD);
-    }
-    Block::bordered()
-        .border_type(if focused {
-            BorderType::Thick
-        } else {
-            BorderType::Plain
-        })
-        .border_style(style)
-        .title(Span::styled(title, Style::default().fg(theme.text)))
+    view::framed(app.focus == pane, theme, title)
 }
 
 /// A signed difference as ".123" with its sign.
@@ -535,12 +523,9 @@ fn draw_bars(app: &CompareApp, theme: &Theme, area: Rect, buf: &mut Buffer) {
     } else {
         format!(" chance {:.2} ", app.cmp.runs[0].chance)
     }));
-    let mut blk = block(app, theme, ComparePane::Bars, String::new())
+    let blk = block(app, theme, ComparePane::Bars, String::new())
         .title(Line::from(title))
         .title_bottom(Line::from(legend).right_aligned());
-    if app.focus != ComparePane::Bars {
-        blk = blk.border_type(BorderType::Plain);
-    }
     let inner = blk.inner(area);
     blk.render(area, buf);
     if n == 0 || inner.width < 10 || inner.height < 4 {
@@ -1002,7 +987,8 @@ fn draw_status(app: &CompareApp, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Style::default().fg(theme.warn),
         ));
     }
-    let first = |a: Action| view::first_key(&app.keymap, a);
+    let active = app.keymap.active();
+    let first = |a: Action| view::first_key(&active, a);
     let hints = format!(
         " {}{} step  {} play  {} diff  {} base  {} readings  {} help  {} quit ",
         first(Action::StepBack),

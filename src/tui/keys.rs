@@ -195,7 +195,12 @@ const LOOK_BACK: &[Action] = &[
 pub const COMPARE: &[Action] = &[Action::Diff, Action::Base, Action::Readings];
 
 /// The actions that do nothing in `probescope compare` (it steers no run).
-const NOT_IN_COMPARE: &[Action] = &[Action::Snapshot, Action::Find, Action::Transfer];
+const NOT_IN_COMPARE: &[Action] = &[
+    Action::Snapshot,
+    Action::Find,
+    Action::Transfer,
+    Action::Live,
+];
 
 /// Which view the table serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,30 +404,25 @@ impl Keymap {
             .bindings
             .iter()
             .filter(|b| layer(b.action) == 0 || first.iter().any(|g| g.contains(&b.action)))
-            .filter(|b| !(self.mode == KeyMode::Compare && b.action == Action::Live))
             .filter(|b| !(self.mode == KeyMode::Compare && NOT_IN_COMPARE.contains(&b.action)))
             .partition(|b| layer(b.action) != 0);
-        if self.mode == KeyMode::Live {
-            // Looking back takes only keys no live action has.
-            let used: Vec<KeySpec> = rest.iter().flat_map(|b| b.keys.clone()).collect();
-            let mut out: Vec<Binding> = rest.into_iter().cloned().collect();
-            out.extend(lead.into_iter().map(|b| {
-                Binding {
-                    keys: b
-                        .keys
-                        .iter()
-                        .filter(|k| !used.contains(k))
-                        .copied()
-                        .collect(),
-                    help: help_in(self.mode, b.action).unwrap_or(b.help),
-                    ..b.clone()
-                }
-            }));
-            return out;
-        }
-        let taken: Vec<KeySpec> = lead.iter().flat_map(|b| b.keys.clone()).collect();
-        let mut out: Vec<Binding> = lead.into_iter().cloned().collect();
-        out.extend(rest.into_iter().map(|b| {
+        // Who keeps a key both want: in a live run the live actions (looking back takes only
+        // keys none of them has), elsewhere the timeline's and the comparison's.
+        let (winners, others) = if self.mode == KeyMode::Live {
+            (rest, lead)
+        } else {
+            (lead, rest)
+        };
+        let taken: Vec<KeySpec> = winners.iter().flat_map(|b| b.keys.clone()).collect();
+        let help = |b: &Binding| help_in(self.mode, b.action).unwrap_or(b.help);
+        let mut out: Vec<Binding> = winners
+            .into_iter()
+            .map(|b| Binding {
+                help: help(b),
+                ..b.clone()
+            })
+            .collect();
+        out.extend(others.into_iter().map(|b| {
             Binding {
                 keys: b
                     .keys
@@ -430,7 +430,7 @@ impl Keymap {
                     .filter(|k| !taken.contains(k))
                     .copied()
                     .collect(),
-                help: help_in(self.mode, b.action).unwrap_or(b.help),
+                help: help(b),
                 ..b.clone()
             }
         }));

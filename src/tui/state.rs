@@ -537,12 +537,10 @@ impl App {
     /// The run as a log of the snapshots kept for export.
     pub fn kept_log(&self) -> Option<crate::runlog::RunLog> {
         let info = self.info.as_ref()?;
-        let k = &self.kept;
-        let mut all: Vec<&(usize, Snapshot)> = k.converged.iter().chain(k.online.items()).collect();
-        all.sort_by_key(|(i, _)| *i);
         Some(crate::runlog::RunLog {
             header: info.header.clone(),
-            records: all
+            records: self
+                .kept_sorted()
                 .into_iter()
                 .map(|(_, s)| Record::Snapshot(s.clone()))
                 .collect(),
@@ -791,17 +789,12 @@ impl App {
         self.latest = Some(s.clone());
     }
 
-    /// The arrival numbers of the kept snapshots, in order.
-    fn kept_order(&self) -> Vec<usize> {
+    /// The kept snapshots (converged and online) with their arrival numbers, in arrival order.
+    fn kept_sorted(&self) -> Vec<&(usize, Snapshot)> {
         let k = &self.kept;
-        let mut v: Vec<usize> = k
-            .converged
-            .iter()
-            .chain(k.online.items())
-            .map(|(i, _)| *i)
-            .collect();
-        v.sort_unstable();
-        v
+        let mut all: Vec<&(usize, Snapshot)> = k.converged.iter().chain(k.online.items()).collect();
+        all.sort_by_key(|(i, _)| *i);
+        all
     }
 
     /// The kept snapshot with arrival number `seq`.
@@ -825,7 +818,7 @@ impl App {
     /// Looks back `delta` kept snapshots from where the view is (negative: back); past the
     /// newest, the view is live again.
     pub fn travel_by(&mut self, delta: i64) {
-        let order = self.kept_order();
+        let order: Vec<usize> = self.kept_sorted().iter().map(|(i, _)| *i).collect();
         if order.is_empty() {
             return;
         }
@@ -1289,30 +1282,29 @@ impl App {
     /// The taps the bars and the layer x time picture show: those whose name contains the `/`
     /// filter (any case), or all when there is none or nothing matches.
     pub fn visible(&self) -> Vec<usize> {
-        let all = || (0..self.taps.len()).collect();
-        let Some(f) = self.filter.as_deref().filter(|f| !f.is_empty()) else {
-            return all();
-        };
-        let f = f.to_lowercase();
-        let hits: Vec<usize> = (0..self.taps.len())
-            .filter(|&i| self.taps[i].name.to_lowercase().contains(&f))
-            .collect();
-        if hits.is_empty() {
-            all()
-        } else {
-            hits
+        match self.matches() {
+            Some(hits) if !hits.is_empty() => hits,
+            _ => (0..self.taps.len()).collect(),
         }
     }
 
     /// Whether the `/` filter matches no tap (so every tap shows).
     pub fn filter_misses(&self) -> bool {
-        match self.filter.as_deref() {
-            Some(f) if !f.is_empty() => {
-                let f = f.to_lowercase();
-                !self.taps.iter().any(|t| t.name.to_lowercase().contains(&f))
-            }
-            _ => false,
-        }
+        self.matches().is_some_and(|hits| hits.is_empty())
+    }
+
+    /// The taps whose name contains the `/` filter (any case); None without a filter.
+    fn matches(&self) -> Option<Vec<usize>> {
+        let f = self
+            .filter
+            .as_deref()
+            .filter(|f| !f.is_empty())?
+            .to_lowercase();
+        Some(
+            (0..self.taps.len())
+                .filter(|&i| self.taps[i].name.to_lowercase().contains(&f))
+                .collect(),
+        )
     }
 
     /// A key while the `/` prompt is open.

@@ -151,7 +151,11 @@ pub(super) fn too_small(area: Rect, buf: &mut Buffer, theme: &Theme) {
 }
 
 fn pane_block<'a>(app: &App, theme: &Theme, pane: Pane, title: String) -> Block<'a> {
-    let focused = app.focus == pane;
+    framed(app.focus == pane, theme, title)
+}
+
+/// A pane's frame: thick and in the focus colour when `focused`, with `title`.
+pub(super) fn framed<'a>(focused: bool, theme: &Theme, title: String) -> Block<'a> {
     let mut style = Style::default().fg(if focused { theme.focus } else { theme.border });
     if focused && theme.monochrome {
         style = style.add_modifier(Modifier::BOLD);
@@ -183,6 +187,16 @@ type HistorySeries = (
     fn(&super::state::Row, usize) -> f32,
     Color,
 );
+
+/// The taps the `/` filter shows, the selected one's position among them, and the window of
+/// them (start, count) that fits `width` columns in slots of `slot` (see [`window`]).
+fn visible_window(app: &App, slot: usize, width: usize) -> (Vec<usize>, usize, usize, usize) {
+    let vis = app.visible();
+    let sel = app.selected.min(app.taps.len().saturating_sub(1));
+    let sel_pos = vis.iter().position(|&i| i == sel).unwrap_or(0);
+    let (start, shown) = window(vis.len(), slot, width, sel_pos);
+    (vis, sel_pos, start, shown)
+}
 
 /// `inner` less a left axis of `axis_w` columns and a label row at the bottom.
 pub(super) fn plot_area(inner: Rect, axis_w: u16) -> Rect {
@@ -224,12 +238,10 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             err_label(te, 4).trim()
         )
     };
-    let legend = if selective {
+    let mut legend = if selective {
         vec![
             Span::styled("█", Style::default().fg(theme.good)),
             Span::raw(" selectivity "),
-            Span::styled("─", Style::default().fg(theme.chance)),
-            Span::raw(format!(" chance {:.2} ", app.chance())),
         ]
     } else {
         vec![
@@ -237,10 +249,12 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Span::raw(" train "),
             Span::styled("█", Style::default().fg(theme.test)),
             Span::raw(" test "),
-            Span::styled("─", Style::default().fg(theme.chance)),
-            Span::raw(format!(" chance {:.2} ", app.chance())),
         ]
     };
+    legend.extend([
+        Span::styled("─", Style::default().fg(theme.chance)),
+        Span::raw(format!(" chance {:.2} ", app.chance())),
+    ]);
     let block =
         pane_block(app, theme, Pane::Bars, title).title_bottom(Line::from(legend).right_aligned());
     let inner = block.inner(area);
@@ -275,10 +289,8 @@ fn draw_bars(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let min_slot = series.len();
     let pw = plot.width as usize;
     // The taps the `/` filter shows.
-    let vis = app.visible();
+    let (vis, sel_pos, start, shown) = visible_window(app, min_slot, pw);
     let nv = vis.len();
-    let sel_pos = vis.iter().position(|&i| i == sel).unwrap_or(0);
-    let (start, shown) = window(nv, min_slot, pw, sel_pos);
     let slot = (pw / shown).max(min_slot);
     let bw = if slot > series.len() {
         ((slot - 1) / series.len()).max(1)
@@ -515,9 +527,7 @@ fn draw_heatmap(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let plot = plot_area(inner, 6);
     let sel = app.selected.min(n - 1);
-    let vis = app.visible();
-    let sel_pos = vis.iter().position(|&i| i == sel).unwrap_or(0);
-    let (start, shown) = window(vis.len(), 1, plot.width as usize, sel_pos);
+    let (vis, sel_pos, start, shown) = visible_window(app, 1, plot.width as usize);
     let slot = (plot.width as usize / shown).max(1);
     let per_row = if theme.monochrome { 1 } else { 2 };
     let capacity = plot.height as usize * per_row;
@@ -695,9 +705,7 @@ fn draw_drift(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let plot = plot_area(inner, 6);
     let sel = app.selected.min(n - 1);
-    let vis = app.visible();
-    let sel_pos = vis.iter().position(|&i| i == sel).unwrap_or(0);
-    let (start, shown) = window(vis.len(), 1, plot.width as usize, sel_pos);
+    let (vis, sel_pos, start, shown) = visible_window(app, 1, plot.width as usize);
     let slot = (plot.width as usize / shown).max(1);
     // The newest rows that fit.
     let first = rows.len().saturating_sub(plot.height as usize);
@@ -1058,10 +1066,10 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         .render(inner, buf);
 }
 
-/// The first key of `action` in `keymap`'s active table, as the help shows it ("-" if none).
-pub(super) fn first_key(keymap: &super::keys::Keymap, action: Action) -> String {
-    keymap
-        .active()
+/// The first key of `action` among the `active` bindings (`Keymap::active`, computed once per
+/// frame by the caller), as the help shows it ("-" if none).
+pub(super) fn first_key(active: &[super::keys::Binding], action: Action) -> String {
+    active
         .iter()
         .find(|b| b.action == action)
         .and_then(|b| b.keys.first())
@@ -1093,6 +1101,9 @@ fn note(buf: &mut Buffer, inner: Rect, text: &str, theme: &Theme) {
 }
 
 fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    // Hints come from the key table, so a rebound key shows as it is.
+    let active = app.keymap.active();
+    let first = |a: Action| first_key(&active, a);
     let (state, colour) = match &app.state {
         RunState::Starting => ("starting", theme.muted),
         RunState::Running => ("running", theme.good),
@@ -1146,7 +1157,7 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     // Looking back in a live run: which snapshot, and how to return.
     if let (Some(s), Some(_)) = (app.shown(), app.travel) {
         let live = app.latest.as_ref().map_or(0, |l| l.step);
-        let back = first_key(&app.keymap, Action::Live);
+        let back = first(Action::Live);
         spans.push(Span::styled(
             format!(" ⏪ {} (live at step {live}) · {back} returns ·", s.label),
             Style::default()
@@ -1242,8 +1253,6 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Style::default().fg(theme.bad),
         ));
     }
-    // Hints from the key table, so a rebound key shows as it is.
-    let first = |a: Action| first_key(&app.keymap, a);
     let hints = format!(
         " {}{} tap  {} pane  {} inspect  {} pause  {} snap  {} theme  {} help  {} quit ",
         first(Action::Left),
