@@ -35,6 +35,16 @@ pub struct Settings<'a> {
     pub memory_mb: usize,
     /// Skip the converged snapshot.
     pub skip_snapshot: bool,
+    /// Where to compute.
+    pub device: Device,
+    /// The device's name, for the report.
+    pub device_name: String,
+    /// Rounds of the two training runs, in alternating order (the median is reported).
+    pub rounds: usize,
+    /// Also take the snapshot with bfloat16 activations and compare every probe's error.
+    pub bf16: bool,
+    /// Steps between online-probe updates (the presets' `online_update_every`).
+    pub update_every: usize,
 }
 
 fn train_steps(
@@ -44,6 +54,7 @@ fn train_steps(
     steps: usize,
     mut online: Option<&mut OnlineProbes>,
     specs: &[ProbeSpec],
+    update_every: usize,
 ) -> anyhow::Result<(f64, f64, f64)> {
     let g = model.graph();
     let mut batches = Batches::default();
@@ -57,7 +68,10 @@ fn train_steps(
         let loss = model.loss(&outs, &mb.y)?;
         opt.backward_step(&loss)?;
         loss_v = loss.to_scalar::<f32>()? as f64;
-        if let Some(on) = online.as_deref_mut() {
+        if let Some(on) = online
+            .as_deref_mut()
+            .filter(|_| step % update_every.max(1) == 0)
+        {
             let t = Instant::now();
             let taps: Vec<Tensor> = specs
                 .iter()
@@ -82,18 +96,28 @@ impl std::fmt::Write for Out {
     }
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Runs the benchmark, printing its report as it goes.
 pub fn run(s: &Settings) -> anyhow::Result<()> {
-    let dev = Device::Cpu;
+    let dev = s.device.clone();
     let loaded = mnist::load(s.data_dir, Which::Mnist)?;
     let splits = loaded.splits(false, &dev)?;
     let g = mnist_convnet::graph();
     let specs = mnist_convnet::probes(&g, s.subset, 0);
     let mut out = Out;
+    let threads = if dev.is_cpu() {
+        format!(" ({} threads)", candle_core::utils::get_num_threads())
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "bench train: mnist-convnet on MNIST, CPU ({} threads), batch 64, SGD momentum 0.9",
-        candle_core::utils::get_num_threads()
+        "bench train: mnist-convnet on MNIST, {}{threads}, batch 64, SGD momentum 0.9",
+        s.device_name
     )?;
     let fresh = || -> anyhow::Result<(candle_nn::VarMap, Model)> {
         let vm = g.init_varmap(0, &dev)?;
@@ -101,36 +125,79 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         Ok((vm, m))
     };
     let sgd = OptimKind::Sgd { momentum: 0.9 };
-    let (vm, model) = fresh()?;
-    let mut opt = Optim::new(&vm, sgd, 0.01, 5e-4)?;
-    let (base_s, _, base_loss) =
-        train_steps(&model, &mut opt, &splits.train, s.steps, None, &specs)?;
-    let (vm, model) = fresh()?;
-    let mut opt = Optim::new(&vm, sgd, 0.01, 5e-4)?;
-    let mut online = OnlineProbes::new(specs.clone(), 10, &dev, OnlineConfig::default())?;
-    let (with_s, probe_s, with_loss) = train_steps(
-        &model,
-        &mut opt,
-        &splits.train,
-        s.steps,
-        Some(&mut online),
-        &specs,
-    )?;
+    let online = || OnlineProbes::new(specs.clone(), 10, &dev, OnlineConfig::default());
+    // Warm-up, untimed: the first steps load kernels and create library handles.
+    {
+        let (vm, model) = fresh()?;
+        let mut opt = Optim::new(&vm, sgd, 0.01, 5e-4)?;
+        let warm = s.steps.min(20);
+        train_steps(&model, &mut opt, &splits.train, warm, None, &specs, 1)?;
+        train_steps(
+            &model,
+            &mut opt,
+            &splits.train,
+            warm,
+            Some(&mut online()?),
+            &specs,
+            1,
+        )?;
+    }
+    let (mut base, mut with, mut probes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base_loss, mut with_loss) = (f64::NAN, f64::NAN);
+    let mut trained = None;
+    for round in 0..s.rounds.max(1) {
+        // Alternate which run goes first, so neither always meets a cold or a hot machine.
+        for probed in [round % 2 == 1, round % 2 == 0] {
+            let (vm, model) = fresh()?;
+            let mut opt = Optim::new(&vm, sgd, 0.01, 5e-4)?;
+            if probed {
+                let mut on = online()?;
+                let (t, p, l) = train_steps(
+                    &model,
+                    &mut opt,
+                    &splits.train,
+                    s.steps,
+                    Some(&mut on),
+                    &specs,
+                    s.update_every,
+                )?;
+                with.push(t);
+                probes.push(p);
+                with_loss = l;
+                trained = Some(model);
+            } else {
+                let (t, _, l) =
+                    train_steps(&model, &mut opt, &splits.train, s.steps, None, &specs, 1)?;
+                base.push(t);
+                base_loss = l;
+            }
+        }
+    }
+    let model = trained.expect("at least one round");
+    let (base_s, with_s, probe_s) = (median(base), median(with), median(probes));
     let per = |t: f64| t / s.steps as f64 * 1e3;
-    writeln!(out, "{} training steps each run", s.steps)?;
     writeln!(
         out,
-        "  without probes:            {:8.1} ms/step (final loss {base_loss:.4})",
-        per(base_s)
+        "{} training steps each run, {} rounds in alternating order (medians)",
+        s.steps,
+        s.rounds.max(1)
     )?;
     writeln!(
         out,
-        "  with 10 online probes:     {:8.1} ms/step (final loss {with_loss:.4}: the same model, the probes cannot change it)",
-        per(with_s)
+        "  without probes:            {:8.2} ms/step, {:7.2} s/epoch (final loss {base_loss:.4})",
+        per(base_s),
+        per(base_s) * 0.781
     )?;
     writeln!(
         out,
-        "  ratio with/without:        {:8.3}  (probe updates alone: {:.1} ms/step, {:.1}% of a step with probes)",
+        "  with 10 online probes:     {:8.2} ms/step, {:7.2} s/epoch (final loss {with_loss:.4}: the same model, the probes cannot change it; updated every {} steps)",
+        per(with_s),
+        per(with_s) * 0.781,
+        s.update_every.max(1)
+    )?;
+    writeln!(
+        out,
+        "  ratio with/without:        {:8.3}  (probe updates alone: {:.2} ms/step, {:.1}% of a step with probes)",
         with_s / base_s,
         per(probe_s),
         100.0 * probe_s / with_s
@@ -152,6 +219,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         snapshot_steps: vec![],
         snapshot_each_epoch: false,
         online_every: 1,
+        online_update_every: 1,
         optim: sgd,
         lr: 0.01,
         lr_decay: 1.0,
@@ -164,43 +232,77 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         fit: Default::default(),
     };
     let samples = sets.train.len() + sets.val.len() + sets.test.len();
-    let groups = trained::memory_groups(&specs, samples, s.memory_mb << 20).len();
-    let t = Instant::now();
-    let (fitted, _, metrics) = trained::converged(&model, &specs, &sets, None, &plan)?;
-    let secs = t.elapsed().as_secs_f64();
-    writeln!(
-        out,
-        "converged snapshot, {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}): {secs:.1} s",
-        specs.len(),
-        sets.train.len(),
-        sets.val.len(),
-        sets.test.len(),
-        groups,
-        s.memory_mb
-    )?;
-    writeln!(
-        out,
-        "  model after {} steps: test error {:.4}",
-        s.steps,
-        metrics.test_error.unwrap_or(f64::NAN)
-    )?;
-    writeln!(
-        out,
-        "  {:<15} {:>8} {:>10} {:>10} {:>6} {:>5}",
-        "probe", "features", "train err", "test err", "iters", "conv"
-    )?;
-    for (sp, f) in specs.iter().zip(&fitted) {
-        let r = &f.reading;
+    let mut first: Option<Vec<f64>> = None;
+    for bf16 in [false, true] {
+        if bf16 && !s.bf16 {
+            break;
+        }
+        let plan = Plan {
+            fit: crate::probe::FitConfig {
+                bf16_features: bf16,
+                ..Default::default()
+            },
+            ..plan.clone()
+        };
+        let elem = if bf16 { 2 } else { 4 };
+        let groups = trained::memory_groups(&specs, samples, elem, s.memory_mb << 20).len();
+        let t = Instant::now();
+        let (fitted, _, metrics) = trained::converged(&model, &specs, &sets, None, &plan)?;
+        let secs = t.elapsed().as_secs_f64();
         writeln!(
             out,
-            "  {:<15} {:>8} {:>10.4} {:>10.4} {:>6} {:>5}",
-            sp.name,
-            sp.width(),
-            r.train_error,
-            r.test_error.unwrap_or(f64::NAN),
-            r.iterations,
-            if r.converged { "yes" } else { "no" }
+            "converged snapshot ({} activations), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}): {secs:.1} s",
+            if bf16 { "bf16" } else { "f32" },
+            specs.len(),
+            sets.train.len(),
+            sets.val.len(),
+            sets.test.len(),
+            groups,
+            s.memory_mb
         )?;
+        writeln!(
+            out,
+            "  model after {} steps: test error {:.4}",
+            s.steps,
+            metrics.test_error.unwrap_or(f64::NAN)
+        )?;
+        writeln!(
+            out,
+            "  {:<15} {:>8} {:>10} {:>10} {:>6} {:>5}",
+            "probe", "features", "train err", "test err", "iters", "conv"
+        )?;
+        for (sp, f) in specs.iter().zip(&fitted) {
+            let r = &f.reading;
+            writeln!(
+                out,
+                "  {:<15} {:>8} {:>10.4} {:>10.4} {:>6} {:>5}",
+                sp.name,
+                sp.width(),
+                r.train_error,
+                r.test_error.unwrap_or(f64::NAN),
+                r.iterations,
+                if r.converged { "yes" } else { "no" }
+            )?;
+        }
+        let errs: Vec<f64> = fitted
+            .iter()
+            .map(|f| f.reading.test_error.unwrap_or(f64::NAN))
+            .collect();
+        match &first {
+            None => first = Some(errs),
+            Some(f32_errs) => {
+                let worst = f32_errs
+                    .iter()
+                    .zip(&errs)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                writeln!(
+                    out,
+                    "  bf16 against f32 activations: largest test-error difference {:.3} percentage points",
+                    100.0 * worst
+                )?;
+            }
+        }
     }
     Ok(())
 }

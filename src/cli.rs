@@ -135,6 +135,18 @@ pub enum BenchWhat {
         /// Only the training runs.
         #[arg(long)]
         skip_snapshot: bool,
+        /// Where to compute: auto, cpu, cuda or cuda:N (as for `run`).
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Rounds of the two training runs, in alternating order (the median is reported).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Also take the snapshot with bfloat16 activations and compare every probe's error.
+        #[arg(long)]
+        bf16: bool,
+        /// Steps between online-probe updates (as the presets' online_update_every).
+        #[arg(long, default_value_t = 1)]
+        update_every: usize,
     },
     /// The terminal UI: frame render time with 33 and 129 taps, and the trainer's speed with the
     /// UI open against headless.
@@ -204,8 +216,9 @@ pub struct RunArgs {
     /// happens when stdout is not a terminal).
     #[arg(long)]
     pub headless: bool,
-    /// Where to compute: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    /// Where to compute: auto (the first GPU when built with the `cuda` feature and one
+    /// answers, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Seed of every random draw (data, weights, feature subsets, minibatch order).
     #[arg(long, default_value_t = 0)]
@@ -251,31 +264,64 @@ impl Default for RunArgs {
     }
 }
 
-/// Parses `--device`.
-pub fn parse_device(spec: &str) -> Result<Device, ParamError> {
+/// Parses `--device` into the device and its resolved name for the run log (`auto` becomes
+/// `cuda:0` or `cpu`).
+///
+/// `auto` takes the first GPU when this binary was built with the `cuda` feature and a device
+/// answers, else the CPU. An explicit `cuda` that cannot be had is an error naming what is
+/// missing, never a silent fall back to the CPU.
+pub fn parse_device(spec: &str) -> Result<(Device, String), ParamError> {
     let ordinal = match spec {
-        "cpu" => return Ok(Device::Cpu),
+        "cpu" => return Ok((Device::Cpu, "cpu".into())),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok((d, "cuda:0".into()));
+                }
+            }
+            return Ok((Device::Cpu, "cpu".into()));
+        }
         "cuda" => 0,
         s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => n,
             _ => {
                 return Err(ParamError(format!(
-                    "--device {spec}: expected cpu, cuda or cuda:N (N the GPU's number, from 0)"
-                )))
+                "--device {spec}: expected auto, cpu, cuda or cuda:N (N the GPU's number, from 0)"
+            )))
             }
         },
     };
     if !candle_core::utils::cuda_is_available() {
         return Err(ParamError(format!(
             "--device {spec}: this probescope was built without CUDA; rebuild it with \
-             `cargo build --release --features cuda` (needs the CUDA toolkit), or use --device cpu"
+             `cargo build --release --features cuda` (needs the CUDA toolkit, 12.x or 13.x, \
+             and an NVIDIA driver), or use --device cpu"
         )));
     }
-    Device::new_cuda(ordinal).map_err(|e| {
-        ParamError(format!(
-            "--device {spec}: no usable CUDA device {ordinal}: {e}"
-        ))
-    })
+    Device::new_cuda(ordinal)
+        .map(|d| (d, format!("cuda:{ordinal}")))
+        .map_err(|e| {
+            ParamError(format!(
+                "--device {spec}: no usable CUDA device {ordinal} ({}); `nvidia-smi -L` lists \
+                 the GPUs this machine has, or use --device cpu",
+                error_text(&e)
+            ))
+        })
+}
+
+/// An error's text for a person: `{e:#}` without the stack traces candle appends to its errors
+/// when `RUST_BACKTRACE` is set (dozens of `N: <unknown>` lines in a release build).
+pub fn error_text(e: &dyn std::fmt::Display) -> String {
+    let text = format!("{e:#}");
+    let frame = |line: &str| {
+        let t = line.trim_start();
+        line.starts_with(' ')
+            && (t.starts_with("at ")
+                || t.split_once(": ")
+                    .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+    };
+    let kept: Vec<&str> = text.lines().filter(|l| !frame(l)).collect();
+    kept.join("\n").replace("\n)", ")").trim_end().to_string()
 }
 
 /// Runs the command line; returns the process exit code (0 fine, 1 the run failed, 2 bad input,
@@ -328,12 +374,18 @@ pub fn main_with(cli: Cli) -> i32 {
                     subset,
                     memory_mb,
                     skip_snapshot,
+                    device,
+                    rounds,
+                    bf16,
+                    update_every,
                 },
         }) => {
             let dir = data_dir.unwrap_or_else(crate::mnist::default_data_dir);
             crate::mnist::check_present(&dir, crate::mnist::Which::Mnist)
-                .map_err(|e| anyhow::Error::new(ParamError(e)))
-                .and_then(|()| {
+                .map_err(ParamError)
+                .and_then(|()| parse_device(&device))
+                .map_err(anyhow::Error::new)
+                .and_then(|(device, device_name)| {
                     crate::bench_train::run(&crate::bench_train::Settings {
                         data_dir: &dir,
                         steps: steps.max(1),
@@ -341,6 +393,11 @@ pub fn main_with(cli: Cli) -> i32 {
                         subset,
                         memory_mb,
                         skip_snapshot,
+                        device,
+                        device_name,
+                        rounds,
+                        bf16,
+                        update_every,
                     })
                 })
         }
@@ -356,7 +413,7 @@ pub fn main_with(cli: Cli) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("probescope: {e:#}");
+            eprintln!("probescope: {}", error_text(&e));
             if e.downcast_ref::<ParamError>().is_some() {
                 2
             } else if e.downcast_ref::<presets::Stopped>().is_some() {
@@ -565,7 +622,7 @@ pub struct Prepared {
 /// Bad input is a [`ParamError`] and leaves nothing half-written.
 pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
     let (preset, params) = presets::prepare(&args.preset, &args.sets)?;
-    let device = parse_device(&args.device)?;
+    let (device, device_name) = parse_device(&args.device)?;
     let graph = preset.graph(&params);
     graph.shapes().map_err(|e| {
         ParamError(format!(
@@ -581,7 +638,7 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
         preset: preset.name().into(),
         params: params.0.clone(),
         seed: args.seed,
-        device: args.device.clone(),
+        device: device_name,
         graph,
         probes,
         fit: presets::fit_config(&params),
@@ -720,7 +777,7 @@ fn execute(
         },
         Err(e) => End {
             status: EndStatus::Failed,
-            message: Some(format!("{e:#}")),
+            message: Some(error_text(e)),
             elapsed_s,
         },
     };
@@ -784,4 +841,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         signalled,
         look,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn error_text_drops_appended_stack_traces_and_keeps_the_message() {
+        let raw = "no usable CUDA device 7 (DriverError(CUDA_ERROR_INVALID_DEVICE, \"invalid device ordinal\")\n   0: <unknown>\n   1: candle_core::cuda::new\n             at /src/lib.rs:3:5\n  12: __libc_start_main\n); use --device cpu";
+        assert_eq!(
+            error_text(&raw),
+            "no usable CUDA device 7 (DriverError(CUDA_ERROR_INVALID_DEVICE, \"invalid device ordinal\")); use --device cpu"
+        );
+        // Nothing else is touched, indented lines included.
+        let plain = "a: b\n  step 3: loss 0.5\nlast";
+        assert_eq!(error_text(&plain), plain);
+    }
 }

@@ -152,6 +152,10 @@ pub struct ProbeReading {
 /// Most classes for which a converged reading carries a confusion matrix.
 pub const CONFUSION_MAX_CLASSES: usize = 10;
 
+/// Most bytes of standardised features batched together on a GPU (see
+/// [`FitConfig::batch_bytes`], which is sized for a CPU's cache).
+pub const GPU_BATCH_BYTES: usize = 2 << 30;
+
 /// Settings of the converged fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitConfig {
@@ -183,6 +187,10 @@ pub struct FitConfig {
     /// correlated features (deep layers) as easy as independent ones. Wider probes use the
     /// per-feature standardisation alone.
     pub whiten_max: usize,
+    /// Keep the activations of a converged snapshot in bfloat16 (half the memory, so twice the
+    /// taps per forward pass); every fit and evaluation still computes in f32.
+    #[serde(default)]
+    pub bf16_features: bool,
 }
 
 impl Default for FitConfig {
@@ -199,6 +207,7 @@ impl Default for FitConfig {
             control: false,
             transfer: false,
             whiten_max: 1024,
+            bf16_features: false,
         }
     }
 }
@@ -485,18 +494,22 @@ pub(crate) fn cross_entropy(logits: &Tensor, y: &Tensor) -> candle_core::Result<
     (lse - picked)?.mean(1)
 }
 
-/// Per-problem prediction error `[B]` (host) of logits `[B, n, K]` against labels `[n]` u32.
-pub(crate) fn errors(logits: &Tensor, y: &Tensor) -> candle_core::Result<Vec<f64>> {
-    let n = y.dim(0)? as f64;
-    let wrong = logits
+/// Per-problem count of wrong predictions `[B]` (on the device, exact in f32) of logits
+/// `[B, n, K]` against labels `[n]` u32.
+fn wrong_count(logits: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    logits
         .argmax(D::Minus1)?
         .broadcast_ne(&y.unsqueeze(0)?)?
         .to_dtype(DType::F32)?
-        .sum(1)?;
-    Ok(wrong
-        .to_vec1::<f32>()?
+        .sum(1)
+}
+
+/// Per-problem prediction error `[B]` (host) of logits `[B, n, K]` against labels `[n]` u32.
+pub(crate) fn errors(logits: &Tensor, y: &Tensor) -> candle_core::Result<Vec<f64>> {
+    let n = y.dim(0)? as f64;
+    Ok(host(&wrong_count(logits, y)?)?
         .into_iter()
-        .map(|w| f64::from(w) / n)
+        .map(|w| w / n)
         .collect())
 }
 
@@ -558,7 +571,13 @@ pub fn fit_converged(
 ) -> candle_core::Result<Vec<Fitted>> {
     let n = train.y.dim(0)?;
     let mut out: Vec<Option<Fitted>> = vec![None; train.x.len()];
-    // Group probes of the same width into batches of at most `batch_bytes` of features.
+    // Group probes of the same width into batches of at most `batch_bytes` of features. A GPU
+    // has the memory for bigger batches, and each batch costs kernel launches per iteration.
+    let batch_bytes = if train.y.device().is_cuda() {
+        cfg.batch_bytes.max(GPU_BATCH_BYTES)
+    } else {
+        cfg.batch_bytes
+    };
     let mut order: Vec<usize> = (0..train.x.len()).collect();
     order.sort_by_key(|&i| (train.x[i].dim(1).unwrap_or(0), i));
     let mut batches: Vec<Vec<usize>> = Vec::new();
@@ -568,7 +587,7 @@ pub fn fit_converged(
         match batches.last_mut() {
             Some(b)
                 if train.x[b[0]].dim(1)? == d
-                    && (b.len() + 1) * bytes <= cfg.batch_bytes.max(bytes) =>
+                    && (b.len() + 1) * bytes <= batch_bytes.max(bytes) =>
             {
                 b.push(i)
             }
@@ -1063,11 +1082,11 @@ pub fn activation_stats(x: &Tensor) -> candle_core::Result<ActivationStats> {
     })
 }
 
-/// Standard deviations from variances `[1, d]`, where a feature whose spread is at rounding
+/// Standard deviations from variances `[.., d]`, where a feature whose spread is at rounding
 /// level of the largest counts as constant (unit scale): a relative rule, so scale-invariant.
 fn safe_std(var: &Tensor) -> candle_core::Result<Tensor> {
     let std = var.sqrt()?;
-    let floor = std.max_keepdim(1)?.affine(1e-6, 1e-30)?;
+    let floor = std.max_keepdim(D::Minus1)?.affine(1e-6, 1e-30)?;
     std.broadcast_gt(&floor)?
         .where_cond(&std, &std.ones_like()?)
 }
@@ -1096,13 +1115,22 @@ impl Default for OnlineConfig {
     }
 }
 
-struct OnlineProbe {
+/// Online probes of one width, updated together: every tensor has the members on its first
+/// axis (`P`), so a step costs one set of kernel launches per width, not per probe (on a GPU the
+/// launches, not the arithmetic, are the cost).
+struct OnlineGroup {
+    /// Probe indices, in the order of the first axis.
+    members: Vec<usize>,
+    /// `[P, d + 1, K]` parameters on standardised features, bias row last.
     theta: Tensor,
+    /// Adam's moments, shaped like `theta`.
     m: Tensor,
     v: Tensor,
+    /// `[P, d + 1, 1]`: 1 on the weights, 0 on the bias row (the bias is not penalised).
+    penalty: Tensor,
+    /// Running mean and variance of the features, `[P, 1, d]`.
     mean: Option<Tensor>,
     var: Option<Tensor>,
-    smoothed_error: Option<f64>,
 }
 
 /// An online probe's reading after one update.
@@ -1119,7 +1147,8 @@ pub struct OnlineReading {
 /// Probes updated once per model step.
 pub struct OnlineProbes {
     specs: Vec<ProbeSpec>,
-    probes: Vec<OnlineProbe>,
+    groups: Vec<OnlineGroup>,
+    smoothed: Vec<Option<f64>>,
     classes: usize,
     steps: usize,
     cfg: OnlineConfig,
@@ -1133,23 +1162,36 @@ impl OnlineProbes {
         device: &Device,
         cfg: OnlineConfig,
     ) -> candle_core::Result<Self> {
-        let probes = specs
-            .iter()
-            .map(|s| -> candle_core::Result<_> {
-                let z = Tensor::zeros((s.width() + 1, classes), DType::F32, device)?;
-                Ok(OnlineProbe {
+        let mut widths: Vec<usize> = specs.iter().map(ProbeSpec::width).collect();
+        widths.sort_unstable();
+        widths.dedup();
+        let groups = widths
+            .into_iter()
+            .map(|d| -> candle_core::Result<_> {
+                let members: Vec<usize> = (0..specs.len())
+                    .filter(|&i| specs[i].width() == d)
+                    .collect();
+                let p = members.len();
+                let z = Tensor::zeros((p, d + 1, classes), DType::F32, device)?;
+                let mut pen = vec![1f32; p * (d + 1)];
+                for k in 0..p {
+                    pen[k * (d + 1) + d] = 0.0;
+                }
+                Ok(OnlineGroup {
+                    members,
                     theta: z.clone(),
                     m: z.clone(),
                     v: z,
+                    penalty: Tensor::from_vec(pen, (p, d + 1, 1), device)?,
                     mean: None,
                     var: None,
-                    smoothed_error: None,
                 })
             })
             .collect::<candle_core::Result<_>>()?;
         Ok(Self {
+            smoothed: vec![None; specs.len()],
             specs,
-            probes,
+            groups,
             classes,
             steps: 0,
             cfg,
@@ -1173,24 +1215,39 @@ impl OnlineProbes {
         taps: &[Tensor],
         y: &Tensor,
     ) -> candle_core::Result<Vec<OnlineReading>> {
-        if taps.len() != self.probes.len() {
+        if taps.len() != self.specs.len() {
             candle_core::bail!(
                 "{} taps given for {} online probes",
                 taps.len(),
-                self.probes.len()
+                self.specs.len()
             );
         }
         self.steps += 1;
         let t = self.steps as i32;
         let yoh = one_hot(y, self.classes)?;
+        let n = y.dim(0)? as f64;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        // Adam's bias corrections folded into two scalars:
+        // lr * (m / c1) / (sqrt(v / c2) + eps) = (lr sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2)).
+        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        let (step, eps_v) = (self.cfg.lr * c2.sqrt() / c1, eps * c2.sqrt());
         let mom = self.cfg.stats_momentum;
-        let mut out = Vec::with_capacity(taps.len());
-        for ((spec, p), tap) in self.specs.iter().zip(&mut self.probes).zip(taps) {
-            let x = spec.select(tap)?.to_dtype(DType::F32)?;
-            let bm = x.mean_keepdim(0)?;
-            let bv = x.broadcast_sub(&bm)?.sqr()?.mean_keepdim(0)?;
-            let (mean, var) = match (&p.mean, &p.var) {
+        // Each group's minibatch errors and losses stay on the device until one read for all of
+        // them at the end: on a GPU a read waits for the queue to drain.
+        let mut measured = Vec::with_capacity(2 * self.groups.len());
+        for g in &mut self.groups {
+            let xs = g
+                .members
+                .iter()
+                .map(|&i| self.specs[i].select(&taps[i])?.to_dtype(DType::F32))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let x = match xs.as_slice() {
+                [one] => one.unsqueeze(0)?,
+                many => Tensor::stack(many, 0)?,
+            };
+            let bm = x.mean_keepdim(1)?;
+            let bv = x.broadcast_sub(&bm)?.sqr()?.mean_keepdim(1)?;
+            let (mean, var) = match (&g.mean, &g.var) {
                 (Some(m), Some(v)) => (
                     ((m * (1.0 - mom))? + (bm * mom)?)?,
                     ((v * (1.0 - mom))? + (bv * mom)?)?,
@@ -1199,67 +1256,103 @@ impl OnlineProbes {
             };
             let std_safe = safe_std(&var)?;
             let z = x.broadcast_sub(&mean)?.broadcast_div(&std_safe)?;
+            let (p, rows, _) = z.dims3()?;
             let z = Tensor::cat(
-                &[&z, &Tensor::ones((z.dim(0)?, 1), DType::F32, z.device())?],
-                1,
-            )?
-            .unsqueeze(0)?;
-            p.mean = Some(mean);
-            p.var = Some(var);
-            let theta = p.theta.unsqueeze(0)?;
-            let unit = Tensor::ones((1, theta.dim(1)?, 1), DType::F32, z.device())?;
-            let obj = Objective::new(&z, &yoh, &unit, self.cfg.l2)?;
-            let logits = z.matmul(&theta)?;
-            let batch_error = errors(&logits, y)?[0];
-            let batch_loss = host(&cross_entropy(&logits, &yoh)?)?[0];
-            let g = obj.gradient(&theta, &logits)?.squeeze(0)?;
-            p.m = ((&p.m * b1)? + (&g * (1.0 - b1))?)?;
-            p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let mhat = (&p.m / (1.0 - b1.powi(t)))?;
-            let vhat = (&p.v / (1.0 - b2.powi(t)))?;
-            let upd = (mhat / (vhat.sqrt()? + eps)?)?;
-            p.theta = (&p.theta - (upd * self.cfg.lr)?)?;
-            let em = self.cfg.error_momentum;
-            let smoothed = match p.smoothed_error {
-                Some(s) => s * (1.0 - em) + batch_error * em,
-                None => batch_error,
+                &[&z, &Tensor::ones((p, rows, 1), DType::F32, z.device())?],
+                2,
+            )?;
+            g.mean = Some(mean);
+            g.var = Some(var);
+            let logits = z.matmul(&g.theta)?;
+            measured.push(wrong_count(&logits, y)?);
+            let prob = candle_nn::ops::softmax_last_dim(&logits)?;
+            // The loss from the softmax already needed for the gradient: -mean log p(true class),
+            // with p floored so that a hopeless probe reads a large loss, not infinity.
+            measured.push(
+                prob.broadcast_mul(&yoh)?
+                    .sum(2)?
+                    .clamp(1e-30f32, 1f32)?
+                    .log()?
+                    .mean(1)?
+                    .neg()?,
+            );
+            // p^T z reads z in its stored order (see `Objective::gradient`).
+            let grad = (prob
+                .broadcast_sub(&yoh)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .matmul(&z)?
+                .transpose(1, 2)?
+                .affine(1.0 / n, 0.0)?
+                + g.theta
+                    .broadcast_mul(&g.penalty)?
+                    .affine(self.cfg.l2, 0.0)?)?;
+            g.m = ((&g.m * b1)? + (&grad * (1.0 - b1))?)?;
+            g.v = ((&g.v * b2)? + (grad.sqr()? * (1.0 - b2))?)?;
+            let upd = (&g.m / (g.v.sqrt()? + eps_v)?)?;
+            g.theta = (&g.theta - (upd * step)?)?;
+        }
+        let measured = host(&Tensor::cat(&measured, 0)?)?;
+        // `measured` holds, per group, its members' wrong counts then their losses.
+        let mut out = vec![
+            OnlineReading {
+                batch_error: f64::NAN,
+                batch_loss: f64::NAN,
+                smoothed_error: f64::NAN,
             };
-            p.smoothed_error = Some(smoothed);
-            out.push(OnlineReading {
-                batch_error,
-                batch_loss,
-                smoothed_error: smoothed,
-            });
+            self.specs.len()
+        ];
+        let em = self.cfg.error_momentum;
+        let mut at = 0;
+        for g in &self.groups {
+            let p = g.members.len();
+            for (k, &i) in g.members.iter().enumerate() {
+                let batch_error = measured[at + k] / n;
+                let smoothed = match self.smoothed[i] {
+                    Some(s) => s * (1.0 - em) + batch_error * em,
+                    None => batch_error,
+                };
+                self.smoothed[i] = Some(smoothed);
+                out[i] = OnlineReading {
+                    batch_error,
+                    batch_loss: measured[at + p + k],
+                    smoothed_error: smoothed,
+                };
+            }
+            at += 2 * p;
         }
         Ok(out)
     }
 
     /// The current probes in raw activation space (zero weights before the first update).
     pub fn probes(&self) -> candle_core::Result<Vec<LinearProbe>> {
-        self.probes
-            .iter()
-            .zip(&self.specs)
-            .map(|(p, s)| {
-                let d = s.width();
-                let (w, b) = match (&p.mean, &p.var) {
+        let mut out: Vec<Option<LinearProbe>> = vec![None; self.specs.len()];
+        for g in &self.groups {
+            for (k, &i) in g.members.iter().enumerate() {
+                let d = self.specs[i].width();
+                let theta = g.theta.get(k)?;
+                let (w, b) = match (&g.mean, &g.var) {
                     (Some(mean), Some(var)) => {
                         // logits = ((x - mean) / std) W_s + b_s = x (W_s / std) + (b_s - mean W).
-                        let w = p
-                            .theta
+                        let w = theta
                             .narrow(0, 0, d)?
-                            .broadcast_div(&safe_std(var)?.t()?)?;
-                        let b = p.theta.narrow(0, d, 1)?.sub(&mean.matmul(&w)?)?;
+                            .broadcast_div(&safe_std(&var.get(k)?)?.t()?)?;
+                        let b = theta.narrow(0, d, 1)?.sub(&mean.get(k)?.matmul(&w)?)?;
                         (w, b)
                     }
-                    _ => (p.theta.narrow(0, 0, d)?, p.theta.narrow(0, d, 1)?),
+                    _ => (theta.narrow(0, 0, d)?, theta.narrow(0, d, 1)?),
                 };
-                Ok(LinearProbe {
+                out[i] = Some(LinearProbe {
                     width: d,
                     classes: self.classes,
                     weight: w.flatten_all()?.to_vec1()?,
                     bias: b.flatten_all()?.to_vec1()?,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|p| p.expect("every probe is in a group"))
+            .collect())
     }
 }

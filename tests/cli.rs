@@ -54,7 +54,7 @@ fn bad_input_gets_exit_code_2_and_a_message_naming_it() {
         ),
         (
             vec!["run", "untrained-mlp", "--device", "tpu"],
-            "--device tpu: expected cpu, cuda or cuda:N",
+            "--device tpu: expected auto, cpu, cuda or cuda:N",
         ),
         (
             vec![
@@ -496,4 +496,36 @@ fn selectivity_on_records_a_control_error_per_probe_and_falls_with_depth() {
             "selectivity input {first}, deepest {last}"
         );
     }
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn asking_for_cuda_from_a_cpu_build_says_how_to_build_it_and_auto_runs_on_the_cpu() {
+    for spec in ["cuda", "cuda:1"] {
+        let (code, _, err) = probescope(&["run", "untrained-mlp", "--device", spec]);
+        assert_eq!(code, 2, "{spec}: {err}");
+        assert!(
+            err.contains(&format!(
+                "--device {spec}: this probescope was built without CUDA"
+            )) && err.contains("cargo build --release --features cuda"),
+            "{err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.jsonl");
+    let (code, _, err) = probescope(&[
+        "run",
+        "untrained-mlp",
+        "--headless",
+        "--device",
+        "auto",
+        "--set",
+        "datasets=1",
+        "--set",
+        "depth=2",
+        "--record",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(runlog::read(&path).unwrap().header.device, "cpu");
 }

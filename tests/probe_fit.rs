@@ -288,6 +288,115 @@ fn online_probes_learn_a_linear_rule_from_minibatches() {
     assert!(err < 0.1, "held-out error {err}");
 }
 
+/// One online update from zero parameters, computed by hand in f64: the features standardised
+/// with the minibatch's own mean and (population) standard deviation, uniform softmax (loss
+/// ln K), gradient z^T (1/K - y) / n, and Adam's first step moves every parameter by the
+/// learning rate against the sign of its gradient.
+#[test]
+fn one_online_update_matches_a_hand_computation() {
+    let (n, d, k, lr) = (8usize, 3usize, 3usize, 0.01f64);
+    let mut r = rng::stream(4, "hand");
+    let x = rng::normal_vec(&mut r, n * d, 2.0);
+    let y: Vec<u32> = (0..n as u32).map(|i| (i * 5 + 1) % k as u32).collect();
+    let mut online = OnlineProbes::new(
+        vec![ProbeSpec::full("x", d)],
+        k,
+        &Device::Cpu,
+        OnlineConfig {
+            lr,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let xt = Tensor::from_slice(&x, (n, d), &Device::Cpu).unwrap();
+    let yt = Tensor::from_slice(&y, n, &Device::Cpu).unwrap();
+    let got = online.update(&[xt], &yt).unwrap()[0];
+    assert!((got.batch_loss - (k as f64).ln()).abs() < 1e-6, "{got:?}");
+
+    let xr = &x;
+    let col = |j: usize| (0..n).map(move |i| f64::from(xr[i * d + j]));
+    let mean: Vec<f64> = (0..d).map(|j| col(j).sum::<f64>() / n as f64).collect();
+    let std: Vec<f64> = (0..d)
+        .map(|j| (col(j).map(|v| (v - mean[j]).powi(2)).sum::<f64>() / n as f64).sqrt())
+        .collect();
+    let sign = |g: f64| if g > 0.0 { 1.0 } else { -1.0 };
+    let probe = &online.probes().unwrap()[0];
+    let mut bias = vec![0f64; k];
+    for (c, bias_c) in bias.iter_mut().enumerate() {
+        let resid = |i: usize| 1.0 / k as f64 - f64::from(u8::from(y[i] as usize == c));
+        let gb: f64 = (0..n).map(resid).sum::<f64>() / n as f64;
+        *bias_c = -lr * sign(gb);
+        for j in 0..d {
+            let gw: f64 = (0..n)
+                .map(|i| (f64::from(x[i * d + j]) - mean[j]) / std[j] * resid(i))
+                .sum::<f64>()
+                / n as f64;
+            // Raw space: w / std, and the bias absorbs -mean w / std.
+            let w = -lr * sign(gw) / std[j];
+            *bias_c -= mean[j] * w;
+            let have = f64::from(probe.weight[j * k + c]);
+            assert!((have - w).abs() < 1e-5, "w[{j},{c}] {have} vs {w}");
+        }
+    }
+    for (c, (have, want)) in probe.bias.iter().zip(&bias).enumerate() {
+        let have = f64::from(*have);
+        assert!((have - want).abs() < 1e-5, "b[{c}] {have} vs {want}");
+    }
+}
+
+/// Probes of one width are updated as one batch: the readings and the probes are those of each
+/// probe updated alone.
+#[test]
+fn grouped_online_probes_equal_each_probe_alone() {
+    let specs = vec![
+        ProbeSpec::full("a", 5),
+        ProbeSpec::full("b", 3),
+        ProbeSpec::full("c", 5),
+    ];
+    let mut r = rng::stream(6, "groups");
+    let batches: Vec<(Vec<Tensor>, Tensor)> = (0..30)
+        .map(|_| {
+            let taps = [5, 3, 5]
+                .iter()
+                .map(|&w| {
+                    Tensor::from_vec(rng::normal_vec(&mut r, 32 * w, 1.5), (32, w), &Device::Cpu)
+                        .unwrap()
+                })
+                .collect();
+            let y: Vec<u32> = (0..32).map(|i| (i * 7 % 4) as u32).collect();
+            (taps, Tensor::from_vec(y, 32, &Device::Cpu).unwrap())
+        })
+        .collect();
+    let cfg = OnlineConfig::default();
+    let mut all = OnlineProbes::new(specs.clone(), 4, &Device::Cpu, cfg.clone()).unwrap();
+    let mut alone: Vec<OnlineProbes> = specs
+        .iter()
+        .map(|s| OnlineProbes::new(vec![s.clone()], 4, &Device::Cpu, cfg.clone()).unwrap())
+        .collect();
+    for (taps, y) in &batches {
+        let together = all.update(taps, y).unwrap();
+        for (i, one) in alone.iter_mut().enumerate() {
+            let single = one.update(&taps[i..=i], y).unwrap()[0];
+            let t = together[i];
+            assert_eq!(t.batch_error, single.batch_error, "probe {i}");
+            assert!((t.batch_loss - single.batch_loss).abs() < 1e-6, "probe {i}");
+            assert!((t.smoothed_error - single.smoothed_error).abs() < 1e-12);
+        }
+    }
+    for (i, one) in alone.iter().enumerate() {
+        let (a, b) = (&all.probes().unwrap()[i], &one.probes().unwrap()[0]);
+        assert_eq!(a.width, b.width);
+        for (x, y) in a
+            .weight
+            .iter()
+            .zip(&b.weight)
+            .chain(a.bias.iter().zip(&b.bias))
+        {
+            assert!((x - y).abs() < 1e-5, "probe {i}: {x} vs {y}");
+        }
+    }
+}
+
 #[test]
 fn feature_subsets_are_reproducible_from_the_seed_and_select_those_columns() {
     let a = ProbeSpec::random_subset("p", "t", 100, 10, 42);

@@ -154,6 +154,11 @@ pub fn fit_config(params: &Params) -> FitConfig {
         max_iter: params.usize("probe_max_iter"),
         control: params.text("selectivity") == "on",
         transfer: params.text("transfer") == "on",
+        // Only the presets that hold a snapshot's activations in memory groups have it.
+        bf16_features: matches!(
+            params.0.get("probe_dtype"),
+            Some(crate::params::ParamValue::Text(t)) if t == "bf16"
+        ),
         ..FitConfig::default()
     }
 }

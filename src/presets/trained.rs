@@ -48,6 +48,8 @@ pub struct Plan {
     pub snapshot_each_epoch: bool,
     /// Steps between online snapshots in the log.
     pub online_every: usize,
+    /// Steps between online-probe updates.
+    pub online_update_every: usize,
     /// The optimiser.
     pub optim: OptimKind,
     /// Initial learning rate.
@@ -82,6 +84,7 @@ impl Plan {
             snapshot_steps: Vec::new(),
             snapshot_each_epoch: false,
             online_every: p.usize("online_every"),
+            online_update_every: p.usize("online_update_every"),
             optim: optim_of(p),
             lr: p.f64("lr"),
             lr_decay: p.f64("lr_decay"),
@@ -144,6 +147,14 @@ pub fn training_params(
             "steps between online-probe snapshots in the log",
         ),
         ParamSpec::int(
+            "online_update_every",
+            1,
+            1,
+            10_000_000,
+            "steps between online-probe updates (1: every minibatch; 4 spends a quarter of the \
+             time on them, each probe seeing every 4th minibatch)",
+        ),
+        ParamSpec::int(
             "probe_train",
             10_000,
             10,
@@ -170,6 +181,12 @@ pub fn training_params(
             16,
             1 << 24,
             "most MiB of features held at once in a converged snapshot (more taps per pass)",
+        ),
+        ParamSpec::choice(
+            "probe_dtype",
+            &["f32", "bf16"],
+            "precision a converged snapshot keeps the taps' activations in: bf16 halves their \
+             memory (more taps per forward pass); the fits still compute in f32",
         ),
     ];
     p.extend(super::fit_params());
@@ -216,6 +233,7 @@ fn features_of(
     specs: &[ProbeSpec],
     data: &Dataset,
     metrics: bool,
+    dtype: DType,
 ) -> candle_core::Result<Features> {
     let g = model.graph();
     let n = data.len();
@@ -236,7 +254,7 @@ fn features_of(
         let x = data.x.narrow(0, start, len)?;
         let outs = model.forward_until(&x, last)?;
         for (k, &i) in groups.iter().enumerate() {
-            parts[k].push(specs[i].select(&outs[nodes[k]])?.detach());
+            parts[k].push(specs[i].select(&outs[nodes[k]])?.to_dtype(dtype)?.detach());
         }
         if metrics {
             let y = data.y.narrow(0, start, len)?;
@@ -254,13 +272,18 @@ fn features_of(
     Ok((x, metrics.then(|| (loss / n as f64, wrong / n as f64))))
 }
 
-/// Groups of probe indices whose features for `samples` samples fit `budget` bytes (a probe
-/// larger than the budget is a group of its own).
-pub(crate) fn memory_groups(specs: &[ProbeSpec], samples: usize, budget: usize) -> Vec<Vec<usize>> {
+/// Groups of probe indices whose features for `samples` samples, `elem` bytes each, fit
+/// `budget` bytes (a probe larger than the budget is a group of its own).
+pub(crate) fn memory_groups(
+    specs: &[ProbeSpec],
+    samples: usize,
+    elem: usize,
+    budget: usize,
+) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut used = 0usize;
     for (i, s) in specs.iter().enumerate() {
-        let bytes = s.width() * samples * 4;
+        let bytes = s.width() * samples * elem;
         match groups.last_mut() {
             Some(g) if used + bytes <= budget => {
                 g.push(i);
@@ -285,7 +308,12 @@ pub(crate) fn converged(
     plan: &Plan,
 ) -> candle_core::Result<(Vec<Fitted>, Vec<ActivationStats>, ModelMetrics)> {
     let samples = sets.train.len() + sets.val.len() + sets.test.len();
-    let groups = memory_groups(specs, samples, plan.memory_mb << 20);
+    let dtype = if plan.fit.bf16_features {
+        DType::BF16
+    } else {
+        DType::F32
+    };
+    let groups = memory_groups(specs, samples, dtype.size_in_bytes(), plan.memory_mb << 20);
     let mut fitted: Vec<Option<Fitted>> = vec![None; specs.len()];
     let mut stats: Vec<ActivationStats> = vec![ActivationStats::default(); specs.len()];
     let mut metrics = ModelMetrics {
@@ -296,9 +324,9 @@ pub(crate) fn converged(
     for (gi, group) in groups.iter().enumerate() {
         // The model's own figures with the last group, whose pass goes deepest.
         let last = gi + 1 == groups.len();
-        let (xtr, mtr) = features_of(model, group, specs, &sets.train, last)?;
-        let (xva, _) = features_of(model, group, specs, &sets.val, false)?;
-        let (xte, mte) = features_of(model, group, specs, &sets.test, last)?;
+        let (xtr, mtr) = features_of(model, group, specs, &sets.train, last, dtype)?;
+        let (xva, _) = features_of(model, group, specs, &sets.val, false, dtype)?;
+        let (xte, mte) = features_of(model, group, specs, &sets.test, last, dtype)?;
         if let (Some((loss, tre)), Some((_, tee))) = (mtr, mte) {
             metrics = ModelMetrics {
                 loss,
@@ -530,6 +558,7 @@ pub fn run(
     )?;
     let mut batches = Batches::default();
     let mut last_loss = f64::NAN;
+    let mut readings = Vec::new();
     let outcome = (|| -> anyhow::Result<()> {
         for step in start + 1..=steps {
             if let Err(stopped) = ctx.check_stop() {
@@ -557,13 +586,17 @@ pub fn run(
                     "training diverged at step {step} (loss {last_loss}); lower --set lr"
                 );
             }
-            let taps: Vec<Tensor> = specs
-                .iter()
-                .map(|s| outs[graph.index_of(&s.tap).expect("known tap")].detach())
-                .collect();
-            let readings = online.update(&taps, &mb.y)?;
             let epoch_end = step % per_epoch == 0;
-            if step % plan.online_every == 0 || step == steps || epoch_end {
+            let record = step % plan.online_every == 0 || step == steps || epoch_end;
+            // A recorded step always has a fresh update, so the log never repeats a reading.
+            if step % plan.online_update_every == 0 || record {
+                let taps: Vec<Tensor> = specs
+                    .iter()
+                    .map(|s| outs[graph.index_of(&s.tap).expect("known tap")].detach())
+                    .collect();
+                readings = online.update(&taps, &mb.y)?;
+            }
+            if record {
                 let test_error = if epoch_end {
                     Some(model_error(&model, &splits.test)?)
                 } else {
@@ -646,9 +679,12 @@ mod tests {
             .collect();
         // 1 sample, 4 bytes a feature: 40, 40, 120, 20, 400 bytes; budget 100.
         assert_eq!(
-            memory_groups(&specs, 1, 100),
+            memory_groups(&specs, 1, 4, 100),
             vec![vec![0, 1], vec![2], vec![3], vec![4]]
         );
-        assert_eq!(memory_groups(&specs, 1, 10_000), vec![vec![0, 1, 2, 3, 4]]);
+        assert_eq!(
+            memory_groups(&specs, 1, 4, 10_000),
+            vec![vec![0, 1, 2, 3, 4]]
+        );
     }
 }

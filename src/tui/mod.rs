@@ -282,7 +282,10 @@ where
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(&mut sink)))
                 .unwrap_or_else(|p| Err(anyhow::anyhow!(panic_message(p.as_ref()))));
             let _ = worker_tx.send(WorkerMsg::Done(
-                outcome.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
+                outcome
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| crate::cli::error_text(e)),
             ));
             outcome
         })?;
@@ -360,7 +363,7 @@ pub fn run_attach(
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(WorkerMsg::Done(Err(format!("{e:#}"))));
+                    let _ = tx.send(WorkerMsg::Done(Err(crate::cli::error_text(&e))));
                     return;
                 }
             }
