@@ -180,6 +180,16 @@ pub enum Op {
         #[serde(default)]
         init: Init,
     },
+    /// A layer computed by the user's own code (see [`crate::Probes`]): probescope knows only its
+    /// name, what it reads and the shape of its output, so it can draw and probe it but cannot
+    /// run it.
+    External {
+        /// Names of the input nodes (none for a model's first layer).
+        #[serde(default)]
+        inputs: Vec<String>,
+        /// Shape of one sample's output.
+        shape: Vec<usize>,
+    },
 }
 
 impl Op {
@@ -187,7 +197,9 @@ impl Op {
     pub fn inputs(&self) -> Vec<&str> {
         match self {
             Op::Input { .. } => vec![],
-            Op::Concat { inputs } => inputs.iter().map(String::as_str).collect(),
+            Op::Concat { inputs } | Op::External { inputs, .. } => {
+                inputs.iter().map(String::as_str).collect()
+            }
             Op::Linear { input, .. }
             | Op::Conv2d { input, .. }
             | Op::Activation { input, .. }
@@ -210,6 +222,7 @@ impl Op {
             Op::Narrow { .. } => "narrow",
             Op::Concat { .. } => "concat",
             Op::AuxHead { .. } => "aux_head",
+            Op::External { .. } => "external",
         }
     }
 }
@@ -290,7 +303,9 @@ impl Graph {
             if index.contains_key(node.name.as_str()) {
                 return Err(GraphError::DuplicateName(node.name.clone()));
             }
-            if matches!(node.op, Op::Input { .. }) != (i == 0) {
+            // The input comes first; a user's own model (external layers) may start with one.
+            let first_ok = matches!(node.op, Op::Input { .. } | Op::External { .. });
+            if matches!(node.op, Op::Input { .. }) && i > 0 || i == 0 && !first_ok {
                 return Err(GraphError::BadInput);
             }
             let mut ins = Vec::new();
@@ -314,6 +329,8 @@ impl Graph {
             .map(|&i| (&self.nodes[i].op, &shapes[i]))
         {
             Some((Op::Linear { out, .. }, _)) if *out == self.classes => Ok(shapes),
+            // The user's own model: its output is its own business.
+            Some((Op::External { .. }, _)) => Ok(shapes),
             _ => Err(GraphError::BadOutput(self.output.clone())),
         }
     }
@@ -339,6 +356,14 @@ impl Graph {
             }
         };
         Ok(match &node.op {
+            Op::External { shape, .. } => {
+                if shape.is_empty() || shape.contains(&0) {
+                    return Err(err(format!(
+                        "external shape {shape:?} must have at least one axis, all at least 1"
+                    )));
+                }
+                shape.clone()
+            }
             Op::Input { shape } => {
                 if shape.is_empty() || shape.contains(&0) || !(shape.len() == 1 || shape.len() == 3)
                 {
@@ -580,6 +605,11 @@ impl Model {
                         cfg,
                     ))
                 }
+                (Op::External { .. }, _) => candle_core::bail!(
+                    "node `{}` is an external layer (computed by your own code), which \
+                     probescope cannot run; feed its output to probescope::Probes instead",
+                    node.name
+                ),
                 _ => Layer::None,
             };
             layers.push(layer);
@@ -620,7 +650,11 @@ impl Model {
                     inp(0).max_pool2d_with_stride(*kernel, *stride)?
                 }
                 (Op::Flatten { .. }, _) => inp(0).flatten_from(1)?,
-                (Op::Narrow { start, len, .. }, _) => inp(0).narrow(1, *start, *len)?,
+                // Contiguous: a narrowed view has the parent's row stride, which candle's CUDA
+                // matmul refuses.
+                (Op::Narrow { start, len, .. }, _) => {
+                    inp(0).narrow(1, *start, *len)?.contiguous()?
+                }
                 (Op::Concat { .. }, _) => {
                     let parts: Vec<&Tensor> = (0..self.inputs[i].len()).map(inp).collect();
                     Tensor::cat(&parts, 1)?

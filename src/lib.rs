@@ -5,6 +5,12 @@
 //! (converged and online fits), synthetic [`data`], the paper's experiments as [`presets`] with
 //! typed [`params`], the [`runlog`] (JSON Lines), the headless [`report`]er, the [`bench`]mark
 //! and the command line in [`cli`].
+//!
+//! To probe a model that your own candle code trains, use [`Probes`] (in [`monitor`]): hand it
+//! named activations each step, and now and then a fixed set of samples for converged probes;
+//! its run log is what `probescope attach` shows live.
+
+#![warn(missing_docs)]
 
 pub mod alerts;
 pub mod bench;
@@ -18,6 +24,8 @@ pub mod fetch;
 pub mod follow;
 pub mod graph;
 pub mod mnist;
+pub mod modelfile;
+pub mod monitor;
 pub mod params;
 pub mod presets;
 pub mod probe;
@@ -27,6 +35,8 @@ pub mod runlog;
 pub mod status;
 pub mod train;
 pub mod tui;
+
+pub use monitor::{Activations, Probes};
 
 /// Keeps freed memory in the process instead of handing it back to the kernel at once. Candle
 /// allocates a fresh buffer for every tensor; with glibc's defaults each large one is a new

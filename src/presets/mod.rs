@@ -76,6 +76,14 @@ pub fn find(name: &str) -> Result<Box<dyn Preset>, ParamError> {
 /// The preset called `name` with its parameters: defaults, overridden by `sets` (`key=value`),
 /// checked.
 pub fn prepare(name: &str, sets: &[String]) -> Result<(Box<dyn Preset>, Params), ParamError> {
+    // A model file: its [train] settings come first, so --set overrides them.
+    if name.ends_with(".toml") {
+        let file = crate::modelfile::ModelFile::load(std::path::Path::new(name))?;
+        let mut all = file.settings();
+        all.extend(sets.iter().cloned());
+        let params = Params::resolve(file.name(), &file.params(), &all)?;
+        return Ok((Box::new(file), params));
+    }
     let preset = find(name)?;
     let params = Params::resolve(preset.name(), &preset.params(), sets)?;
     preset.check(&params)?;

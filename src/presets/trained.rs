@@ -451,12 +451,25 @@ pub fn run(
     specs: &[ProbeSpec],
     ctx: &mut RunCtx<'_>,
 ) -> anyhow::Result<()> {
+    let which = dataset_of(p);
+    let loaded = mnist::load(&ctx.opts.data_dir, which)?;
+    let splits = loaded.splits(plan.flat, &ctx.device)?;
+    run_on(preset, plan, graph, specs, splits, which.name(), ctx)
+}
+
+/// [`run`] on data already loaded (`data` names it in the log's progress lines and summaries).
+pub fn run_on(
+    preset: &str,
+    plan: &Plan,
+    graph: &Graph,
+    specs: &[ProbeSpec],
+    splits: mnist::Splits,
+    data: &str,
+    ctx: &mut RunCtx<'_>,
+) -> anyhow::Result<()> {
     let dev = ctx.device.clone();
     let seed = ctx.seed;
     let ck = ctx.opts.checkpoint.clone();
-    let which = dataset_of(p);
-    let loaded = mnist::load(&ctx.opts.data_dir, which)?;
-    let splits = loaded.splits(plan.flat, &dev)?;
     let ntr = splits.train.len();
     let pick = |d: &Dataset, n: usize, stream: &str| -> candle_core::Result<Dataset> {
         // A fixed random subset, the same at every snapshot.
@@ -479,7 +492,7 @@ pub fn run(
     };
     ctx.sink.progress(&format!(
         "{preset}: {} {} training, {} validation, {} test samples; converged probes on {}/{}/{}",
-        which.name(),
+        data,
         ntr,
         splits.val.len(),
         splits.test.len(),
@@ -649,12 +662,7 @@ pub fn run(
     // The figure's table: one summary per converged snapshot.
     for s in &taken {
         ctx.record(Record::Summary(super::summarise(
-            &format!(
-                "{preset} on {}: {} (step {})",
-                which.name(),
-                s.label,
-                s.step
-            ),
+            &format!("{preset} on {}: {} (step {})", data, s.label, s.step),
             specs,
             &[s],
         )))?;
