@@ -127,7 +127,7 @@ fn main() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use probescope::runlog::{self, EndStatus, Record, SnapshotKind};
+    use probescope::runlog::{self, EndStatus, SnapshotKind};
 
     /// The example end to end, shorter: it trains, its probes read the task, and its run log
     /// is one that probescope reads.
@@ -144,17 +144,11 @@ mod tests {
         assert_eq!(log.header.preset, "custom-loop mlp");
         assert_eq!(log.header.probes.len(), 4);
         let converged: Vec<u64> = log
-            .records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Snapshot(s) if s.kind == SnapshotKind::Converged => Some(s.step),
-                _ => None,
-            })
+            .snapshots()
+            .filter(|s| s.kind == SnapshotKind::Converged)
+            .map(|s| s.step)
             .collect();
         assert_eq!(converged, vec![0, 100, 200, 300]);
-        assert!(matches!(
-            log.records.last(),
-            Some(Record::End(e)) if e.status == EndStatus::Finished
-        ));
+        assert_eq!(log.end().map(|e| e.status), Some(EndStatus::Finished));
     }
 }

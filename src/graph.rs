@@ -180,6 +180,23 @@ pub enum Op {
         #[serde(default)]
         init: Init,
     },
+    /// Dropout (Srivastava et al., 2014): while training, each feature is zeroed with
+    /// probability `p` and the rest scaled by `1 / (1 - p)`; the identity everywhere else (the
+    /// probes' snapshots, the model's test error). The masks come from the run's seed and the
+    /// step, so a run and its resumption drop the same features.
+    Dropout {
+        /// Name of the input node.
+        input: String,
+        /// Probability of dropping a feature, in [0, 1).
+        p: f64,
+    },
+    /// Layer normalisation (Ba et al., 2016) of a flat input: each sample's features centred
+    /// and scaled to unit variance, then a learned per-feature scale and shift (`NAME.weight`,
+    /// `NAME.bias`, starting at 1 and 0).
+    LayerNorm {
+        /// Name of the input node.
+        input: String,
+    },
     /// A layer computed by the user's own code (see [`crate::Probes`]): probescope knows only its
     /// name, what it reads and the shape of its output, so it can draw and probe it but cannot
     /// run it.
@@ -205,6 +222,8 @@ impl Op {
             | Op::Activation { input, .. }
             | Op::MaxPool2d { input, .. }
             | Op::Flatten { input }
+            | Op::Dropout { input, .. }
+            | Op::LayerNorm { input }
             | Op::Narrow { input, .. }
             | Op::AuxHead { input, .. } => vec![input.as_str()],
         }
@@ -219,6 +238,8 @@ impl Op {
             Op::Activation { .. } => "activation",
             Op::MaxPool2d { .. } => "max_pool2d",
             Op::Flatten { .. } => "flatten",
+            Op::Dropout { .. } => "dropout",
+            Op::LayerNorm { .. } => "layer_norm",
             Op::Narrow { .. } => "narrow",
             Op::Concat { .. } => "concat",
             Op::AuxHead { .. } => "aux_head",
@@ -437,6 +458,13 @@ impl Graph {
                 vec![*c, (h - kernel) / stride + 1, (w - kernel) / stride + 1]
             }
             Op::Flatten { .. } => vec![ins[0].iter().product()],
+            Op::Dropout { p, .. } => {
+                if !(0.0..1.0).contains(p) {
+                    return Err(err(format!("dropout p = {p} must be in [0, 1)")));
+                }
+                ins[0].clone()
+            }
+            Op::LayerNorm { .. } => vec![flat(&ins[0])?],
             Op::Narrow { start, len, .. } => {
                 let f = flat(&ins[0])?;
                 positive("len", *len)?;
@@ -492,6 +520,7 @@ impl Graph {
         match &node.op {
             Op::Linear { out, .. } => Some((input[0], *out, vec![*out, input[0]])),
             Op::AuxHead { .. } => Some((input[0], classes, vec![classes, input[0]])),
+            Op::LayerNorm { .. } => Some((input[0], input[0], vec![input[0]])),
             Op::Conv2d {
                 out_channels,
                 kernel,
@@ -532,10 +561,14 @@ impl Graph {
                 else {
                     continue;
                 };
-                let mut r = rng::stream(seed, &format!("init/{}", node.name));
-                let n: usize = wshape.iter().product();
-                let w = Self::init_of(node).draw(&mut r, n, fan_in, fan_out);
-                let w = Tensor::from_vec(w, wshape.as_slice(), device)?;
+                let w = if matches!(node.op, Op::LayerNorm { .. }) {
+                    Tensor::ones(wshape.as_slice(), DType::F32, device)?
+                } else {
+                    let mut r = rng::stream(seed, &format!("init/{}", node.name));
+                    let n: usize = wshape.iter().product();
+                    let w = Self::init_of(node).draw(&mut r, n, fan_in, fan_out);
+                    Tensor::from_vec(w, wshape.as_slice(), device)?
+                };
                 let b = Tensor::zeros(wshape[0], DType::F32, device)?;
                 data.insert(format!("{}.weight", node.name), Var::from_tensor(&w)?);
                 data.insert(format!("{}.bias", node.name), Var::from_tensor(&b)?);
@@ -549,6 +582,7 @@ enum Layer {
     None,
     Linear(candle_nn::Linear),
     Conv(candle_nn::Conv2d),
+    Norm(candle_nn::LayerNorm),
 }
 
 /// A [`Graph`] with its parameters, ready to run.
@@ -605,6 +639,14 @@ impl Model {
                         cfg,
                     ))
                 }
+                (Op::LayerNorm { .. }, Some((_, out, _))) => {
+                    let vb = vb.pp(&node.name);
+                    Layer::Norm(candle_nn::LayerNorm::new(
+                        vb.get(out, "weight")?,
+                        vb.get(out, "bias")?,
+                        1e-5,
+                    ))
+                }
                 (Op::External { .. }, _) => candle_core::bail!(
                     "node `{}` is an external layer (computed by your own code), which \
                      probescope cannot run; feed its output to probescope::Probes instead",
@@ -638,6 +680,26 @@ impl Model {
     /// Like [`Model::forward`], but stops after node `last`: the outputs of nodes `0..=last`.
     /// Nodes only read earlier ones, so these are exactly the full pass's first outputs.
     pub fn forward_until(&self, x: &Tensor, last: usize) -> candle_core::Result<Vec<Tensor>> {
+        self.pass(x, last, None)
+    }
+
+    /// The forward pass of a training step: like [`Model::forward`], with dropout on, its
+    /// masks drawn from `seed` and `step`.
+    pub fn forward_train(
+        &self,
+        x: &Tensor,
+        seed: u64,
+        step: u64,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        self.pass(x, self.layers.len() - 1, Some((seed, step)))
+    }
+
+    fn pass(
+        &self,
+        x: &Tensor,
+        last: usize,
+        train: Option<(u64, u64)>,
+    ) -> candle_core::Result<Vec<Tensor>> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(last + 1);
         for (i, node) in self.graph.nodes.iter().enumerate().take(last + 1) {
             let inp = |k: usize| &outs[self.inputs[i][k]];
@@ -645,6 +707,26 @@ impl Model {
                 (Op::Input { .. }, _) => x.clone(),
                 (_, Layer::Linear(l)) => l.forward(inp(0))?,
                 (_, Layer::Conv(c)) => c.forward(inp(0))?,
+                (_, Layer::Norm(n)) => n.forward(inp(0))?,
+                (Op::Dropout { p, .. }, _) => match train {
+                    Some((seed, step)) if *p > 0.0 => {
+                        let x = inp(0);
+                        let mut r = rng::stream(seed, &format!("dropout/{}/{step}", node.name));
+                        let keep = 1.0 - *p;
+                        let mask: Vec<f32> = rng::uniform_vec(&mut r, x.elem_count(), 1.0)
+                            .into_iter()
+                            .map(|u| {
+                                if f64::from(u + 1.0) / 2.0 < keep {
+                                    (1.0 / keep) as f32
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect();
+                        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)?
+                    }
+                    _ => inp(0).clone(),
+                },
                 (Op::Activation { activation, .. }, _) => activation.apply(inp(0))?,
                 (Op::MaxPool2d { kernel, stride, .. }, _) => {
                     inp(0).max_pool2d_with_stride(*kernel, *stride)?
@@ -975,5 +1057,98 @@ mod tests {
         let s = serde_json::to_string(&g).unwrap();
         let back: Graph = serde_json::from_str(&s).unwrap();
         assert_eq!(g, back);
+    }
+
+    fn norm_and_dropout_graph(p: f64) -> Graph {
+        Graph {
+            nodes: vec![
+                Node {
+                    name: "input".into(),
+                    op: Op::Input { shape: vec![500] },
+                    probe: true,
+                },
+                Node {
+                    name: "ln".into(),
+                    op: Op::LayerNorm {
+                        input: "input".into(),
+                    },
+                    probe: true,
+                },
+                Node {
+                    name: "drop".into(),
+                    op: Op::Dropout {
+                        input: "ln".into(),
+                        p,
+                    },
+                    probe: true,
+                },
+                Node {
+                    name: "logits".into(),
+                    op: Op::Linear {
+                        input: "drop".into(),
+                        out: 3,
+                        init: Init::default(),
+                    },
+                    probe: true,
+                },
+            ],
+            output: "logits".into(),
+            classes: 3,
+        }
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales_each_sample_as_computed_by_hand() {
+        let g = norm_and_dropout_graph(0.3);
+        let vm = g.init_varmap(0, &Device::Cpu).unwrap();
+        let m = Model::new(&g, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let mut r = rng::stream(1, "ln");
+        let x = rng::normal_vec(&mut r, 4 * 500, 3.0);
+        let xt = Tensor::from_slice(&x, (4, 500), &Device::Cpu).unwrap();
+        let outs = m.forward(&xt).unwrap();
+        let got: Vec<Vec<f32>> = outs[1].to_vec2().unwrap();
+        for (i, row) in got.iter().enumerate() {
+            let s = &x[i * 500..(i + 1) * 500];
+            let mean = s.iter().map(|&v| f64::from(v)).sum::<f64>() / 500.0;
+            let var = s
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / 500.0;
+            for (j, &g) in row.iter().enumerate() {
+                let want = (f64::from(s[j]) - mean) / (var + 1e-5).sqrt();
+                assert!(
+                    (f64::from(g) - want).abs() < 1e-4,
+                    "[{i},{j}] {g} vs {want}"
+                );
+            }
+        }
+        // Outside training, dropout is the identity.
+        assert_eq!(outs[2].to_vec2::<f32>().unwrap(), got);
+    }
+
+    #[test]
+    fn dropout_drops_a_fraction_p_while_training_reproducibly_from_seed_and_step() {
+        let g = norm_and_dropout_graph(0.3);
+        let vm = g.init_varmap(0, &Device::Cpu).unwrap();
+        let m = Model::new(&g, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let xt = Tensor::rand(-1f32, 1f32, (20, 500), &Device::Cpu).unwrap();
+        let pass = |seed, step| -> (Vec<f32>, Vec<f32>) {
+            let outs = m.forward_train(&xt, seed, step).unwrap();
+            (
+                outs[1].flatten_all().unwrap().to_vec1().unwrap(),
+                outs[2].flatten_all().unwrap().to_vec1().unwrap(),
+            )
+        };
+        let (before, after) = pass(7, 3);
+        let dropped = after.iter().filter(|&&v| v == 0.0).count() as f64 / after.len() as f64;
+        // 10,000 Bernoulli(0.3) draws: standard deviation 0.0046.
+        assert!((dropped - 0.3).abs() < 0.02, "dropped {dropped}");
+        for (b, a) in before.iter().zip(&after) {
+            assert!(*a == 0.0 || (a - b / 0.7).abs() < 1e-5, "{b} -> {a}");
+        }
+        assert_eq!(pass(7, 3).1, after, "same seed and step, same mask");
+        assert_ne!(pass(7, 4).1, after, "another step, another mask");
+        assert_ne!(pass(8, 3).1, after, "another seed, another mask");
     }
 }

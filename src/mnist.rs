@@ -373,13 +373,31 @@ fn read_split(images: &Path, labels: &Path) -> anyhow::Result<Split> {
 /// Reads the four files of `which` from `data_dir/<name>/`.
 pub fn load(data_dir: &Path, which: Which) -> anyhow::Result<Loaded> {
     check_present(data_dir, which).map_err(anyhow::Error::msg)?;
-    let path = |i: usize| locate(data_dir, which, FILES[i]).expect("checked present");
-    let train = read_split(&path(0), &path(1))?;
-    let test = read_split(&path(2), &path(3))?;
+    load_dir(&data_dir.join(which.name()), which)
+}
+
+/// Reads the four files, under their usual names ([`FILES`], gzip or not), from `dir` itself: an
+/// IDX directory in the MNIST layout (`which` only names it).
+pub fn load_dir(dir: &Path, which: Which) -> anyhow::Result<Loaded> {
+    let path = |i: usize| -> anyhow::Result<PathBuf> {
+        let name = FILES[i];
+        [dir.join(format!("{name}.gz")), dir.join(name)]
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no {name} (or {name}.gz); an IDX directory holds the four files {}",
+                    dir.display(),
+                    FILES.join(", ")
+                )
+            })
+    };
+    let train = read_split(&path(0)?, &path(1)?)?;
+    let test = read_split(&path(2)?, &path(3)?)?;
     if (train.rows, train.cols) != (test.rows, test.cols) {
         anyhow::bail!(
             "{}: images are {}x{} but the training images are {}x{}; the files are from different datasets",
-            path(2).display(),
+            path(2)?.display(),
             test.rows,
             test.cols,
             train.rows,
@@ -389,7 +407,7 @@ pub fn load(data_dir: &Path, which: Which) -> anyhow::Result<Loaded> {
     if train.len() <= VALIDATION {
         anyhow::bail!(
             "{}: {} training samples, too few to keep {VALIDATION} for validation",
-            path(0).display(),
+            path(0)?.display(),
             train.len()
         );
     }

@@ -11,7 +11,7 @@
 //! [[layer]]
 //! name = "conv1"
 //! type = "conv2d"                 # linear conv2d relu tanh leaky_relu max_pool2d flatten
-//! out_channels = 16               # narrow concat aux_head
+//! out_channels = 16               # narrow concat aux_head dropout layer_norm
 //! kernel = 5
 //! padding = 2
 //! # input = "..."                 # default: the layer before
@@ -75,6 +75,7 @@ struct LayerDef {
     start: Option<usize>,
     len: Option<usize>,
     weight: Option<f64>,
+    p: Option<f64>,
     probe: Option<bool>,
 }
 
@@ -83,6 +84,8 @@ struct LayerDef {
 struct DataDef {
     #[serde(default = "mnist_spanned")]
     kind: Spanned<String>,
+    /// `kind = "idx"`: the folder with the four IDX files (relative to the model file).
+    dir: Option<PathBuf>,
     /// Synthetic data: samples to train on, to early-stop the probes on, to test on.
     #[serde(default = "ten_thousand")]
     train: usize,
@@ -96,6 +99,7 @@ impl Default for DataDef {
     fn default() -> Self {
         Self {
             kind: mnist_spanned(),
+            dir: None,
             train: ten_thousand(),
             val: two_thousand(),
             test: two_thousand(),
@@ -131,6 +135,8 @@ pub const LAYER_TYPES: &[&str] = &[
     "narrow",
     "concat",
     "aux_head",
+    "dropout",
+    "layer_norm",
 ];
 
 /// A model file, checked: its graph, probes, data and training settings.
@@ -150,7 +156,16 @@ pub struct ModelFile {
 #[derive(Debug, Clone, PartialEq)]
 enum Data {
     Mnist(crate::mnist::Which),
+    /// An IDX directory in the MNIST layout.
+    Idx(PathBuf),
+    /// x ~ N(0, I), y = argmax(x W) (`classes` classes).
     Argmax {
+        train: usize,
+        val: usize,
+        test: usize,
+    },
+    /// x ~ N(0, I), y = [x.w > 0] (2 classes).
+    Sign {
         train: usize,
         val: usize,
         test: usize,
@@ -266,6 +281,13 @@ impl ModelFile {
                     }
                 }
                 "flatten" => Op::Flatten { input },
+                "dropout" => Op::Dropout {
+                    input,
+                    p: l.p.ok_or_else(|| {
+                        ParamError(format!("{here}: dropout needs `p`, the drop probability"))
+                    })?,
+                },
+                "layer_norm" => Op::LayerNorm { input },
                 "narrow" => Op::Narrow {
                     input,
                     start: l.start.unwrap_or(0),
@@ -285,8 +307,8 @@ impl ModelFile {
                     return Err(ParamError(format!(
                         "{here}: unknown type `{other}`; the types are {}{}",
                         LAYER_TYPES.join(", "),
-                        if matches!(other, "dropout" | "batch_norm" | "layer_norm") {
-                            " (dropout and normalisation layers are not supported yet)"
+                        if matches!(other, "batch_norm" | "batchnorm") {
+                            " (batch normalisation is not supported yet; layer_norm is)"
                         } else {
                             ""
                         }
@@ -359,33 +381,46 @@ impl ModelFile {
             check(l.in_channels, got[0], "input channels")?;
             check(l.in_features, got.iter().product(), "input features")?;
         }
+        let (train, val, test) = (def.data.train, def.data.val, def.data.test);
+        let kind_at = at(def.data.kind.span());
         let data = match def.data.kind.get_ref().as_str() {
             "mnist" => Data::Mnist(crate::mnist::Which::Mnist),
             "fashion-mnist" => Data::Mnist(crate::mnist::Which::FashionMnist),
-            "argmax" => Data::Argmax {
-                train: def.data.train,
-                val: def.data.val,
-                test: def.data.test,
-            },
+            "idx" => {
+                let dir = def.data.dir.clone().ok_or_else(|| {
+                    ParamError(format!(
+                        "{kind_at}: [data] kind = \"idx\" needs `dir`, the folder with the four \
+                         IDX files"
+                    ))
+                })?;
+                Data::Idx(path.parent().unwrap_or(Path::new(".")).join(dir))
+            }
+            "argmax" => Data::Argmax { train, val, test },
+            "sign" => Data::Sign { train, val, test },
             other => {
                 return Err(ParamError(format!(
-                    "{}: [data] kind `{other}`; expected mnist, fashion-mnist or argmax",
-                    at(def.data.kind.span())
+                    "{kind_at}: [data] kind `{other}`; expected mnist, fashion-mnist, idx, argmax \
+                     or sign"
                 )))
             }
         };
         let input = def.input.get_ref();
+        let input_at = at(def.input.span());
         match data {
             Data::Mnist(_) if input != &[1, 28, 28] && input != &[784] => {
                 return Err(ParamError(format!(
-                    "{}: input = {input:?}, but MNIST images are [1, 28, 28] (or [784] flat)",
-                    at(def.input.span())
+                    "{input_at}: input = {input:?}, but MNIST images are [1, 28, 28] (or [784] flat)"
                 )))
             }
-            Data::Argmax { .. } if input.len() != 1 => {
+            Data::Argmax { .. } | Data::Sign { .. } if input.len() != 1 => {
                 return Err(ParamError(format!(
-                    "{}: input = {input:?}; the argmax task's samples are flat: input = [D]",
-                    at(def.input.span())
+                    "{input_at}: input = {input:?}; the synthetic tasks' samples are flat: input = [D]"
+                )))
+            }
+            Data::Sign { .. } if classes != 2 => {
+                return Err(ParamError(format!(
+                    "{}: classes = {classes}, but the sign task has 2",
+                    at(def.classes.span())
                 )))
             }
             _ => {}
@@ -479,8 +514,33 @@ impl ModelFile {
     fn train_samples(&self) -> usize {
         match self.data {
             Data::Mnist(_) => 60_000 - crate::mnist::VALIDATION,
-            Data::Argmax { train, .. } => train,
+            // Read once more for its count (a fraction of a second), else the MNIST size.
+            Data::Idx(ref dir) => self
+                .load_idx(dir)
+                .map_or(60_000, |l| l.train.len())
+                .saturating_sub(crate::mnist::VALIDATION),
+            Data::Argmax { train, .. } | Data::Sign { train, .. } => train,
         }
+    }
+
+    /// The IDX directory's images, checked against the input shape.
+    fn load_idx(&self, dir: &Path) -> anyhow::Result<crate::mnist::Loaded> {
+        let loaded = crate::mnist::load_dir(dir, crate::mnist::Which::Mnist)?;
+        let (r, c) = (loaded.train.rows, loaded.train.cols);
+        let input = match &self.graph.nodes[0].op {
+            Op::Input { shape } => shape.clone(),
+            _ => vec![],
+        };
+        if input != [1, r, c] && input != [r * c] {
+            anyhow::bail!(
+                "{}: input = {input:?}, but the images in {} are {r}x{c}: input = [1, {r}, {c}] \
+                 (or [{}] flat)",
+                self.path.display(),
+                dir.display(),
+                r * c
+            );
+        }
+        Ok(loaded)
     }
 }
 
@@ -503,13 +563,7 @@ impl Preset for ModelFile {
                 1_000_000_000,
                 "training minibatches, in place of epochs (0: use epochs)",
             ),
-            ParamSpec::int(
-                "snapshot_every",
-                0,
-                0,
-                100_000_000,
-                "also fit converged probes every this many minibatches (0: only at epoch ends)",
-            ),
+            trained::snapshot_every_param(),
         ];
         p.extend(trained::training_params(64, 0.01, 1.0, 0.0, 0.0, 100));
         p
@@ -523,10 +577,13 @@ impl Preset for ModelFile {
                     .map(|_| ())
                     .map_err(|e| ParamError(format!("{e:#}")))
             }
-            Data::Argmax { .. } => {
+            Data::Idx(ref dir) => {
                 let _ = p;
-                Ok(())
+                self.load_idx(dir)
+                    .map(|_| ())
+                    .map_err(|e| ParamError(format!("{e:#}")))
             }
+            Data::Argmax { .. } | Data::Sign { .. } => Ok(()),
         }
     }
 
@@ -563,11 +620,7 @@ impl Preset for ModelFile {
         let g = self.graph.clone();
         let specs = self.probes(p, &g, ctx.seed);
         let total = self.total_steps(p).unwrap_or(0) as usize;
-        let every = p.usize("snapshot_every");
-        let mut snapshot_steps = vec![0];
-        if every > 0 {
-            snapshot_steps.extend((every..=total).step_by(every));
-        }
+        let mut snapshot_steps = trained::snapshot_steps(total, p.usize("snapshot_every"));
         if p.usize("steps") > 0 {
             snapshot_steps.push(total);
         }
@@ -584,22 +637,35 @@ impl Preset for ModelFile {
                 let splits = loaded.splits(plan.flat, &ctx.device)?;
                 trained::run_on(self.name, &plan, &g, &specs, splits, which.name(), ctx)
             }
-            Data::Argmax { train, val, test } => {
+            Data::Idx(ref dir) => {
+                let splits = self.load_idx(dir)?.splits(plan.flat, &ctx.device)?;
+                let name = dir.display().to_string();
+                trained::run_on(self.name, &plan, &g, &specs, splits, &name, ctx)
+            }
+            Data::Argmax { train, val, test } | Data::Sign { train, val, test } => {
                 let d = g.taps()?[0].features;
-                let all = crate::data::argmax_task(
-                    ctx.seed,
-                    "model-file/argmax",
-                    train + val + test,
-                    d,
-                    g.classes,
-                    &ctx.device,
-                )?;
+                let n = train + val + test;
+                let (all, name) = if let Data::Sign { .. } = self.data {
+                    let all =
+                        crate::data::sign_task(ctx.seed, "model-file/sign", n, d, &ctx.device)?;
+                    (all, "sign task")
+                } else {
+                    let all = crate::data::argmax_task(
+                        ctx.seed,
+                        "model-file/argmax",
+                        n,
+                        d,
+                        g.classes,
+                        &ctx.device,
+                    )?;
+                    (all, "argmax task")
+                };
                 let splits = crate::mnist::Splits {
                     train: all.slice(0, train)?,
                     val: all.slice(train, val)?,
                     test: all.slice(train + val, test)?,
                 };
-                trained::run_on(self.name, &plan, &g, &specs, splits, "argmax task", ctx)
+                trained::run_on(self.name, &plan, &g, &specs, splits, name, ctx)
             }
         }
     }

@@ -262,12 +262,27 @@ impl Probes {
         Ok(())
     }
 
-    fn metrics(&self) -> Option<ModelMetrics> {
-        self.loss.map(|loss| ModelMetrics {
-            loss,
-            train_error: None,
-            test_error: None,
-        })
+    fn snapshot_record(
+        &self,
+        step: u64,
+        kind: SnapshotKind,
+        probes: Vec<crate::runlog::TapReading>,
+    ) -> Snapshot {
+        Snapshot {
+            step,
+            label: format!("step {step}"),
+            kind,
+            dataset: None,
+            epoch: None,
+            probes,
+            model: self.loss.map(|loss| ModelMetrics {
+                loss,
+                train_error: None,
+                test_error: None,
+            }),
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            alerts: Vec::new(),
+        }
     }
 
     /// One online update of every probe on a minibatch: `taps` names each probed tap's
@@ -287,21 +302,12 @@ impl Probes {
             .collect();
         let readings = self.online.update(&xs, labels)?;
         if step.is_multiple_of(self.log_every) {
-            let snap = Snapshot {
-                step,
-                label: format!("step {step}"),
-                kind: SnapshotKind::Online,
-                dataset: None,
-                epoch: None,
-                probes: crate::presets::online_readings(
-                    &self.header.probes,
-                    &readings,
-                    self.online.steps(),
-                ),
-                model: self.metrics(),
-                elapsed_s: self.started.elapsed().as_secs_f64(),
-                alerts: Vec::new(),
-            };
+            let probes = crate::presets::online_readings(
+                &self.header.probes,
+                &readings,
+                self.online.steps(),
+            );
+            let snap = self.snapshot_record(step, SnapshotKind::Online, probes);
             self.write(snap)?;
         }
         Ok(readings)
@@ -345,17 +351,8 @@ impl Probes {
             self.warm.as_deref(),
             &self.header.fit,
         )?;
-        let snap = Snapshot {
-            step,
-            label: format!("step {step}"),
-            kind: SnapshotKind::Converged,
-            dataset: None,
-            epoch: None,
-            probes: crate::presets::converged_readings(&self.header.probes, &fitted, Some(&stats)),
-            model: self.metrics(),
-            elapsed_s: self.started.elapsed().as_secs_f64(),
-            alerts: Vec::new(),
-        };
+        let probes = crate::presets::converged_readings(&self.header.probes, &fitted, Some(&stats));
+        let snap = self.snapshot_record(step, SnapshotKind::Converged, probes);
         self.write(snap)?;
         self.warm = Some(fitted.iter().map(|f| f.probe.clone()).collect());
         Ok(fitted.into_iter().map(|f| f.reading).collect())

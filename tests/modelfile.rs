@@ -6,7 +6,7 @@ use std::process::Command;
 
 use probescope::modelfile::ModelFile;
 use probescope::presets::{self, Preset};
-use probescope::runlog::{self, EndStatus, Record, SnapshotKind};
+use probescope::runlog::{self, EndStatus, SnapshotKind};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -78,19 +78,63 @@ fn every_example_model_file_parses_and_runs_a_few_steps() {
         let run = runlog::read(&log).unwrap();
         assert_eq!(run.header.preset, model.name(), "{}", f.display());
         let converged: Vec<u64> = run
-            .records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Snapshot(s) if s.kind == SnapshotKind::Converged => Some(s.step),
-                _ => None,
-            })
+            .snapshots()
+            .filter(|s| s.kind == SnapshotKind::Converged)
+            .map(|s| s.step)
             .collect();
         assert_eq!(converged, vec![0, 3], "{}", f.display());
-        assert!(matches!(
-            run.records.last(),
-            Some(Record::End(e)) if e.status == EndStatus::Finished
-        ));
+        assert_eq!(run.end().map(|e| e.status), Some(EndStatus::Finished));
     }
+}
+
+/// `kind = "idx"` reads a folder named relative to the model file, and checks the image size
+/// against the input shape; `kind = "sign"` is the two-class synthetic task.
+#[test]
+fn idx_folders_and_the_sign_task_run() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_mnist(dir.path());
+    let layers = "[[layer]]\nname = \"h\"\ntype = \"linear\"\nout = 8\n\n[[layer]]\nname = \"logits\"\ntype = \"linear\"\nout = ";
+    let idx = dir.path().join("idx.toml");
+    std::fs::write(
+        &idx,
+        format!("input = [784]\nclasses = 10\n[data]\nkind = \"idx\"\ndir = \"fashion-mnist\"\n{layers}10\n"),
+    )
+    .unwrap();
+    let sign = dir.path().join("sign.toml");
+    std::fs::write(
+        &sign,
+        format!("input = [12]\nclasses = 2\n[data]\nkind = \"sign\"\ntrain = 500\nval = 200\ntest = 200\n{layers}2\n"),
+    )
+    .unwrap();
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        format!("input = [1, 32, 32]\nclasses = 10\n[data]\nkind = \"idx\"\ndir = \"mnist\"\n[[layer]]\nname = \"f\"\ntype = \"flatten\"\n{layers}10\n"),
+    )
+    .unwrap();
+    let run = |f: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_probescope"))
+            .args(["run", f.to_str().unwrap(), "--headless"])
+            .args(["--set", "steps=2", "--set", "probe_train=100"])
+            .args(["--set", "probe_val=100", "--set", "probe_test=100"])
+            .output()
+            .unwrap()
+    };
+    for f in [&idx, &sign] {
+        let out = run(f);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(&wrong);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("are 28x28: input = [1, 28, 28]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

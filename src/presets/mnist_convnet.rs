@@ -119,13 +119,7 @@ impl Preset for MnistConvnet {
     fn params(&self) -> Vec<ParamSpec> {
         let mut p = vec![
             ParamSpec::int("epochs", 10, 0, 10_000, "training epochs"),
-            ParamSpec::int(
-                "snapshot_every",
-                0,
-                0,
-                100_000_000,
-                "also fit converged probes every this many minibatches (0: only at epoch ends)",
-            ),
+            trained::snapshot_every_param(),
             ParamSpec::int(
                 "subset",
                 0,
@@ -164,11 +158,7 @@ impl Preset for MnistConvnet {
         let g = self.graph(p);
         let specs = self.probes(p, &g, ctx.seed);
         let total = self.total_steps(p).unwrap_or(0) as usize;
-        let every = p.usize("snapshot_every");
-        let mut snapshot_steps = vec![0];
-        if every > 0 {
-            snapshot_steps.extend((every..=total).step_by(every));
-        }
+        let snapshot_steps = trained::snapshot_steps(total, p.usize("snapshot_every"));
         let plan = Plan {
             epochs: Some(p.usize("epochs")),
             snapshot_steps,

@@ -217,6 +217,26 @@ pub fn optim_of(p: &Params) -> OptimKind {
     }
 }
 
+/// `snapshot_every`: converged snapshots every N minibatches besides the epoch ends.
+pub fn snapshot_every_param() -> ParamSpec {
+    ParamSpec::int(
+        "snapshot_every",
+        0,
+        0,
+        100_000_000,
+        "also fit converged probes every this many minibatches (0: only at epoch ends)",
+    )
+}
+
+/// Step 0 and every `every` steps up to `total` (just step 0 when `every` is 0).
+pub fn snapshot_steps(total: usize, every: usize) -> Vec<usize> {
+    let mut steps = vec![0];
+    if every > 0 {
+        steps.extend((every..=total).step_by(every));
+    }
+    steps
+}
+
 /// The samples the converged probes use.
 pub(crate) struct ProbeSets {
     pub(crate) train: Dataset,
@@ -590,7 +610,7 @@ pub fn run_on(
             let (epoch, idx) = batches.get(ctx.seed, step, plan.batch, ntr);
             opt.set_lr(train::scheduled_lr(plan.lr, plan.lr_decay, epoch));
             let mb = splits.train.select(idx)?;
-            let outs = model.forward(&mb.x)?;
+            let outs = model.forward_train(&mb.x, ctx.seed, step as u64)?;
             let loss = model.loss(&outs, &mb.y)?;
             opt.backward_step(&loss)?;
             last_loss = loss.to_scalar::<f32>()? as f64;
