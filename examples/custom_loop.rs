@@ -11,7 +11,7 @@
 //! ```
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{linear, AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use probescope::probe::ProbeReading;
 use probescope::{Activations, Probes};
@@ -52,7 +52,8 @@ fn activations(model: &Mlp, x: &Tensor, y: &Tensor) -> Result<Activations> {
 
 /// Trains for `steps` minibatches, recording to `log`; returns the last snapshot's readings.
 fn run(log: &std::path::Path, steps: u64) -> Result<Vec<ProbeReading>> {
-    let dev = Device::Cpu;
+    // The GPU when probescope is built with `--features cuda` and one answers, else the CPU.
+    let (dev, _) = probescope::cli::parse_device("auto")?;
     let data = probescope::data::argmax_task(7, "custom-loop", 8000, 20, 4, &dev)?;
     let (train, test) = (data.slice(0, 7000)?, data.slice(7000, 1000)?);
     let fixed = train.slice(0, 2000)?;

@@ -466,6 +466,17 @@ impl ModelFile {
                 (format!("{k}={text}"), line)
             })
             .collect();
+        // The data kind sets the `dataset` parameter, so `--set dataset=...` can change it.
+        let mut train = train;
+        if let Data::Mnist(which) = data {
+            train.insert(
+                0,
+                (
+                    format!("dataset={}", which.name()),
+                    line_of(src, def.data.kind.span().start),
+                ),
+            );
+        }
         let name = def.name.unwrap_or_else(|| {
             path.file_stem()
                 .map_or("model".into(), |s| s.to_string_lossy().into_owned())
@@ -571,7 +582,8 @@ impl Preset for ModelFile {
 
     fn check_data(&self, p: &Params, data_dir: &Path) -> Result<(), ParamError> {
         match self.data {
-            Data::Mnist(which) => {
+            Data::Mnist(_) => {
+                let which = trained::dataset_of(p);
                 crate::mnist::check_present(data_dir, which).map_err(ParamError)?;
                 crate::mnist::load(data_dir, which)
                     .map(|_| ())
@@ -632,7 +644,8 @@ impl Preset for ModelFile {
             ..Plan::from_params(p, self.flat())
         };
         match self.data {
-            Data::Mnist(which) => {
+            Data::Mnist(_) => {
+                let which = trained::dataset_of(p);
                 let loaded = crate::mnist::load(&ctx.opts.data_dir, which)?;
                 let splits = loaded.splits(plan.flat, &ctx.device)?;
                 trained::run_on(self.name, &plan, &g, &specs, splits, which.name(), ctx)

@@ -163,6 +163,18 @@ fn the_convnet_file_is_the_built_in_presets_graph() {
     }
 }
 
+/// `[data] kind` sets the `dataset` parameter, which `--set` can change.
+#[test]
+fn the_data_kind_is_the_dataset_parameter() {
+    use probescope::params::ParamValue;
+    let f = root().join("examples/models/mlp-dropout-layernorm.toml");
+    let f = f.to_str().unwrap();
+    let (_, p) = presets::prepare(f, &[]).unwrap();
+    assert_eq!(p.0["dataset"], ParamValue::Text("fashion-mnist".into()));
+    let (_, p) = presets::prepare(f, &["dataset=mnist".into()]).unwrap();
+    assert_eq!(p.0["dataset"], ParamValue::Text("mnist".into()));
+}
+
 #[test]
 fn probe_globs_pick_the_taps() {
     let file = ModelFile::load(&root().join("examples/models/branches.toml")).unwrap();
