@@ -163,6 +163,33 @@ impl Probes {
         })
     }
 
+    /// Says that tap `tap` reads `inputs` (earlier taps) rather than the tap before it: how a
+    /// model with branches is drawn (two taps reading one, a concatenation reading two). Call it
+    /// before [`Probes::record`], which writes the layout into the run log.
+    pub fn reads(mut self, tap: &str, inputs: &[&str]) -> anyhow::Result<Self> {
+        if self.log.is_some() {
+            bail!("Probes::reads(`{tap}`): call it before Probes::record");
+        }
+        let mut graph = self.header.graph.clone();
+        let node = graph
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == tap)
+            .with_context(|| {
+                format!(
+                    "Probes::reads: `{tap}` is not one of the taps ({})",
+                    self.tap_names()
+                )
+            })?;
+        if let Op::External { inputs: ins, .. } = &mut node.op {
+            *ins = inputs.iter().map(|s| s.to_string()).collect();
+        }
+        graph.shapes().context("Probes::reads")?;
+        self.header.graph = graph;
+        self.watch = Watch::new(&self.header);
+        Ok(self)
+    }
+
     /// The converged fits' settings (L2 penalty, iterations, selectivity, transfer...).
     pub fn with_fit(mut self, fit: FitConfig) -> Self {
         self.header.fit = fit;
@@ -392,5 +419,41 @@ impl Drop for Probes {
             };
             let _ = self.end(status, Some(why.into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branches_are_described_with_reads_and_bad_names_are_refused() {
+        let dev = Device::Cpu;
+        let taps = [("x", 8), ("left", 4), ("right", 4), ("both", 8)];
+        let p = Probes::new(&taps, 2, &dev)
+            .unwrap()
+            .reads("right", &["x"])
+            .unwrap()
+            .reads("both", &["left", "right"])
+            .unwrap();
+        let reads = |name: &str| {
+            let g = &p.header.graph;
+            g.nodes[g.index_of(name).unwrap()].op.inputs().join(",")
+        };
+        assert_eq!(reads("left"), "x");
+        assert_eq!(reads("right"), "x");
+        assert_eq!(reads("both"), "left,right");
+        let e = Probes::new(&taps, 2, &dev)
+            .unwrap()
+            .reads("both", &["lfet"])
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("reads `lfet`, which is not a node defined before it"));
+        let e = Probes::new(&taps, 2, &dev)
+            .unwrap()
+            .reads("nope", &["x"])
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("`nope` is not one of the taps (x, left, right, both)"));
     }
 }
