@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use candle_core::Device;
 use clap::{Parser, Subcommand};
@@ -264,22 +264,21 @@ impl Default for RunArgs {
     }
 }
 
-/// Parses `--device` into the device and its resolved name for the run log (`auto` becomes
-/// `cuda:0` or `cpu`).
+/// Parses `--device`.
 ///
 /// `auto` takes the first GPU when this binary was built with the `cuda` feature and a device
 /// answers, else the CPU. An explicit `cuda` that cannot be had is an error naming what is
 /// missing, never a silent fall back to the CPU.
-pub fn parse_device(spec: &str) -> Result<(Device, String), ParamError> {
+pub fn parse_device(spec: &str) -> Result<Device, ParamError> {
     let ordinal = match spec {
-        "cpu" => return Ok((Device::Cpu, "cpu".into())),
+        "cpu" => return Ok(Device::Cpu),
         "auto" => {
             if candle_core::utils::cuda_is_available() {
                 if let Ok(d) = Device::new_cuda(0) {
-                    return Ok((d, "cuda:0".into()));
+                    return Ok(d);
                 }
             }
-            return Ok((Device::Cpu, "cpu".into()));
+            return Ok(Device::Cpu);
         }
         "cuda" => 0,
         s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
@@ -298,15 +297,22 @@ pub fn parse_device(spec: &str) -> Result<(Device, String), ParamError> {
              and an NVIDIA driver), or use --device cpu"
         )));
     }
-    Device::new_cuda(ordinal)
-        .map(|d| (d, format!("cuda:{ordinal}")))
-        .map_err(|e| {
-            ParamError(format!(
-                "--device {spec}: no usable CUDA device {ordinal} ({}); `nvidia-smi -L` lists \
+    Device::new_cuda(ordinal).map_err(|e| {
+        ParamError(format!(
+            "--device {spec}: no usable CUDA device {ordinal} ({}); `nvidia-smi -L` lists \
                  the GPUs this machine has, or use --device cpu",
-                error_text(&e)
-            ))
-        })
+            error_text(&e)
+        ))
+    })
+}
+
+/// A device's name as the run log writes it (`cpu`, `cuda:0`).
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }
 
 /// An error's text for a person: `{e:#}` without the stack traces candle appends to its errors
@@ -385,7 +391,7 @@ pub fn main_with(cli: Cli) -> i32 {
                 .map_err(ParamError)
                 .and_then(|()| parse_device(&device))
                 .map_err(anyhow::Error::new)
-                .and_then(|(device, device_name)| {
+                .and_then(|device| {
                     crate::bench_train::run(&crate::bench_train::Settings {
                         data_dir: &dir,
                         steps: steps.max(1),
@@ -394,7 +400,6 @@ pub fn main_with(cli: Cli) -> i32 {
                         memory_mb,
                         skip_snapshot,
                         device,
-                        device_name,
                         rounds,
                         bf16,
                         update_every,
@@ -622,7 +627,7 @@ pub struct Prepared {
 /// Bad input is a [`ParamError`] and leaves nothing half-written.
 pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
     let (preset, params) = presets::prepare(&args.preset, &args.sets)?;
-    let (device, device_name) = parse_device(&args.device)?;
+    let device = parse_device(&args.device)?;
     let graph = preset.graph(&params);
     graph.shapes().map_err(|e| {
         ParamError(format!(
@@ -638,14 +643,11 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
         preset: preset.name().into(),
         params: params.0.clone(),
         seed: args.seed,
-        device: device_name,
+        device: device_name(&device),
         graph,
         probes,
         fit: presets::fit_config(&params),
-        started_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        started_unix: crate::runlog::unix_now(),
         total_steps: preset.total_steps(&params),
     };
     // The log is created last, once everything else is known to be fine.

@@ -297,7 +297,11 @@ pub struct Loaded {
 /// Where file `name` (without `.gz`) of `which` is in `data_dir`: the `.gz` if present, else the
 /// raw file, else `None`.
 pub fn locate(data_dir: &Path, which: Which, name: &str) -> Option<PathBuf> {
-    let dir = data_dir.join(which.name());
+    find_in(&data_dir.join(which.name()), name)
+}
+
+/// `dir/NAME.gz` or `dir/NAME`, whichever is there.
+fn find_in(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(format!("{name}.gz")), dir.join(name)]
         .into_iter()
         .find(|p| p.is_file())
@@ -335,14 +339,16 @@ pub fn check_present(data_dir: &Path, which: Which) -> Result<(), String> {
     }
 }
 
+/// Reads and parses the IDX file at `p`, of `nd` dimensions.
+fn read_idx(p: &Path, nd: usize) -> anyhow::Result<IdxBytes> {
+    let bytes =
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: cannot read it: {e}", p.display()))?;
+    Ok(parse_idx(&p.display().to_string(), &bytes, nd)?)
+}
+
 fn read_split(images: &Path, labels: &Path) -> anyhow::Result<Split> {
-    let read = |p: &Path, nd: usize| -> anyhow::Result<IdxBytes> {
-        let bytes = std::fs::read(p)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read it: {e}", p.display()))?;
-        Ok(parse_idx(&p.display().to_string(), &bytes, nd)?)
-    };
-    let im = read(images, 3)?;
-    let lb = read(labels, 1)?;
+    let im = read_idx(images, 3)?;
+    let lb = read_idx(labels, 1)?;
     let (n, rows, cols) = (im.dims[0], im.dims[1], im.dims[2]);
     if lb.dims[0] != n {
         return Err(bad(
@@ -376,22 +382,28 @@ pub fn load(data_dir: &Path, which: Which) -> anyhow::Result<Loaded> {
     load_dir(&data_dir.join(which.name()), which)
 }
 
+/// File `FILES[i]` of the IDX directory `dir`, or an error that says what such a folder holds.
+fn in_dir(dir: &Path, i: usize) -> anyhow::Result<PathBuf> {
+    let name = FILES[i];
+    find_in(dir, name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no {name} (or {name}.gz); an IDX directory holds the four files {}",
+            dir.display(),
+            FILES.join(", ")
+        )
+    })
+}
+
+/// The number of training samples in the IDX directory `dir`, from its label file alone (a
+/// few kilobytes, where the images are tens of megabytes).
+pub fn training_samples_in(dir: &Path) -> anyhow::Result<usize> {
+    Ok(read_idx(&in_dir(dir, 1)?, 1)?.dims[0])
+}
+
 /// Reads the four files, under their usual names ([`FILES`], gzip or not), from `dir` itself: an
 /// IDX directory in the MNIST layout (`which` only names it).
 pub fn load_dir(dir: &Path, which: Which) -> anyhow::Result<Loaded> {
-    let path = |i: usize| -> anyhow::Result<PathBuf> {
-        let name = FILES[i];
-        [dir.join(format!("{name}.gz")), dir.join(name)]
-            .into_iter()
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: no {name} (or {name}.gz); an IDX directory holds the four files {}",
-                    dir.display(),
-                    FILES.join(", ")
-                )
-            })
-    };
+    let path = |i: usize| in_dir(dir, i);
     let train = read_split(&path(0)?, &path(1)?)?;
     let test = read_split(&path(2)?, &path(3)?)?;
     if (train.rows, train.cols) != (test.rows, test.cols) {

@@ -52,7 +52,7 @@ struct FileDef {
     #[serde(default)]
     probes: ProbesDef,
     #[serde(default)]
-    train: toml::Table,
+    train: std::collections::BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,37 +445,27 @@ impl ModelFile {
             }
             None => None,
         };
-        // [train] values become `key=value` settings, checked now against the run's parameters.
-        let train: Vec<(String, usize)> = def
-            .train
-            .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Array(a) => a
-                        .iter()
-                        .map(|x| x.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    other => other.to_string(),
-                };
-                let line = src
-                    .find(&format!("\n{k}"))
-                    .or_else(|| src.find(&format!("\n {k}")))
-                    .map_or(0, |at| line_of(src, at + 1));
-                (format!("{k}={text}"), line)
-            })
-            .collect();
-        // The data kind sets the `dataset` parameter, so `--set dataset=...` can change it.
-        let mut train = train;
+        // The data kind sets the `dataset` parameter, so `--set dataset=...` can change it; then
+        // the [train] values, as `key=value` settings with their lines, checked below against
+        // the run's parameters.
+        let mut train: Vec<(String, usize)> = Vec::new();
         if let Data::Mnist(which) = data {
-            train.insert(
-                0,
-                (
-                    format!("dataset={}", which.name()),
-                    line_of(src, def.data.kind.span().start),
-                ),
-            );
+            train.push((
+                format!("dataset={}", which.name()),
+                line_of(src, def.data.kind.span().start),
+            ));
+        }
+        for (k, v) in &def.train {
+            let text = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            train.push((format!("{k}={text}"), line_of(src, v.span().start)));
         }
         let name = def.name.unwrap_or_else(|| {
             path.file_stem()
@@ -525,10 +515,9 @@ impl ModelFile {
     fn train_samples(&self) -> usize {
         match self.data {
             Data::Mnist(_) => 60_000 - crate::mnist::VALIDATION,
-            // Read once more for its count (a fraction of a second), else the MNIST size.
-            Data::Idx(ref dir) => self
-                .load_idx(dir)
-                .map_or(60_000, |l| l.train.len())
+            // The label file's count (unreadable: the MNIST size; the run itself says why).
+            Data::Idx(ref dir) => crate::mnist::training_samples_in(dir)
+                .unwrap_or(60_000)
                 .saturating_sub(crate::mnist::VALIDATION),
             Data::Argmax { train, .. } | Data::Sign { train, .. } => train,
         }
@@ -582,19 +571,11 @@ impl Preset for ModelFile {
 
     fn check_data(&self, p: &Params, data_dir: &Path) -> Result<(), ParamError> {
         match self.data {
-            Data::Mnist(_) => {
-                let which = trained::dataset_of(p);
-                crate::mnist::check_present(data_dir, which).map_err(ParamError)?;
-                crate::mnist::load(data_dir, which)
-                    .map(|_| ())
-                    .map_err(|e| ParamError(format!("{e:#}")))
-            }
-            Data::Idx(ref dir) => {
-                let _ = p;
-                self.load_idx(dir)
-                    .map(|_| ())
-                    .map_err(|e| ParamError(format!("{e:#}")))
-            }
+            Data::Mnist(_) => trained::check_data(p, data_dir),
+            Data::Idx(ref dir) => self
+                .load_idx(dir)
+                .map(|_| ())
+                .map_err(|e| ParamError(format!("{e:#}"))),
             Data::Argmax { .. } | Data::Sign { .. } => Ok(()),
         }
     }
@@ -644,12 +625,7 @@ impl Preset for ModelFile {
             ..Plan::from_params(p, self.flat())
         };
         match self.data {
-            Data::Mnist(_) => {
-                let which = trained::dataset_of(p);
-                let loaded = crate::mnist::load(&ctx.opts.data_dir, which)?;
-                let splits = loaded.splits(plan.flat, &ctx.device)?;
-                trained::run_on(self.name, &plan, &g, &specs, splits, which.name(), ctx)
-            }
+            Data::Mnist(_) => trained::run(self.name, &plan, p, &g, &specs, ctx),
             Data::Idx(ref dir) => {
                 let splits = self.load_idx(dir)?.splits(plan.flat, &ctx.device)?;
                 let name = dir.display().to_string();

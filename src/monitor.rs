@@ -97,15 +97,11 @@ impl Probes {
         if classes < 2 {
             bail!("Probes::new: {classes} classes; a classification task has at least 2");
         }
-        let mut nodes: Vec<Node> = Vec::with_capacity(taps.len());
-        for (i, &(name, width)) in taps.iter().enumerate() {
-            if width == 0 {
-                bail!("Probes::new: tap `{name}` has 0 features");
-            }
-            if nodes.iter().any(|n| n.name == name) {
-                bail!("Probes::new: tap `{name}` is named twice");
-            }
-            nodes.push(Node {
+        // A chain; the graph's own check refuses a repeated name or a width of 0.
+        let nodes: Vec<Node> = taps
+            .iter()
+            .enumerate()
+            .map(|(i, &(name, width))| Node {
                 name: name.to_string(),
                 op: Op::External {
                     inputs: if i == 0 {
@@ -116,8 +112,8 @@ impl Probes {
                     shape: vec![width],
                 },
                 probe: true,
-            });
-        }
+            })
+            .collect();
         let graph = Graph {
             output: taps[taps.len() - 1].0.to_string(),
             nodes,
@@ -128,25 +124,17 @@ impl Probes {
             .iter()
             .map(|&(name, width)| ProbeSpec::full(name, width))
             .collect();
-        let device_name = match device.location() {
-            candle_core::DeviceLocation::Cpu => "cpu".to_string(),
-            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-        };
         let header = RunHeader {
             schema_version: SCHEMA_VERSION,
             probescope_version: env!("CARGO_PKG_VERSION").into(),
             preset: "custom".into(),
             params: Default::default(),
             seed: 0,
-            device: device_name,
+            device: crate::cli::device_name(device),
             graph,
             probes: specs.clone(),
             fit: FitConfig::default(),
-            started_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            started_unix: crate::runlog::unix_now(),
             total_steps: None,
         };
         Ok(Self {
@@ -455,5 +443,16 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{e:#}").contains("`nope` is not one of the taps (x, left, right, both)"));
+        // A repeated name and a width of 0 are refused by the graph's own check.
+        let e = Probes::new(&[("x", 8), ("x", 4)], 2, &dev).err().unwrap();
+        assert!(
+            format!("{e:#}").contains("node name `x` is used twice"),
+            "{e:#}"
+        );
+        let e = Probes::new(&[("x", 8), ("y", 0)], 2, &dev).err().unwrap();
+        assert!(
+            format!("{e:#}").contains("node `y`: external shape [0]"),
+            "{e:#}"
+        );
     }
 }

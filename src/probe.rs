@@ -193,6 +193,17 @@ pub struct FitConfig {
     pub bf16_features: bool,
 }
 
+impl FitConfig {
+    /// The type a converged snapshot keeps the activations in (see [`FitConfig::bf16_features`]).
+    pub fn feature_dtype(&self) -> DType {
+        if self.bf16_features {
+            DType::BF16
+        } else {
+            DType::F32
+        }
+    }
+}
+
 impl Default for FitConfig {
     fn default() -> Self {
         Self {
@@ -328,8 +339,18 @@ impl<'a> Objective<'a> {
 
     /// Gradient `[B, p, K]` given the logits at `theta`.
     pub fn gradient(&self, theta: &Tensor, logits: &Tensor) -> candle_core::Result<Tensor> {
+        self.gradient_from_softmax(theta, &candle_nn::ops::softmax_last_dim(logits)?)
+    }
+
+    /// Gradient `[B, p, K]` given the softmax of the logits at `theta` (for a caller that
+    /// needs the probabilities too).
+    pub fn gradient_from_softmax(
+        &self,
+        theta: &Tensor,
+        prob: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let n = self.z.dim(1)? as f64;
-        let p = candle_nn::ops::softmax_last_dim(logits)?.broadcast_sub(self.y)?;
+        let p = prob.broadcast_sub(self.y)?;
         // p^T z reads z in its stored order (z^T p would walk it across rows: 3x slower on CPU).
         let g = p
             .transpose(1, 2)?
@@ -1276,17 +1297,13 @@ impl OnlineProbes {
                     .mean(1)?
                     .neg()?,
             );
-            // p^T z reads z in its stored order (see `Objective::gradient`).
-            let grad = (prob
-                .broadcast_sub(&yoh)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .matmul(&z)?
-                .transpose(1, 2)?
-                .affine(1.0 / n, 0.0)?
-                + g.theta
-                    .broadcast_mul(&g.penalty)?
-                    .affine(self.cfg.l2, 0.0)?)?;
+            let obj = Objective {
+                z: &z,
+                y: &yoh,
+                penalty: g.penalty.clone(),
+                l2: self.cfg.l2,
+            };
+            let grad = obj.gradient_from_softmax(&g.theta, &prob)?;
             g.m = ((&g.m * b1)? + (&grad * (1.0 - b1))?)?;
             g.v = ((&g.v * b2)? + (grad.sqr()? * (1.0 - b2))?)?;
             let upd = (&g.m / (g.v.sqrt()? + eps_v)?)?;

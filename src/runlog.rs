@@ -62,6 +62,13 @@ pub struct RunHeader {
     pub total_steps: Option<u64>,
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it), for [`RunHeader::started_unix`].
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Reads a number that may be `null`: JSON has no NaN or infinity, and serde_json writes them as
 /// `null`, so a reading that came out NaN (a fit that failed on degenerate features) reads back
 /// as NaN instead of making the whole log unreadable.

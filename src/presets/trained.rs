@@ -328,11 +328,7 @@ pub(crate) fn converged(
     plan: &Plan,
 ) -> candle_core::Result<(Vec<Fitted>, Vec<ActivationStats>, ModelMetrics)> {
     let samples = sets.train.len() + sets.val.len() + sets.test.len();
-    let dtype = if plan.fit.bf16_features {
-        DType::BF16
-    } else {
-        DType::F32
-    };
+    let dtype = plan.fit.feature_dtype();
     let groups = memory_groups(specs, samples, dtype.size_in_bytes(), plan.memory_mb << 20);
     let mut fitted: Vec<Option<Fitted>> = vec![None; specs.len()];
     let mut stats: Vec<ActivationStats> = vec![ActivationStats::default(); specs.len()];
