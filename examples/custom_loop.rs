@@ -54,7 +54,8 @@ fn activations(model: &Mlp, x: &Tensor, y: &Tensor) -> Result<Activations> {
 fn run(log: &std::path::Path, steps: u64) -> Result<Vec<ProbeReading>> {
     // The GPU when probescope is built with `--features cuda` and one answers, else the CPU.
     let dev = probescope::cli::parse_device("auto")?;
-    let data = probescope::data::argmax_task(7, "custom-loop", 8000, 20, 4, &dev)?;
+    let data =
+        probescope::data::argmax_task(7, "custom-loop", 8000, 20, 4, &dev, &Default::default())?;
     let (train, test) = (data.slice(0, 7000)?, data.slice(7000, 1000)?);
     let fixed = train.slice(0, 2000)?;
 

@@ -90,8 +90,16 @@ pub fn probes(seed: u64, epochs: usize) -> anyhow::Result<String> {
         .iter()
         .map(|t| ProbeSpec::full(&t.name, t.features))
         .collect();
-    let (train, test, _) =
-        untrained_mlp::dataset_splits(&g, &specs, seed, 0, 10_000, 10_000, &dev)?;
+    let (train, test, _) = untrained_mlp::dataset_splits(
+        &g,
+        &specs,
+        seed,
+        0,
+        10_000,
+        10_000,
+        &dev,
+        &Default::default(),
+    )?;
     let cfg = FitConfig::default();
     // Warm-up: first touches of memory and thread pools are not the solver's cost.
     let _ = probe::fit_converged(&train, None, Some(&test), 2, None, &cfg)?;

@@ -148,6 +148,17 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 1)]
         update_every: usize,
     },
+    /// How long a run takes to stop: each preset started headless, signalled (SIGTERM, SIGINT,
+    /// SIGHUP) at set moments (inside converged fits, forward passes, training steps), timed to
+    /// the process's exit, its log checked for the end line.
+    Stop {
+        /// Where mnist/ is (as for `run`); the MNIST presets are skipped without it.
+        #[arg(long, value_name = "DIR", env = "PROBESCOPE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Only the runs whose label contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// The terminal UI: frame render time with 33 and 129 taps, and the trainer's speed with the
     /// UI open against headless.
     Ui {
@@ -407,6 +418,13 @@ pub fn main_with(cli: Cli) -> i32 {
                 })
         }
         Some(Command::Bench {
+            what: BenchWhat::Stop { data_dir, only },
+        }) => crate::bench_stop::run(
+            &data_dir.unwrap_or_else(crate::mnist::default_data_dir),
+            only.as_deref(),
+        )
+        .map(|(_, report)| print!("{report}")),
+        Some(Command::Bench {
             what:
                 BenchWhat::Ui {
                     steps,
@@ -621,6 +639,7 @@ pub struct Prepared {
     header: RunHeader,
     log: Option<RunLogWriter>,
     opts: presets::RunOptions,
+    memory: Option<presets::trained::MemoryEstimate>,
 }
 
 /// Checks everything about a run (preset, parameters, device, graph) and creates its run log.
@@ -637,6 +656,9 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
     })?;
     let probes = preset.probes(&params, &graph, args.seed);
     let opts = run_options(args, preset.as_ref(), &params)?;
+    // Work that will not fit in memory is refused here, before anything is computed.
+    let memory =
+        presets::check_memory(&args.preset, &args.sets, args.seed, presets::memory_limit())?;
     let header = RunHeader {
         schema_version: SCHEMA_VERSION,
         probescope_version: env!("CARGO_PKG_VERSION").into(),
@@ -664,6 +686,7 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
         header,
         log,
         opts,
+        memory,
     })
 }
 
@@ -765,27 +788,54 @@ fn execute(
         .unwrap_or_else(|p| Err(anyhow::anyhow!(tui::panic_message(p.as_ref()))))
     };
     let elapsed_s = started.elapsed().as_secs_f64();
-    let stop_reason = controls_for_end.stop_reason();
+    // A stop inside a fit or a forward pass surfaces as the engine's `Cancelled` error; once a
+    // stop was asked for, that is the run being stopped, not failing.
+    let outcome = match outcome {
+        Err(e) if controls_for_end.stopping() && is_cancel(&e) => Err(presets::Stopped.into()),
+        o => o,
+    };
+    let step = controls_for_end.last_step();
+    let peak_rss = crate::memory::peak_rss();
     let end = match &outcome {
         Ok(()) => End {
             status: EndStatus::Finished,
             message: None,
             elapsed_s,
+            step,
+            peak_rss,
         },
         Err(e) if e.downcast_ref::<presets::Stopped>().is_some() => End {
             status: EndStatus::Stopped,
-            message: Some(stop_reason),
+            message: Some(match step {
+                Some(s) => format!("{} at step {s}", controls_for_end.stop_reason()),
+                None => controls_for_end.stop_reason(),
+            }),
             elapsed_s,
+            step,
+            peak_rss,
         },
         Err(e) => End {
             status: EndStatus::Failed,
             message: Some(error_text(e)),
             elapsed_s,
+            step,
+            peak_rss,
         },
     };
     sink.record(&Record::End(end))?;
     sink.progress(&format!("done in {elapsed_s:.1}s"));
     outcome
+}
+
+/// Whether `e` is a stop: [`presets::Stopped`], or the engine's [`crate::cancel::Cancelled`]
+/// inside a candle error (which carries it as text).
+fn is_cancel(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<presets::Stopped>().is_some()
+        || e.chain().any(|c| {
+            c.is::<crate::cancel::Cancelled>()
+                || c.to_string()
+                    .contains(&crate::cancel::Cancelled.to_string())
+        })
 }
 
 /// Runs a preset: in the terminal UI when stdout and stdin are terminals, else (or with
@@ -801,16 +851,46 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         header,
         log,
         opts,
+        memory,
     } = prepare_run(args)?;
+    if let (false, Some(m)) = (ui, memory) {
+        eprintln!(
+            "probescope: estimated peak memory {}{}",
+            crate::memory::human(m.peak),
+            presets::memory_limit()
+                .map(|l| format!(" of {} available", crate::memory::human(l)))
+                .unwrap_or_default()
+        );
+    }
     let controls = Arc::new(Controls::default());
     let signalled = Arc::new(AtomicBool::new(false));
     {
-        // Ctrl-C (headless), SIGTERM and SIGHUP ask the run to stop at its next checkpoint, so
-        // the log gets its `end` line; the UI also closes and restores the terminal.
+        // Ctrl-C (headless), SIGTERM and SIGHUP stop the run wherever it is (inside a converged
+        // fit too), and the log gets its `end` line; the UI also closes and restores the
+        // terminal. A signal once the run is already stopping ends the process at once: the log
+        // keeps every whole line, as after `kill -9`.
+        // `timeout` and some schedulers deliver one SIGTERM twice (to the process and to its
+        // group): repeats within half a second of the first count as one.
         let (controls, signalled) = (controls.clone(), signalled.clone());
+        let first = std::sync::OnceLock::<Instant>::new();
         let _ = ctrlc::set_handler(move || {
-            controls.request_stop();
+            let repeat = first
+                .get()
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(500));
+            if repeat {
+                return;
+            }
+            if controls.stopping() {
+                tui::restore_terminal();
+                eprintln!("probescope: stopped at once; the run log has no end line");
+                std::process::exit(130);
+            }
+            let _ = first.set(Instant::now());
+            controls.request_stop_because("stopped by a signal");
             signalled.store(true, Ordering::Relaxed);
+            if !tui::ui_active() {
+                eprintln!("probescope: stopping (again to end at once)");
+            }
         });
     }
     if !ui {

@@ -3,6 +3,7 @@
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 
+use crate::cancel::Cancel;
 use crate::rng;
 
 /// Samples and labels.
@@ -47,14 +48,47 @@ impl Dataset {
     }
 }
 
-/// `n` samples of x ~ N(0, I_dim) as a `[n, dim]` tensor.
+/// `n` samples of x ~ N(0, I_dim) as a `[n, dim]` tensor. Drawn in blocks of rows, checking
+/// `cancel` between them (the paper's feature-subset size is 2 billion draws); the numbers are
+/// the stream's, whatever the blocks.
 pub fn gaussian(
     rng: &mut StdRng,
     n: usize,
     dim: usize,
     device: &Device,
+    cancel: &Cancel,
 ) -> candle_core::Result<Tensor> {
-    Tensor::from_vec(rng::normal_vec(rng, n * dim, 1.0), (n, dim), device)
+    let mut v = Vec::with_capacity(n * dim);
+    let rows = (DRAW_BLOCK / dim.max(1)).max(1);
+    let mut done = 0;
+    while done < n {
+        cancel.check_candle()?;
+        let k = rows.min(n - done);
+        v.extend(rng::normal_vec(rng, k * dim, 1.0));
+        done += k;
+    }
+    Tensor::from_vec(v, (n, dim), device)
+}
+
+/// Draws between two checks for a stop in [`gaussian`].
+const DRAW_BLOCK: usize = 1 << 22;
+
+/// `x w`, in blocks of rows with a check for a stop between them.
+fn scores(x: &Tensor, w: &Tensor, cancel: &Cancel) -> candle_core::Result<Tensor> {
+    let (n, dim) = x.dims2()?;
+    let rows = (DRAW_BLOCK / dim.max(1)).max(1);
+    if rows >= n {
+        return x.matmul(w);
+    }
+    let mut parts = Vec::new();
+    let mut done = 0;
+    while done < n {
+        cancel.check_candle()?;
+        let k = rows.min(n - done);
+        parts.push(x.narrow(0, done, k)?.matmul(w)?);
+        done += k;
+    }
+    Tensor::cat(&parts, 0)
 }
 
 /// Labels `argmax_k (x W)_k` of scores `[n, K]` (K = 1 means the sign: label 1 where the score is positive).
@@ -76,11 +110,12 @@ pub fn sign_task(
     n: usize,
     dim: usize,
     device: &Device,
+    cancel: &Cancel,
 ) -> candle_core::Result<Dataset> {
     let mut r = rng::stream(seed, stream);
     let w = Tensor::from_vec(rng::normal_vec(&mut r, dim, 1.0), (dim, 1), device)?;
-    let x = gaussian(&mut r, n, dim, device)?;
-    let y = labels_from_scores(&x.matmul(&w)?)?;
+    let x = gaussian(&mut r, n, dim, device, cancel)?;
+    let y = labels_from_scores(&scores(&x, &w, cancel)?)?;
     Ok(Dataset { x, y, classes: 2 })
 }
 
@@ -93,6 +128,7 @@ pub fn argmax_task(
     dim: usize,
     classes: usize,
     device: &Device,
+    cancel: &Cancel,
 ) -> candle_core::Result<Dataset> {
     let mut r = rng::stream(seed, stream);
     let w = Tensor::from_vec(
@@ -100,8 +136,8 @@ pub fn argmax_task(
         (dim, classes),
         device,
     )?;
-    let x = gaussian(&mut r, n, dim, device)?;
-    let y = labels_from_scores(&x.matmul(&w)?)?;
+    let x = gaussian(&mut r, n, dim, device, cancel)?;
+    let y = labels_from_scores(&scores(&x, &w, cancel)?)?;
     Ok(Dataset { x, y, classes })
 }
 
@@ -117,6 +153,7 @@ pub fn two_source_task(
     half: usize,
     ratio: f64,
     device: &Device,
+    cancel: &Cancel,
 ) -> candle_core::Result<Dataset> {
     let mut r = rng::stream(seed, stream);
     let unit = |v: Vec<f32>| -> Vec<f32> {
@@ -129,8 +166,8 @@ pub fn two_source_task(
         .map(|x| x * ratio as f32)
         .collect();
     let w = Tensor::from_vec([u, v].concat(), (2 * half, 1), device)?;
-    let x = gaussian(&mut r, n, 2 * half, device)?;
-    let y = labels_from_scores(&x.matmul(&w)?)?;
+    let x = gaussian(&mut r, n, 2 * half, device, cancel)?;
+    let y = labels_from_scores(&scores(&x, &w, cancel)?)?;
     Ok(Dataset { x, y, classes: 2 })
 }
 
@@ -140,8 +177,8 @@ mod tests {
 
     #[test]
     fn sign_task_is_balanced_and_reproducible() {
-        let a = sign_task(5, "d0", 4000, 16, &Device::Cpu).unwrap();
-        let b = sign_task(5, "d0", 4000, 16, &Device::Cpu).unwrap();
+        let a = sign_task(5, "d0", 4000, 16, &Device::Cpu, &Cancel::new()).unwrap();
+        let b = sign_task(5, "d0", 4000, 16, &Device::Cpu, &Cancel::new()).unwrap();
         let ya: Vec<u32> = a.y.to_vec1().unwrap();
         assert_eq!(ya, b.y.to_vec1::<u32>().unwrap());
         let ones = ya.iter().filter(|&&v| v == 1).count() as f64 / 4000.0;
@@ -150,9 +187,28 @@ mod tests {
 
     #[test]
     fn argmax_labels_match_a_host_argmax() {
-        let d = argmax_task(1, "t", 50, 8, 5, &Device::Cpu).unwrap();
+        let d = argmax_task(1, "t", 50, 8, 5, &Device::Cpu, &Cancel::new()).unwrap();
         let y: Vec<u32> = d.y.to_vec1().unwrap();
         assert_eq!(y.len(), 50);
         assert!(y.iter().all(|&c| c < 5));
+    }
+
+    #[test]
+    fn gaussian_draws_the_streams_numbers_in_blocks_and_stops_when_cancelled() {
+        // 3 x 2^21 draws: two blocks of rows, and the same numbers as one plain draw.
+        let (n, dim) = (3, 1 << 21);
+        let x = gaussian(
+            &mut rng::stream(4, "g"),
+            n,
+            dim,
+            &Device::Cpu,
+            &Cancel::new(),
+        )
+        .unwrap();
+        let plain = rng::normal_vec(&mut rng::stream(4, "g"), n * dim, 1.0);
+        assert_eq!(x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), plain);
+        let stop = Cancel::new();
+        stop.cancel();
+        assert!(gaussian(&mut rng::stream(4, "g"), n, dim, &Device::Cpu, &stop).is_err());
     }
 }

@@ -113,6 +113,8 @@ mod tests {
             status: EndStatus::Finished,
             message: None,
             elapsed_s: s,
+            step: None,
+            peak_rss: None,
         })
     }
 

@@ -512,7 +512,7 @@ impl Graph {
     }
 
     /// Fan-in, fan-out and weight shape of a node with parameters.
-    fn param_shape(
+    pub(crate) fn param_shape(
         node: &Node,
         input: &[usize],
         classes: usize,
@@ -591,6 +591,7 @@ pub struct Model {
     layers: Vec<Layer>,
     inputs: Vec<Vec<usize>>,
     output: usize,
+    cancel: crate::cancel::Cancel,
 }
 
 impl Model {
@@ -663,7 +664,16 @@ impl Model {
             layers,
             inputs,
             output,
+            cancel: Default::default(),
         })
+    }
+
+    /// Every pass of this model checks `cancel` before each node and stops with
+    /// [`crate::cancel::Cancelled`] once it is set (a pass of a deep model on many samples can
+    /// take seconds).
+    pub fn stop_on(mut self, cancel: crate::cancel::Cancel) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// The graph this model runs.
@@ -702,6 +712,7 @@ impl Model {
     ) -> candle_core::Result<Vec<Tensor>> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(last + 1);
         for (i, node) in self.graph.nodes.iter().enumerate().take(last + 1) {
+            self.cancel.check_candle()?;
             let inp = |k: usize| &outs[self.inputs[i][k]];
             let y = match (&node.op, &self.layers[i]) {
                 (Op::Input { .. }, _) => x.clone(),

@@ -14,8 +14,10 @@
 
 pub mod alerts;
 pub mod bench;
+pub mod bench_stop;
 pub mod bench_train;
 pub mod bench_ui;
+pub mod cancel;
 pub mod cli;
 pub mod compare;
 pub mod data;
@@ -23,6 +25,7 @@ pub mod export;
 pub mod fetch;
 pub mod follow;
 pub mod graph;
+pub mod memory;
 pub mod mnist;
 pub mod modelfile;
 pub mod monitor;

@@ -596,6 +596,24 @@ impl Preset for ModelFile {
         self.graph.clone()
     }
 
+    fn memory(
+        &self,
+        p: &Params,
+        g: &Graph,
+        probes: &[ProbeSpec],
+    ) -> Option<crate::presets::trained::MemoryEstimate> {
+        let (val, test) = match self.data {
+            Data::Argmax { val, test, .. } | Data::Sign { val, test, .. } => (val, test),
+            _ => (crate::mnist::VALIDATION, 10_000),
+        };
+        Some(crate::presets::trained::memory_estimate(
+            p,
+            g,
+            probes,
+            (self.train_samples(), val, test),
+        ))
+    }
+
     fn probes(&self, _p: &Params, g: &Graph, _seed: u64) -> Vec<ProbeSpec> {
         g.taps()
             .expect("checked graph")
@@ -635,8 +653,14 @@ impl Preset for ModelFile {
                 let d = g.taps()?[0].features;
                 let n = train + val + test;
                 let (all, name) = if let Data::Sign { .. } = self.data {
-                    let all =
-                        crate::data::sign_task(ctx.seed, "model-file/sign", n, d, &ctx.device)?;
+                    let all = crate::data::sign_task(
+                        ctx.seed,
+                        "model-file/sign",
+                        n,
+                        d,
+                        &ctx.device,
+                        &ctx.cancel(),
+                    )?;
                     (all, "sign task")
                 } else {
                     let all = crate::data::argmax_task(
@@ -646,6 +670,7 @@ impl Preset for ModelFile {
                         d,
                         g.classes,
                         &ctx.device,
+                        &ctx.cancel(),
                     )?;
                     (all, "argmax task")
                 };

@@ -385,6 +385,8 @@ impl Probes {
                 status,
                 message,
                 elapsed_s: self.started.elapsed().as_secs_f64(),
+                step: None,
+                peak_rss: crate::memory::peak_rss(),
             }))?;
         }
         Ok(())

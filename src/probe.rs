@@ -17,6 +17,8 @@
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use crate::cancel::Cancel;
+
 /// Where a probe attaches and which features it sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeSpec {
@@ -191,6 +193,9 @@ pub struct FitConfig {
     /// taps per forward pass); every fit and evaluation still computes in f32.
     #[serde(default)]
     pub bf16_features: bool,
+    /// Stops the fit between two solver evaluations when set (not a setting: never logged).
+    #[serde(skip)]
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl FitConfig {
@@ -219,6 +224,7 @@ impl Default for FitConfig {
             transfer: false,
             whiten_max: 1024,
             bf16_features: false,
+            cancel: Default::default(),
         }
     }
 }
@@ -261,13 +267,46 @@ pub(crate) struct Centring {
 }
 
 impl Centring {
-    /// Means of `x` (`[B, n, d]`), by a matrix product (reductions over the middle axis are slow).
-    pub fn fit(x: &Tensor) -> candle_core::Result<Self> {
-        let (b, n, _) = x.dims3()?;
-        let ones = Tensor::ones((b, 1, n), x.dtype(), x.device())?;
+    /// Means of the probes `idx` of `xs` (each `[n, d]`), by matrix products (reductions over
+    /// the middle axis are slow) summed over blocks of rows, with a check for a stop between
+    /// them: no copy of the whole features is made.
+    fn fit_rows(xs: &[Tensor], idx: &[usize], cancel: &Cancel) -> candle_core::Result<Self> {
+        let n = xs[idx[0]].dim(0)?;
+        let mut sum: Option<Tensor> = None;
+        for (start, len) in row_blocks(xs, idx)? {
+            cancel.check_candle()?;
+            let part = stack_rows(xs, idx, start, len)?;
+            let ones = Tensor::ones((idx.len(), 1, len), DType::F32, part.device())?;
+            let s = ones.matmul(&part)?;
+            sum = Some(match sum {
+                Some(acc) => (acc + s)?,
+                None => s,
+            });
+        }
         Ok(Self {
-            mean: ones.matmul(x)?.affine(1.0 / n as f64, 0.0)?,
+            mean: sum
+                .expect("at least one sample")
+                .affine(1.0 / n as f64, 0.0)?,
         })
+    }
+
+    /// `[x - mean, 1]` (`[B, n, d + 1]`) of the probes `idx` of `xs`, written block of rows by
+    /// block of rows into one tensor, with a check for a stop between blocks (one pass over a
+    /// 25,088-wide tap's features is seconds on two cores).
+    fn apply_rows(
+        &self,
+        xs: &[Tensor],
+        idx: &[usize],
+        cancel: &Cancel,
+    ) -> candle_core::Result<Tensor> {
+        let (n, d) = xs[idx[0]].dims2()?;
+        let z = Tensor::zeros((idx.len(), n, d + 1), DType::F32, xs[idx[0]].device())?;
+        for (start, len) in row_blocks(xs, idx)? {
+            cancel.check_candle()?;
+            let part = self.apply(&stack_rows(xs, idx, start, len)?)?;
+            z.slice_set(&part, 1, start)?;
+        }
+        Ok(z)
     }
 
     /// `[x - mean, 1]`: `[B, n, d + 1]`.
@@ -381,7 +420,12 @@ impl Preconditioner {
     /// feature's variance (`[B, p, 1]`, 1 on the bias row), where a constant feature counts as
     /// unit variance; "constant" is relative to the probe's largest variance, so the rule is
     /// scale-invariant.
-    fn new(z: &Tensor, l2: f64, whiten: bool) -> candle_core::Result<(Self, Tensor)> {
+    fn new(
+        z: &Tensor,
+        l2: f64,
+        whiten: bool,
+        cancel: &crate::cancel::Cancel,
+    ) -> candle_core::Result<(Self, Tensor)> {
         let (b, n, p) = z.dims3()?;
         let dev = z.device().clone();
         let floor_var = |var: Vec<f64>| -> Vec<f64> {
@@ -394,8 +438,23 @@ impl Preconditioner {
             v
         };
         if !whiten {
-            let ones = Tensor::ones((b, 1, n), DType::F32, &dev)?;
-            let var = ones.matmul(&z.sqr()?)?.affine(1.0 / n as f64, 0.0)?;
+            // Summed over blocks of samples (see the whitened case below).
+            let mut sum: Option<Tensor> = None;
+            let mut start = 0;
+            while start < n {
+                cancel.check_candle()?;
+                let len = GRAM_CHUNK.min(n - start);
+                let ones = Tensor::ones((b, 1, len), DType::F32, &dev)?;
+                let s = ones.matmul(&z.narrow(1, start, len)?.sqr()?)?;
+                sum = Some(match sum {
+                    Some(acc) => (acc + s)?,
+                    None => s,
+                });
+                start += len;
+            }
+            let var = sum
+                .expect("at least one sample")
+                .affine(1.0 / n as f64, 0.0)?;
             let var: Vec<Vec<Vec<f32>>> = var.to_vec3()?;
             let var: Vec<f32> = var
                 .into_iter()
@@ -408,15 +467,29 @@ impl Preconditioner {
         }
         // In f64: the f32 sum of n products can lose the small eigenvalues of nearly collinear
         // features (a collapsed deep layer), and a factor of such a matrix overflows f32.
-        let z64 = z.to_dtype(DType::F64)?;
-        let gram = z64
-            .transpose(1, 2)?
-            .matmul(&z64)?
+        // Summed over chunks of samples, so a stop is honoured between them (one product of a
+        // 1,024-wide tap on 50,000 samples is seconds on two cores).
+        let mut gram: Option<Tensor> = None;
+        let mut start = 0;
+        while start < n {
+            cancel.check_candle()?;
+            let len = GRAM_CHUNK.min(n - start);
+            let part = z.narrow(1, start, len)?.to_dtype(DType::F64)?;
+            let g = part.transpose(1, 2)?.matmul(&part)?;
+            gram = Some(match gram {
+                Some(acc) => (acc + g)?,
+                None => g,
+            });
+            start += len;
+        }
+        let gram = gram
+            .expect("at least one sample")
             .affine(1.0 / n as f64, 0.0)?;
         let gram: Vec<Vec<Vec<f64>>> = gram.to_vec3()?;
         let (mut linv, mut linv_t, mut l_t, mut vars) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for g in gram {
+            cancel.check_candle()?;
             let mut a: Vec<f64> = g.concat();
             let var = floor_var((0..p).map(|i| a[i * p + i]).collect());
             for i in 0..p {
@@ -469,6 +542,9 @@ impl Preconditioner {
         }
     }
 }
+
+/// Samples per chunk of the whitening's second-moment matrix.
+const GRAM_CHUNK: usize = 4096;
 
 /// Lower Cholesky factor of the symmetric positive definite `p x p` matrix `a` (row-major).
 /// Pivots that rounding makes non-positive are clamped, so a nearly singular matrix still factors.
@@ -762,10 +838,30 @@ pub fn control_labels(n: usize, classes: usize, device: &Device) -> candle_core:
     Tensor::from_vec(y, n, device)
 }
 
-fn stack(xs: &[Tensor], idx: &[usize]) -> candle_core::Result<Tensor> {
-    let parts: Vec<&Tensor> = idx.iter().map(|&i| &xs[i]).collect();
+/// Rows `start..start + len` of the probes `idx` of `xs`, as one `[B, len, d]` f32 tensor.
+fn stack_rows(
+    xs: &[Tensor],
+    idx: &[usize],
+    start: usize,
+    len: usize,
+) -> candle_core::Result<Tensor> {
+    let parts = idx
+        .iter()
+        .map(|&i| xs[i].narrow(0, start, len))
+        .collect::<candle_core::Result<Vec<_>>>()?;
     Tensor::stack(&parts, 0)?.to_dtype(DType::F32)
 }
+
+/// Blocks of rows of about [`ROW_BLOCK_BYTES`] of features each, covering the probes `idx` of
+/// `xs`: `(start, len)`.
+fn row_blocks(xs: &[Tensor], idx: &[usize]) -> candle_core::Result<Vec<(usize, usize)>> {
+    let (n, d) = xs[idx[0]].dims2()?;
+    let rows = (ROW_BLOCK_BYTES / (4 * (d + 1) * idx.len()).max(1)).clamp(1, n.max(1));
+    Ok((0..n).step_by(rows).map(|s| (s, rows.min(n - s))).collect())
+}
+
+/// Bytes of features handled between two checks for a stop while preparing a fit.
+const ROW_BLOCK_BYTES: usize = 64 << 20;
 
 #[allow(clippy::too_many_arguments)]
 fn fit_batch(
@@ -779,13 +875,15 @@ fn fit_batch(
     cfg: &FitConfig,
 ) -> candle_core::Result<Vec<Fitted>> {
     let b = batch.len();
-    let x = stack(&train.x, batch)?;
-    let dev = x.device().clone();
-    let d = x.dim(2)?;
-    let st = Centring::fit(&x)?;
-    let z = st.apply(&x)?;
-    drop(x);
-    let (pre, var) = Preconditioner::new(&z, cfg.l2, d <= cfg.whiten_max)?;
+    // A stop is honoured between any two of the solver's passes over the features.
+    let cancel = &cfg.cancel;
+    cancel.check_candle()?;
+    crate::cancel::debug_hold_fit(cancel)?;
+    let dev = train.x[batch[0]].device().clone();
+    let d = train.x[batch[0]].dim(1)?;
+    let st = Centring::fit_rows(&train.x, batch, cancel)?;
+    let z = st.apply_rows(&train.x, batch, cancel)?;
+    let (pre, var) = Preconditioner::new(&z, cfg.l2, d <= cfg.whiten_max, cancel)?;
     let obj = Objective::new(&z, y_train, &var, cfg.l2)?;
     let theta0 = match warm {
         Some(w) => {
@@ -808,8 +906,9 @@ fn fit_batch(
         None => Tensor::zeros((b, d + 1, classes), DType::F32, &dev)?,
     };
     let zval = val
-        .map(|(v, _)| st.apply(&stack(&v.x, batch)?))
+        .map(|(v, _)| st.apply_rows(&v.x, batch, cancel))
         .transpose()?;
+    cancel.check_candle()?;
     // The solver's variables (see `Preconditioner`); `to_theta` maps them back.
     let to_theta = |v: &Tensor| pre.theta(v);
     let grad_v = |g: Tensor| pre.grad(&g);
@@ -828,8 +927,8 @@ fn fit_batch(
     let mut best_theta = theta.clone();
     let mut best_val = vec![f64::INFINITY; b];
     let mut since_best = vec![0usize; b];
-
     for it in 0..cfg.max_iter {
+        cancel.check_candle()?;
         if let Some(zv) = &zval {
             if it % cfg.check_every == 0 {
                 let (vs, _) = val.expect("validation split");
@@ -914,6 +1013,7 @@ fn fit_batch(
         let (mut theta_n, mut fnh, mut logits_n);
         let mut tries = 0;
         loop {
+            cancel.check_candle()?;
             // Problems that do not move keep their parameters exactly (a direction that
             // overflowed would otherwise turn them into NaN through 0 * inf).
             let moving: Vec<bool> = step.iter().map(|&t| t > 0.0).collect();
@@ -1027,7 +1127,8 @@ fn fit_batch(
         }
     }
     if let Some(ts) = test {
-        let zt = st.apply(&stack(&ts.x, batch)?)?;
+        cancel.check_candle()?;
+        let zt = st.apply_rows(&ts.x, batch, cancel)?;
         let (e, l, lg) = score(&zt, &ts.y, &one_hot(&ts.y, classes)?)?;
         if want_confusion {
             confusion = Some(confusions(&lg, &ts.y)?);
@@ -1101,6 +1202,48 @@ pub fn activation_stats(x: &Tensor) -> candle_core::Result<ActivationStats> {
         mean_norm,
         dead_fraction: 1.0 - alive as f64,
     })
+}
+
+/// [`activation_stats`] gathered block by block of samples, so a tap's features never need to
+/// be in one tensor.
+#[derive(Debug, Default)]
+pub struct StatsAccumulator {
+    norm_sum: f64,
+    samples: usize,
+    /// Largest absolute value of each feature so far.
+    max_abs: Option<Tensor>,
+}
+
+impl StatsAccumulator {
+    /// Adds the samples `x` (`[k, ...]`).
+    pub fn add(&mut self, x: &Tensor) -> candle_core::Result<()> {
+        let x = x.flatten_from(1)?.to_dtype(DType::F32)?;
+        let k = x.dim(0)?;
+        self.norm_sum += x.sqr()?.sum(1)?.sqrt()?.sum_all()?.to_scalar::<f32>()? as f64;
+        self.samples += k;
+        let m = x.abs()?.max(0)?;
+        self.max_abs = Some(match self.max_abs.take() {
+            Some(acc) => acc.maximum(&m)?,
+            None => m,
+        });
+        Ok(())
+    }
+
+    /// The statistics of every sample added.
+    pub fn finish(&self) -> candle_core::Result<ActivationStats> {
+        let Some(m) = &self.max_abs else {
+            return Ok(ActivationStats::default());
+        };
+        let alive = m
+            .gt(0f32)?
+            .to_dtype(DType::F32)?
+            .mean_all()?
+            .to_scalar::<f32>()?;
+        Ok(ActivationStats {
+            mean_norm: self.norm_sum / self.samples as f64,
+            dead_fraction: 1.0 - alive as f64,
+        })
+    }
 }
 
 /// Standard deviations from variances `[.., d]`, where a feature whose spread is at rounding

@@ -233,6 +233,12 @@ pub struct End {
     /// Seconds since the run started.
     #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
     pub elapsed_s: f64,
+    /// The last training step the run completed (presets that train a model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    /// The process's peak resident memory in bytes, where the system tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss: Option<u64>,
 }
 
 /// Appends records to a run log, one flushed line each.

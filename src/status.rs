@@ -206,6 +206,8 @@ mod tests {
             status: EndStatus::Finished,
             message: None,
             elapsed_s: 1.0,
+            step: None,
+            peak_rss: None,
         }));
         assert!(l.render(None).contains("finished"));
     }

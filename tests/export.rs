@@ -84,6 +84,8 @@ fn small_log(path: &std::path::Path) {
         status: EndStatus::Finished,
         message: None,
         elapsed_s: 3.5,
+        step: None,
+        peak_rss: None,
     }))
     .unwrap();
 }

@@ -24,7 +24,7 @@ fn gpu() -> Device {
 
 /// A 10-class argmax task made on the CPU, so both devices see bit-identical inputs.
 fn task(n: usize, dim: usize, stream: &str) -> Dataset {
-    data::argmax_task(3, stream, n, dim, 10, &Device::Cpu).unwrap()
+    data::argmax_task(3, stream, n, dim, 10, &Device::Cpu, &Default::default()).unwrap()
 }
 
 fn on(d: &Dataset, dev: &Device) -> Dataset {

@@ -236,6 +236,67 @@ fn sigterm_closes_the_ui_and_restores_the_terminal() {
 }
 
 #[test]
+fn every_stop_path_inside_a_converged_fit_ends_the_ui_the_run_and_its_log() {
+    // The hook holds every converged fit until the run is stopped, so each stop below lands
+    // inside one: bifurcation's fit at initialisation.
+    for path in ["q", "C-c", "SIGTERM", "SIGHUP"] {
+        let Some(t) = Tmux::start(&format!("stop-{}", path.to_lowercase())) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (log, marker) = (dir.path().join("run.jsonl"), dir.path().join("inside-fit"));
+        t.save_stty();
+        t.type_line(&format!(
+            "PROBESCOPE_DEBUG_HOLD_FIT={} {} run bifurcation --record {}; echo EXIT=$?",
+            marker.display(),
+            bin(),
+            log.display()
+        ));
+        t.wait_for(60, "the UI", |s| {
+            s.contains("probe error") && s.contains("running")
+        });
+        let until = Instant::now() + Duration::from_secs(60);
+        while !marker.exists() {
+            assert!(Instant::now() < until, "{path}: no converged fit began");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        match path {
+            "q" | "C-c" => {
+                t.keys(&[path]);
+                t.wait_for(10, "the quit question", |s| s.contains("Stop it and quit?"));
+                t.keys(&["y"]);
+            }
+            signal => {
+                let pids = Command::new("pgrep")
+                    .args(["-f", &log.display().to_string()])
+                    .output()
+                    .unwrap()
+                    .stdout;
+                let pids = String::from_utf8(pids).unwrap();
+                let pid = pids.lines().next().expect("the binary runs").trim();
+                let flag = format!("-{}", signal.trim_start_matches("SIG"));
+                Command::new("kill").args([&flag, pid]).status().unwrap();
+            }
+        }
+        let s = t.wait_for(30, "the exit", |s| s.contains("EXIT=130"));
+        assert!(!s.contains("probe error"), "{path}: the UI is gone:\n{s}");
+        t.assert_stty_restored();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.contains("\"type\":\"end\"")
+                && last.contains("\"status\":\"stopped\"")
+                && last.contains("at step 0"),
+            "{path}: {last}"
+        );
+        assert!(
+            !text.contains("\"kind\":\"converged\""),
+            "{path}: the fit that was stopped left no snapshot"
+        );
+    }
+}
+
+#[test]
 fn a_worker_panic_is_shown_and_a_ui_panic_restores_the_terminal() {
     let Some(t) = Tmux::start("panic") else {
         return;

@@ -235,7 +235,7 @@ impl Preset for Bifurcation {
         let dev = ctx.device.clone();
         let g = self.graph(p);
         let specs = self.probes(p, &g, ctx.seed);
-        let fit = super::fit_config(p);
+        let fit = ctx.fit_config(p);
         let (ntr, nte) = (p.usize("train"), p.usize("test"));
         let all = data::two_source_task(
             ctx.seed,
@@ -244,10 +244,12 @@ impl Preset for Bifurcation {
             p.usize("half"),
             p.f64("ratio"),
             &dev,
+            &ctx.cancel(),
         )?;
         let (train, test) = (all.slice(0, ntr)?, all.slice(ntr, nte)?);
         let vm = g.init_varmap(ctx.seed, &dev)?;
-        let model = Model::new(&g, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        let model =
+            Model::new(&g, VarBuilder::from_varmap(&vm, DType::F32, &dev))?.stop_on(ctx.cancel());
         ctx.sink.progress(&format!(
             "bifurcation: the best possible error of a probe seeing only the upper half is {:.3}, only the lower half {:.3}",
             half_error_bound(p.f64("ratio")),
@@ -255,6 +257,7 @@ impl Preset for Bifurcation {
         ));
 
         let mut summaries = Vec::new();
+        ctx.at_step(0);
         let (init, stats, metrics) = converged_snapshot(&model, &specs, &train, &test, None, &fit)?;
         let snap = snapshot(
             0,
@@ -283,6 +286,7 @@ impl Preset for Bifurcation {
         let mut order: Vec<u32> = Vec::new();
         let mut rng = crate::rng::stream(ctx.seed, "minibatches");
         for step in 1..=steps {
+            ctx.at_step(step as u64 - 1);
             ctx.check_stop()?;
             if order.len() < batch {
                 let mut perm: Vec<u32> = (0..ntr as u32).collect();

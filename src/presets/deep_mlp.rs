@@ -228,6 +228,20 @@ impl Preset for DeepMlp {
         )
     }
 
+    fn memory(
+        &self,
+        p: &Params,
+        g: &Graph,
+        probes: &[ProbeSpec],
+    ) -> Option<trained::MemoryEstimate> {
+        Some(trained::memory_estimate(
+            p,
+            g,
+            probes,
+            (50_000, 10_000, 10_000),
+        ))
+    }
+
     fn probes(&self, _p: &Params, g: &Graph, _seed: u64) -> Vec<ProbeSpec> {
         super::probe_every_tap(g)
     }

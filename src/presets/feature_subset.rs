@@ -78,7 +78,7 @@ impl Preset for FeatureSubset {
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
         let g = self.graph(p);
         let specs = self.probes(p, &g, ctx.seed);
-        let fit = super::fit_config(p);
+        let fit = ctx.fit_config(p);
         let (ntr, nte, classes) = (p.usize("train"), p.usize("test"), p.usize("classes"));
         let ds = data::argmax_task(
             ctx.seed,
@@ -87,6 +87,7 @@ impl Preset for FeatureSubset {
             p.usize("dim"),
             classes,
             &ctx.device,
+            &ctx.cancel(),
         )?;
         let xs: Vec<Tensor> = specs
             .iter()

@@ -150,6 +150,20 @@ impl Preset for MnistConvnet {
         graph()
     }
 
+    fn memory(
+        &self,
+        p: &Params,
+        g: &Graph,
+        probes: &[ProbeSpec],
+    ) -> Option<trained::MemoryEstimate> {
+        Some(trained::memory_estimate(
+            p,
+            g,
+            probes,
+            (50_000, 10_000, 10_000),
+        ))
+    }
+
     fn probes(&self, p: &Params, g: &Graph, seed: u64) -> Vec<ProbeSpec> {
         probes(g, p.usize("subset"), seed)
     }

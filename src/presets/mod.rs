@@ -1,11 +1,12 @@
 //! The paper's experiments as built-in presets.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
 
+use crate::cancel::Cancel;
 use crate::graph::Graph;
 use crate::params::{ParamError, ParamSpec, Params};
 use crate::probe::{ActivationStats, FitConfig, Fitted, ProbeSpec};
@@ -42,6 +43,15 @@ pub trait Preset: Send + Sync {
     /// Whether it trains a model that checkpoints can save.
     fn checkpoints(&self) -> bool {
         false
+    }
+    /// The run's peak memory, estimated before it starts (`None`: small, not estimated).
+    fn memory(
+        &self,
+        _params: &Params,
+        _graph: &Graph,
+        _probes: &[ProbeSpec],
+    ) -> Option<trained::MemoryEstimate> {
+        None
     }
     /// The model graph.
     fn graph(&self, params: &Params) -> Graph;
@@ -88,6 +98,114 @@ pub fn prepare(name: &str, sets: &[String]) -> Result<(Box<dyn Preset>, Params),
     let params = Params::resolve(preset.name(), &preset.params(), sets)?;
     preset.check(&params)?;
     Ok((preset, params))
+}
+
+/// The peak memory of preset `name` with `sets`, estimated (see [`Preset::memory`]).
+pub fn memory_estimate(
+    name: &str,
+    sets: &[String],
+    seed: u64,
+) -> Result<Option<trained::MemoryEstimate>, ParamError> {
+    let (preset, params) = prepare(name, sets)?;
+    let graph = preset.graph(&params);
+    let probes = preset.probes(&params, &graph, seed);
+    Ok(preset.memory(&params, &graph, &probes))
+}
+
+/// The memory a run may use: `PROBESCOPE_MEMORY_LIMIT_MB` where set (0: no limit, no check),
+/// else what the system says is available now (see [`crate::memory::available`]).
+pub fn memory_limit() -> Option<u64> {
+    match std::env::var("PROBESCOPE_MEMORY_LIMIT_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        Some(0) => None,
+        Some(mb) => Some(mb << 20),
+        None => crate::memory::available(),
+    }
+}
+
+/// Refuses, before anything is computed, a run whose estimated peak memory is over `limit`,
+/// naming the estimate and the settings that would fit (each alone, the largest that fits).
+/// Returns the estimate of a run that fits.
+pub fn check_memory(
+    name: &str,
+    sets: &[String],
+    seed: u64,
+    limit: Option<u64>,
+) -> Result<Option<trained::MemoryEstimate>, ParamError> {
+    let Some(est) = memory_estimate(name, sets, seed)? else {
+        return Ok(None);
+    };
+    let Some(limit) = limit else {
+        return Ok(Some(est));
+    };
+    if est.peak <= limit {
+        return Ok(Some(est));
+    }
+    let (preset, params) = prepare(name, sets)?;
+    let keys: Vec<&str> = preset.params().iter().map(|s| s.key).collect();
+    // Each knob's candidates, from the mildest change to the strongest.
+    let mut knobs: Vec<Vec<String>> = Vec::new();
+    if keys.contains(&"probe_dtype") && params.text("probe_dtype") != "bf16" {
+        knobs.push(vec!["probe_dtype=bf16".into()]);
+    }
+    if keys.contains(&"subset") {
+        let now = params.usize("subset");
+        knobs.push(
+            [8192, 4096, 2048, 1024, 512, 256]
+                .into_iter()
+                .filter(|&n| now == 0 || n < now)
+                .map(|n| format!("subset={n}"))
+                .collect(),
+        );
+    }
+    if keys.contains(&"probe_train") {
+        let mut v = Vec::new();
+        let mut n = params.usize("probe_train") / 2;
+        while n >= 500 {
+            v.push(format!("probe_train={n}"));
+            n /= 2;
+        }
+        knobs.push(v);
+    }
+    let mut fits = Vec::new();
+    for knob in knobs {
+        for set in knob {
+            let mut with = sets.to_vec();
+            with.push(set.clone());
+            if let Ok(Some(e)) = memory_estimate(name, &with, seed) {
+                if e.peak <= limit {
+                    fits.push(format!(
+                        "--set {set} (about {})",
+                        crate::memory::human(e.peak)
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    let h = crate::memory::human;
+    Err(ParamError(format!(
+        "{name}: this run needs about {} of memory at its peak (a converged snapshot holds {} of \
+         features at once, and its solver {} more), but {} is available{}. {}",
+        h(est.peak),
+        h(est.features),
+        h(est.solver),
+        h(limit),
+        if std::env::var_os("PROBESCOPE_MEMORY_LIMIT_MB").is_some() {
+            " (PROBESCOPE_MEMORY_LIMIT_MB)"
+        } else {
+            ""
+        },
+        if fits.is_empty() {
+            "No single setting brings it under that; lower probe_train, probe_val and probe_test \
+             together, or run on a machine with more memory."
+                .to_string()
+        } else {
+            format!("Settings that fit: {}.", fits.join(", or "))
+        }
+    )))
 }
 
 /// Runs preset `name` on the CPU with `sets` overrides, sending its records to `sink` (no run
@@ -209,12 +327,15 @@ impl Default for RunOptions {
     }
 }
 
-/// Requests to a running preset, set from other threads (the UI, a signal handler) and honoured
-/// at the preset's checkpoints.
+/// Requests to a running preset, set from other threads (the UI, a signal handler). A stop is
+/// honoured inside every long loop (training steps, forward-pass chunks, solver iterations);
+/// pause and snapshot requests at the next training step.
 #[derive(Debug, Default)]
 pub struct Controls {
-    /// Stop at the next checkpoint.
-    pub stop: AtomicBool,
+    /// Stop as soon as possible: every converged fit and forward pass of the run holds a clone.
+    pub stop: Cancel,
+    /// The last training step the run completed, plus one (0: none yet), for the end line.
+    pub step: AtomicU64,
     /// Wait at the next checkpoint until cleared.
     pub pause: AtomicBool,
     /// Take a converged snapshot at the next step that can.
@@ -226,7 +347,18 @@ pub struct Controls {
 impl Controls {
     /// Asks the run to stop.
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.cancel();
+    }
+
+    /// Whether a stop was asked for.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// The last training step the run completed (`None` before the first, and for presets
+    /// that do not train).
+    pub fn last_step(&self) -> Option<u64> {
+        self.step.load(Ordering::Relaxed).checked_sub(1)
     }
 
     /// Asks the run to stop, saying why in the log's end line.
@@ -262,13 +394,32 @@ impl RunCtx<'_> {
     pub fn check_stop(&self) -> Result<(), Stopped> {
         let c = &self.controls;
         loop {
-            if c.stop.load(Ordering::Relaxed) {
+            if c.stop.is_cancelled() {
                 return Err(Stopped);
             }
             if !c.pause.load(Ordering::Relaxed) {
                 return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Records that the run has completed training step `step` (0: at initialisation), for the
+    /// end line of a run that is stopped.
+    pub fn at_step(&self, step: u64) {
+        self.controls.step.store(step + 1, Ordering::Relaxed);
+    }
+
+    /// The run's stop token, for loops that must honour a stop inside a step.
+    pub fn cancel(&self) -> Cancel {
+        self.controls.stop.clone()
+    }
+
+    /// The fit settings from the parameters, stopping when the run is stopped.
+    pub fn fit_config(&self, params: &Params) -> FitConfig {
+        FitConfig {
+            cancel: self.cancel(),
+            ..fit_config(params)
         }
     }
 

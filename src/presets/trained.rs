@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::cancel::Cancel;
 use crate::data::Dataset;
 use crate::graph::{Graph, Model};
 use crate::mnist::{self, Which};
@@ -244,19 +245,31 @@ pub(crate) struct ProbeSets {
     pub(crate) test: Dataset,
 }
 
-/// Per-probe features of a split, and (when asked) the model's mean loss and error on it.
-type Features = (Vec<Tensor>, Option<(f64, f64)>);
+/// Per-probe features of a split, (when asked) the model's mean loss and error on it, and (when
+/// asked) the taps' statistics.
+type Features = (
+    Vec<Tensor>,
+    Option<(f64, f64)>,
+    Option<Vec<ActivationStats>>,
+);
 
+/// The features of the probes `groups` on `data`, from a forward pass in chunks of [`CHUNK`]
+/// samples. Each probe's features are written into one tensor allocated up front (no chunks
+/// kept and joined, which would hold them twice), and a stop is honoured between chunks.
+#[allow(clippy::too_many_arguments)]
 fn features_of(
     model: &Model,
     groups: &[usize],
     specs: &[ProbeSpec],
     data: &Dataset,
     metrics: bool,
+    stats: bool,
     dtype: DType,
+    cancel: &Cancel,
 ) -> candle_core::Result<Features> {
     let g = model.graph();
     let n = data.len();
+    let dev = data.x.device();
     let nodes: Vec<usize> = groups
         .iter()
         .map(|&i| g.index_of(&specs[i].tap).expect("known tap"))
@@ -266,15 +279,26 @@ fn features_of(
     if metrics {
         last = last.max(g.index_of(&g.output).expect("valid graph"));
     }
-    let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); groups.len()];
+    let x = groups
+        .iter()
+        .map(|&i| Tensor::zeros((n, specs[i].width()), dtype, dev))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let mut acc: Vec<probe::StatsAccumulator> = Vec::new();
+    if stats {
+        acc.resize_with(groups.len(), Default::default);
+    }
     let (mut loss, mut wrong) = (0f64, 0f64);
     let mut start = 0;
     while start < n {
+        cancel.check_candle()?;
         let len = CHUNK.min(n - start);
-        let x = data.x.narrow(0, start, len)?;
-        let outs = model.forward_until(&x, last)?;
+        let outs = model.forward_until(&data.x.narrow(0, start, len)?, last)?;
         for (k, &i) in groups.iter().enumerate() {
-            parts[k].push(specs[i].select(&outs[nodes[k]])?.to_dtype(dtype)?.detach());
+            let part = specs[i].select(&outs[nodes[k]])?;
+            if stats {
+                acc[k].add(&part)?;
+            }
+            x[k].slice_set(&part.to_dtype(dtype)?.contiguous()?, 0, start)?;
         }
         if metrics {
             let y = data.y.narrow(0, start, len)?;
@@ -285,11 +309,14 @@ fn features_of(
         }
         start += len;
     }
-    let x = parts
-        .iter()
-        .map(|p| Tensor::cat(p, 0))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok((x, metrics.then(|| (loss / n as f64, wrong / n as f64))))
+    let stats = stats
+        .then(|| acc.iter().map(|a| a.finish()).collect())
+        .transpose()?;
+    Ok((
+        x,
+        metrics.then(|| (loss / n as f64, wrong / n as f64)),
+        stats,
+    ))
 }
 
 /// Groups of probe indices whose features for `samples` samples, `elem` bytes each, fit
@@ -318,6 +345,107 @@ pub(crate) fn memory_groups(
     groups
 }
 
+/// A run's peak memory, estimated before it starts, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// The whole process at its peak.
+    pub peak: u64,
+    /// Of which the taps' features held at once in a converged snapshot (the largest group).
+    pub features: u64,
+    /// Of which the solver's own copies while it fits the widest batch of that group.
+    pub solver: u64,
+}
+
+/// What the process holds besides the run's data: the binary, candle's and the allocator's own
+/// memory, the threads' stacks (measured: 120 to 160 MB for a run with small probe sets).
+const PROCESS_BASE: u64 = 150 << 20;
+
+/// The peak memory of a run that trains `graph` on `train` + `val` + `test` samples with converged
+/// snapshots of the probes `specs`, as the code here allocates it: the data and the probe sets in
+/// f32, the model and its optimiser, and the largest memory group of a snapshot (its features,
+/// plus the solver's centred f32 copies of the widest batch's train, validation and test features,
+/// plus one forward-pass chunk of every node).
+pub fn memory_estimate(
+    p: &Params,
+    graph: &Graph,
+    specs: &[ProbeSpec],
+    (train, val, test): (usize, usize, usize),
+) -> MemoryEstimate {
+    let shapes = graph.shapes().unwrap_or_default();
+    let size = |s: &Vec<usize>| s.iter().product::<usize>() as u64;
+    let input = shapes.first().map_or(0, size);
+    let (ntr, nva, nte) = (
+        p.usize("probe_train").min(train) as u64,
+        p.usize("probe_val").min(val) as u64,
+        p.usize("probe_test").min(test) as u64,
+    );
+    let samples = ntr + nva + nte;
+    let elem = if p.text("probe_dtype") == "bf16" {
+        2
+    } else {
+        4
+    };
+    // The splits, and the probe sets selected from them.
+    let data = (train + val + test) as u64 * input * 4 + samples * input * 4;
+    // Weights, gradients and two optimiser moments.
+    let params: u64 = graph
+        .nodes
+        .iter()
+        .filter_map(|node| {
+            let ins = node.op.inputs();
+            let from = ins
+                .first()
+                .and_then(|n| graph.index_of(n))
+                .and_then(|k| shapes.get(k))
+                .map_or(&[][..], |s| s.as_slice());
+            Graph::param_shape(node, from, graph.classes)
+                .map(|(_, out, w)| w.iter().product::<usize>() as u64 + out as u64)
+        })
+        .sum();
+    let model = params * 4 * 4;
+    // One forward chunk of every node, twice (the outputs and their selections).
+    let chunk: u64 = shapes.iter().map(size).sum::<u64>() * CHUNK as u64 * 4 * 2;
+    let groups = memory_groups(
+        specs,
+        samples as usize,
+        elem as usize,
+        p.usize("probe_memory_mb") << 20,
+    );
+    let (mut features, mut solver, mut snapshot) = (0u64, 0u64, 0u64);
+    for g in &groups {
+        let feats: u64 = g
+            .iter()
+            .map(|&i| specs[i].width() as u64 * samples * elem)
+            .sum();
+        // The widest batch the solver forms in this group: one probe per batch past 24 MiB.
+        let widest = g
+            .iter()
+            .map(|&i| specs[i].width() as u64)
+            .max()
+            .unwrap_or(0);
+        let same = g
+            .iter()
+            .filter(|&&i| specs[i].width() as u64 == widest)
+            .count() as u64;
+        let per = ntr * (widest + 1) * 4;
+        let batch = (FitConfig::default().batch_bytes as u64 / per.max(1)).clamp(1, same.max(1));
+        let whiten = if widest as usize <= FitConfig::default().whiten_max {
+            batch * widest * widest * (8 + 3 * 4)
+        } else {
+            0
+        };
+        let fit = batch * samples * (widest + 1) * 4 + whiten;
+        if feats + fit > snapshot {
+            (features, solver, snapshot) = (feats, fit, feats + fit);
+        }
+    }
+    MemoryEstimate {
+        peak: PROCESS_BASE + data + model + chunk + snapshot,
+        features,
+        solver,
+    }
+}
+
 /// Every probe fitted to convergence on the model as it is now, plus the taps' statistics and
 /// the model's loss and errors on the same samples.
 pub(crate) fn converged(
@@ -340,9 +468,12 @@ pub(crate) fn converged(
     for (gi, group) in groups.iter().enumerate() {
         // The model's own figures with the last group, whose pass goes deepest.
         let last = gi + 1 == groups.len();
-        let (xtr, mtr) = features_of(model, group, specs, &sets.train, last, dtype)?;
-        let (xva, _) = features_of(model, group, specs, &sets.val, false, dtype)?;
-        let (xte, mte) = features_of(model, group, specs, &sets.test, last, dtype)?;
+        let cancel = &plan.fit.cancel;
+        let (xtr, mtr, st) =
+            features_of(model, group, specs, &sets.train, last, true, dtype, cancel)?;
+        let (xva, _, _) = features_of(model, group, specs, &sets.val, false, false, dtype, cancel)?;
+        let (xte, mte, _) =
+            features_of(model, group, specs, &sets.test, last, false, dtype, cancel)?;
         if let (Some((loss, tre)), Some((_, tee))) = (mtr, mte) {
             metrics = ModelMetrics {
                 loss,
@@ -350,9 +481,10 @@ pub(crate) fn converged(
                 test_error: Some(tee),
             };
         }
-        for (k, &i) in group.iter().enumerate() {
-            stats[i] = probe::activation_stats(&xtr[k])?;
+        for (&i, s) in group.iter().zip(st.unwrap_or_default()) {
+            stats[i] = s;
         }
+
         let warm_g: Option<Vec<LinearProbe>> =
             warm.map(|w| group.iter().map(|&i| w[i].clone()).collect());
         let out = probe::fit_converged(
@@ -397,10 +529,11 @@ pub(crate) fn converged(
 }
 
 /// The model's error on `data`, in chunks.
-fn model_error(model: &Model, data: &Dataset) -> candle_core::Result<f64> {
+fn model_error(model: &Model, data: &Dataset, cancel: &Cancel) -> candle_core::Result<f64> {
     let (n, mut wrong) = (data.len(), 0f64);
     let mut start = 0;
     while start < n {
+        cancel.check_candle()?;
         let len = CHUNK.min(n - start);
         let outs = model.forward(&data.x.narrow(0, start, len)?)?;
         let y = data.y.narrow(0, start, len)?;
@@ -470,6 +603,7 @@ pub fn run(
     let which = dataset_of(p);
     let loaded = mnist::load(&ctx.opts.data_dir, which)?;
     let splits = loaded.splits(plan.flat, &ctx.device)?;
+
     run_on(preset, plan, graph, specs, splits, which.name(), ctx)
 }
 
@@ -483,6 +617,14 @@ pub fn run_on(
     data: &str,
     ctx: &mut RunCtx<'_>,
 ) -> anyhow::Result<()> {
+    // Every converged fit and forward pass of this run stops when the run is stopped.
+    let plan = &Plan {
+        fit: FitConfig {
+            cancel: ctx.cancel(),
+            ..plan.fit.clone()
+        },
+        ..plan.clone()
+    };
     let dev = ctx.device.clone();
     let seed = ctx.seed;
     let ck = ctx.opts.checkpoint.clone();
@@ -518,7 +660,8 @@ pub fn run_on(
     ));
 
     let vm = graph.init_varmap(ctx.seed, &dev)?;
-    let model = Model::new(graph, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+    let model =
+        Model::new(graph, VarBuilder::from_varmap(&vm, DType::F32, &dev))?.stop_on(ctx.cancel());
     let mut opt = Optim::new(&vm, plan.optim, plan.lr, plan.weight_decay)?.with_clip(plan.clip);
     let id = CheckpointId {
         preset: preset.to_string(),
@@ -572,8 +715,23 @@ pub fn run_on(
         *warm = Some(fitted.into_iter().map(|f| f.probe).collect());
         Ok(())
     };
+    // A snapshot cut short by a stop is not written (a partial one would look complete); the
+    // model is saved as it is, at the step the snapshot was for.
+    let stopped_in = |e: anyhow::Error, step: usize, opt: &Optim, ctx: &mut RunCtx<'_>| {
+        if ctx.controls.stopping() {
+            ctx.sink.progress(&format!(
+                "stopped during the converged snapshot at step {step}; it is not recorded"
+            ));
+            save(opt, step, ctx.sink);
+            anyhow::Error::new(super::Stopped)
+        } else {
+            e
+        }
+    };
+    ctx.at_step(start as u64);
     if start == 0 && plan.snapshot_steps.contains(&0) {
-        take(0, "init".into(), &mut warm, &mut taken, ctx)?;
+        take(0, "init".into(), &mut warm, &mut taken, ctx)
+            .map_err(|e| stopped_in(e, 0, &opt, ctx))?;
     }
 
     let mut online = OnlineProbes::new(
@@ -590,6 +748,7 @@ pub fn run_on(
     let mut readings = Vec::new();
     let outcome = (|| -> anyhow::Result<()> {
         for step in start + 1..=steps {
+            ctx.at_step(step as u64 - 1);
             if let Err(stopped) = ctx.check_stop() {
                 save(&opt, step - 1, ctx.sink);
                 return Err(stopped.into());
@@ -601,7 +760,8 @@ pub fn run_on(
                     &mut warm,
                     &mut taken,
                     ctx,
-                )?;
+                )
+                .map_err(|e| stopped_in(e, step - 1, &opt, ctx))?;
             }
             let (epoch, idx) = batches.get(ctx.seed, step, plan.batch, ntr);
             opt.set_lr(train::scheduled_lr(plan.lr, plan.lr_decay, epoch));
@@ -610,6 +770,7 @@ pub fn run_on(
             let loss = model.loss(&outs, &mb.y)?;
             opt.backward_step(&loss)?;
             last_loss = loss.to_scalar::<f32>()? as f64;
+            ctx.at_step(step as u64);
             if !last_loss.is_finite() {
                 anyhow::bail!(
                     "training diverged at step {step} (loss {last_loss}); lower --set lr"
@@ -627,7 +788,8 @@ pub fn run_on(
             }
             if record {
                 let test_error = if epoch_end {
-                    Some(model_error(&model, &splits.test)?)
+                    let e = model_error(&model, &splits.test, &plan.fit.cancel);
+                    Some(e.map_err(|e| stopped_in(e.into(), step, &opt, ctx))?)
                 } else {
                     None
                 };
@@ -666,7 +828,8 @@ pub fn run_on(
                 } else {
                     format!("step {step}")
                 };
-                take(step, label, &mut warm, &mut taken, ctx)?;
+                take(step, label, &mut warm, &mut taken, ctx)
+                    .map_err(|e| stopped_in(e, step, &opt, ctx))?;
             }
             if ck.every > 0 && step % ck.every == 0 {
                 save(&opt, step, ctx.sink);

@@ -45,16 +45,27 @@ pub fn dataset_splits(
     train: usize,
     test: usize,
     device: &Device,
+    cancel: &crate::cancel::Cancel,
 ) -> candle_core::Result<(Split, Split, Vec<ActivationStats>)> {
     let width = g.taps().map_err(candle_core::Error::wrap)?[0].features;
-    let ds = data::sign_task(seed, &format!("dataset/{k}"), train + test, width, device)?;
+    let ds = data::sign_task(
+        seed,
+        &format!("dataset/{k}"),
+        train + test,
+        width,
+        device,
+        cancel,
+    )?;
     let vm = g.init_varmap(seed.wrapping_add(k as u64 * 0x9e37_79b9), device)?;
-    let model = Model::new(g, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+    let model =
+        Model::new(g, VarBuilder::from_varmap(&vm, DType::F32, device))?.stop_on(cancel.clone());
     let outs = model.forward(&ds.x)?;
+
     let mut tr = Vec::with_capacity(specs.len());
     let mut te = Vec::with_capacity(specs.len());
     let mut stats = Vec::with_capacity(specs.len());
     for s in specs {
+        cancel.check_candle()?;
         let i = g.index_of(&s.tap).expect("probe on a known tap");
         let x = s.select(&outs[i])?;
         let x_train = x.narrow(0, 0, train)?;
@@ -86,7 +97,7 @@ pub fn run_dataset(
     fit: &FitConfig,
     device: &Device,
 ) -> candle_core::Result<DatasetResult> {
-    let (tr, te, stats) = dataset_splits(g, specs, seed, k, train, test, device)?;
+    let (tr, te, stats) = dataset_splits(g, specs, seed, k, train, test, device, &fit.cancel)?;
     let fitted = probe::fit_converged(&tr, None, Some(&te), 2, None, fit)?;
     Ok(DatasetResult { fitted, stats })
 }
@@ -151,7 +162,7 @@ impl Preset for UntrainedMlp {
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
         let g = self.graph(p);
         let specs = self.probes(p, &g, ctx.seed);
-        let fit = super::fit_config(p);
+        let fit = ctx.fit_config(p);
         let n = p.usize("datasets");
         let mut snaps = Vec::with_capacity(n);
         // Datasets are independent: fit a few at once, so the second core works while the other

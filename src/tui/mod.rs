@@ -211,7 +211,14 @@ static UI_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 static TERMINAL_RAW: AtomicBool = AtomicBool::new(false);
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
 
-fn restore_terminal() {
+/// Whether the UI holds the terminal (raw mode, alternate screen) right now.
+pub fn ui_active() -> bool {
+    TERMINAL_RAW.load(Ordering::SeqCst)
+}
+
+/// Gives the terminal back (cooked mode, main screen, cursor shown) if the UI holds it; safe to
+/// call from any thread, any number of times.
+pub fn restore_terminal() {
     if TERMINAL_RAW.swap(false, Ordering::SeqCst) {
         let _ = terminal::disable_raw_mode();
         let mut out = std::io::stdout();
@@ -311,7 +318,7 @@ where
     }
     if active {
         eprintln!(
-            "probescope: stopping the run (it finishes its current step and closes the log)..."
+            "probescope: stopping the run and closing its log (Ctrl-C again ends it at once)..."
         );
     }
     let outcome = worker

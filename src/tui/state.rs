@@ -1792,6 +1792,8 @@ mod tests {
             status: EndStatus::Finished,
             message: None,
             elapsed_s: 9.0,
+            step: None,
+            peak_rss: None,
         }));
         let mut app = App::new(vec![Theme::default_theme()]);
         app.replay(records);
