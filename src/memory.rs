@@ -24,6 +24,34 @@ pub fn peak_rss() -> Option<u64> {
     status_field(Path::new("/proc/self/status"), "VmHWM:")
 }
 
+/// The process (on this machine) that holds `path` open, such as the run writing a run log.
+pub fn writer_of(path: &Path) -> Option<u32> {
+    let target = std::fs::canonicalize(path).ok()?;
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == target))
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
 /// Memory that new work can use, in bytes: the kernel's `MemAvailable`, lowered to the room left
 /// under this process's cgroup limit where one is set (a container, a batch scheduler's job).
 pub fn available() -> Option<u64> {

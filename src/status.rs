@@ -19,6 +19,10 @@ pub struct Line {
     end: Option<(EndStatus, Option<String>)>,
     alerts: Vec<Alert>,
     watch: Option<Watch>,
+    /// The peak resident memory the end line gives.
+    peak: Option<u64>,
+    /// The resident memory of the process writing the log, when it is on this machine.
+    pub rss: Option<u64>,
 }
 
 impl Default for Line {
@@ -36,6 +40,8 @@ impl Line {
             end: None,
             alerts: Vec::new(),
             watch: None,
+            peak: None,
+            rss: None,
         }
     }
 
@@ -55,7 +61,10 @@ impl Line {
                 self.latest = Some(s.clone());
             }
             Record::Summary(_) => {}
-            Record::End(e) => self.end = Some((e.status, e.message.clone())),
+            Record::End(e) => {
+                self.end = Some((e.status, e.message.clone()));
+                self.peak = e.peak_rss;
+            }
         }
     }
 
@@ -101,6 +110,11 @@ impl Line {
         } else {
             parts.push("no snapshot yet".into());
         }
+        match (self.end.is_some(), self.peak, self.rss) {
+            (true, Some(p), _) => parts.push(format!("peak {}", crate::memory::human(p))),
+            (false, _, Some(r)) => parts.push(format!("RSS {}", crate::memory::human(r))),
+            _ => {}
+        }
         match self.alerts.as_slice() {
             [] => {}
             [a] => parts.push(format!("⚠ {}", short(a))),
@@ -145,6 +159,9 @@ pub fn command(path: &Path, watch: bool) -> anyhow::Result<()> {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok());
+        if !line.ended() {
+            line.rss = crate::memory::writer_of(path).and_then(crate::memory::rss_of);
+        }
         println!("{}", line.render(quiet));
         return Ok(());
     }
@@ -157,6 +174,10 @@ pub fn command(path: &Path, watch: bool) -> anyhow::Result<()> {
                 crate::follow::Followed::Record(r) => {
                     line.apply(&r);
                     if matches!(*r, Record::Snapshot(_) | Record::End(_)) {
+                        if !line.ended() {
+                            line.rss =
+                                crate::memory::writer_of(path).and_then(crate::memory::rss_of);
+                        }
                         println!("{}", line.render(None));
                     }
                 }

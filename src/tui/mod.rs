@@ -174,7 +174,18 @@ impl Screen for App {
     }
 
     fn on_tick(&mut self, dt: f64) -> bool {
-        App::on_tick(self, dt)
+        let mut changed = App::on_tick(self, dt);
+        // A live run works in this process: its resident memory, once a second.
+        if self.can_steer && !self.attached && self.timeline.is_none() {
+            self.rss_age_s += dt;
+            if self.rss.is_none() || self.rss_age_s >= 1.0 {
+                self.rss_age_s = 0.0;
+                let now = crate::memory::rss();
+                changed |= now != self.rss;
+                self.rss = now;
+            }
+        }
+        changed
     }
 
     fn quitting(&self) -> bool {

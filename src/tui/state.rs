@@ -441,6 +441,11 @@ pub struct App {
     pub rate: Option<f64>,
     /// Seconds since the start, from the newest snapshot or end.
     pub elapsed_s: f64,
+    /// Resident memory of the process running the run, in bytes (live runs; refreshed by the UI
+    /// loop once a second).
+    pub rss: Option<u64>,
+    /// Seconds since `rss` was refreshed.
+    pub rss_age_s: f64,
     /// Whether the UI should close.
     pub quit: bool,
     /// Whether this UI can steer the run (false when watching a log).
@@ -497,6 +502,8 @@ impl App {
             flash: None,
             rate: None,
             elapsed_s: 0.0,
+            rss: None,
+            rss_age_s: 0.0,
             quit: false,
             can_steer: true,
             depth: ColorDepth::TrueColor,

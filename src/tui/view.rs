@@ -1229,8 +1229,11 @@ fn draw_status(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             };
             format!(" · {r:.1} {unit}/s")
         });
+        let rss = app.rss.map_or(String::new(), |b| {
+            format!(" · RSS {}", crate::memory::human(b))
+        });
         spans.push(Span::raw(format!(
-            " {} · {} · seed {}{progress}{rate} · {}",
+            " {} · {} · seed {}{progress}{rate} · {}{rss}",
             h.preset,
             h.device,
             h.seed,
