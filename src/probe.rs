@@ -426,7 +426,7 @@ impl Preconditioner {
         whiten: bool,
         cancel: &crate::cancel::Cancel,
     ) -> candle_core::Result<(Self, Tensor)> {
-        let (b, n, p) = z.dims3()?;
+        let (b, _, p) = z.dims3()?;
         let dev = z.device().clone();
         let floor_var = |var: Vec<f64>| -> Vec<f64> {
             let top = var[..p - 1].iter().cloned().fold(0.0, f64::max);
@@ -438,23 +438,10 @@ impl Preconditioner {
             v
         };
         if !whiten {
-            // Summed over blocks of samples (see the whitened case below).
-            let mut sum: Option<Tensor> = None;
-            let mut start = 0;
-            while start < n {
-                cancel.check_candle()?;
-                let len = GRAM_CHUNK.min(n - start);
-                let ones = Tensor::ones((b, 1, len), DType::F32, &dev)?;
-                let s = ones.matmul(&z.narrow(1, start, len)?.sqr()?)?;
-                sum = Some(match sum {
-                    Some(acc) => (acc + s)?,
-                    None => s,
-                });
-                start += len;
-            }
-            let var = sum
-                .expect("at least one sample")
-                .affine(1.0 / n as f64, 0.0)?;
+            let var = mean_over_samples(z, cancel, |part| {
+                let ones = Tensor::ones((b, 1, part.dim(1)?), DType::F32, &dev)?;
+                ones.matmul(&part.sqr()?)
+            })?;
             let var: Vec<Vec<Vec<f32>>> = var.to_vec3()?;
             let var: Vec<f32> = var
                 .into_iter()
@@ -467,24 +454,10 @@ impl Preconditioner {
         }
         // In f64: the f32 sum of n products can lose the small eigenvalues of nearly collinear
         // features (a collapsed deep layer), and a factor of such a matrix overflows f32.
-        // Summed over chunks of samples, so a stop is honoured between them (one product of a
-        // 1,024-wide tap on 50,000 samples is seconds on two cores).
-        let mut gram: Option<Tensor> = None;
-        let mut start = 0;
-        while start < n {
-            cancel.check_candle()?;
-            let len = GRAM_CHUNK.min(n - start);
-            let part = z.narrow(1, start, len)?.to_dtype(DType::F64)?;
-            let g = part.transpose(1, 2)?.matmul(&part)?;
-            gram = Some(match gram {
-                Some(acc) => (acc + g)?,
-                None => g,
-            });
-            start += len;
-        }
-        let gram = gram
-            .expect("at least one sample")
-            .affine(1.0 / n as f64, 0.0)?;
+        let gram = mean_over_samples(z, cancel, |part| {
+            let part = part.to_dtype(DType::F64)?;
+            part.transpose(1, 2)?.matmul(&part)
+        })?;
         let gram: Vec<Vec<Vec<f64>>> = gram.to_vec3()?;
         let (mut linv, mut linv_t, mut l_t, mut vars) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -543,8 +516,33 @@ impl Preconditioner {
     }
 }
 
-/// Samples per chunk of the whitening's second-moment matrix.
+/// Samples per block of the standardisation's sums.
 const GRAM_CHUNK: usize = 4096;
+
+/// The mean over the samples (axis 1 of `z`, `[B, n, p]`) of `sum(block)`, a sum over a block of
+/// samples, taken block by block with a check for a stop between blocks (one product of a
+/// 1,024-wide tap on 50,000 samples is seconds on two cores).
+fn mean_over_samples(
+    z: &Tensor,
+    cancel: &Cancel,
+    sum: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let n = z.dim(1)?;
+    let mut acc: Option<Tensor> = None;
+    let mut start = 0;
+    while start < n {
+        cancel.check_candle()?;
+        let len = GRAM_CHUNK.min(n - start);
+        let s = sum(&z.narrow(1, start, len)?)?;
+        acc = Some(match acc {
+            Some(a) => (a + s)?,
+            None => s,
+        });
+        start += len;
+    }
+    acc.expect("at least one sample")
+        .affine(1.0 / n as f64, 0.0)
+}
 
 /// Lower Cholesky factor of the symmetric positive definite `p x p` matrix `a` (row-major).
 /// Pivots that rounding makes non-positive are clamped, so a nearly singular matrix still factors.

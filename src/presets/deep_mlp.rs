@@ -234,12 +234,7 @@ impl Preset for DeepMlp {
         g: &Graph,
         probes: &[ProbeSpec],
     ) -> Option<trained::MemoryEstimate> {
-        Some(trained::memory_estimate(
-            p,
-            g,
-            probes,
-            (50_000, 10_000, 10_000),
-        ))
+        Some(trained::mnist_memory_estimate(p, g, probes))
     }
 
     fn probes(&self, _p: &Params, g: &Graph, _seed: u64) -> Vec<ProbeSpec> {

@@ -156,12 +156,7 @@ impl Preset for MnistConvnet {
         g: &Graph,
         probes: &[ProbeSpec],
     ) -> Option<trained::MemoryEstimate> {
-        Some(trained::memory_estimate(
-            p,
-            g,
-            probes,
-            (50_000, 10_000, 10_000),
-        ))
+        Some(trained::mnist_memory_estimate(p, g, probes))
     }
 
     fn probes(&self, p: &Params, g: &Graph, seed: u64) -> Vec<ProbeSpec> {

@@ -446,6 +446,11 @@ pub fn memory_estimate(
     }
 }
 
+/// [`memory_estimate`] on MNIST's splits (50,000 training, 10,000 validation, 10,000 test images).
+pub fn mnist_memory_estimate(p: &Params, graph: &Graph, specs: &[ProbeSpec]) -> MemoryEstimate {
+    memory_estimate(p, graph, specs, (50_000, mnist::VALIDATION, 10_000))
+}
+
 /// Every probe fitted to convergence on the model as it is now, plus the taps' statistics and
 /// the model's loss and errors on the same samples.
 pub(crate) fn converged(
