@@ -57,6 +57,19 @@ impl Cancel {
         self.check().map_err(candle_core::Error::wrap)
     }
 
+    /// The blocks `(start, len)` of at most `size` that cover `0..n`, each handed out only while
+    /// no stop is asked for (`Err` then): a loop over them honours a stop between blocks.
+    pub fn blocks(
+        &self,
+        n: usize,
+        size: usize,
+    ) -> impl Iterator<Item = candle_core::Result<(usize, usize)>> + '_ {
+        let size = size.max(1);
+        (0..n)
+            .step_by(size)
+            .map(move |s| self.check_candle().map(|()| (s, size.min(n - s))))
+    }
+
     /// Sleeps for `d`, waking early (with `Err`) when a stop is asked for.
     pub fn sleep(&self, d: Duration) -> Result<(), Cancelled> {
         let until = std::time::Instant::now() + d;

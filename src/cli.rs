@@ -640,6 +640,7 @@ pub struct Prepared {
     log: Option<RunLogWriter>,
     opts: presets::RunOptions,
     memory: Option<presets::trained::MemoryEstimate>,
+    memory_limit: Option<u64>,
 }
 
 /// Checks everything about a run (preset, parameters, device, graph) and creates its run log.
@@ -657,8 +658,9 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
     let probes = preset.probes(&params, &graph, args.seed);
     let opts = run_options(args, preset.as_ref(), &params)?;
     // Work that will not fit in memory is refused here, before anything is computed.
-    let memory =
-        presets::check_memory(&args.preset, &args.sets, args.seed, presets::memory_limit())?;
+    let memory = preset.memory(&params, &graph, &probes);
+    let memory_limit = presets::memory_limit();
+    presets::check_memory(memory, memory_limit, &args.preset, &args.sets, args.seed)?;
     let header = RunHeader {
         schema_version: SCHEMA_VERSION,
         probescope_version: env!("CARGO_PKG_VERSION").into(),
@@ -687,6 +689,7 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
         log,
         opts,
         memory,
+        memory_limit,
     })
 }
 
@@ -852,12 +855,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         log,
         opts,
         memory,
+        memory_limit,
     } = prepare_run(args)?;
     if let (false, Some(m)) = (ui, memory) {
         eprintln!(
             "probescope: estimated peak memory {}{}",
             crate::memory::human(m.peak),
-            presets::memory_limit()
+            memory_limit
                 .map(|l| format!(" of {} available", crate::memory::human(l)))
                 .unwrap_or_default()
         );

@@ -59,13 +59,9 @@ pub fn gaussian(
     cancel: &Cancel,
 ) -> candle_core::Result<Tensor> {
     let mut v = Vec::with_capacity(n * dim);
-    let rows = (DRAW_BLOCK / dim.max(1)).max(1);
-    let mut done = 0;
-    while done < n {
-        cancel.check_candle()?;
-        let k = rows.min(n - done);
+    for b in cancel.blocks(n, DRAW_BLOCK / dim.max(1)) {
+        let (_, k) = b?;
         v.extend(rng::normal_vec(rng, k * dim, 1.0));
-        done += k;
     }
     Tensor::from_vec(v, (n, dim), device)
 }
@@ -76,18 +72,14 @@ const DRAW_BLOCK: usize = 1 << 22;
 /// `x w`, in blocks of rows with a check for a stop between them.
 fn scores(x: &Tensor, w: &Tensor, cancel: &Cancel) -> candle_core::Result<Tensor> {
     let (n, dim) = x.dims2()?;
-    let rows = (DRAW_BLOCK / dim.max(1)).max(1);
+    let rows = DRAW_BLOCK / dim.max(1);
     if rows >= n {
         return x.matmul(w);
     }
-    let mut parts = Vec::new();
-    let mut done = 0;
-    while done < n {
-        cancel.check_candle()?;
-        let k = rows.min(n - done);
-        parts.push(x.narrow(0, done, k)?.matmul(w)?);
-        done += k;
-    }
+    let parts = cancel
+        .blocks(n, rows)
+        .map(|b| b.and_then(|(start, k)| x.narrow(0, start, k)?.matmul(w)))
+        .collect::<candle_core::Result<Vec<_>>>()?;
     Tensor::cat(&parts, 0)
 }
 

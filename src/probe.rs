@@ -272,22 +272,11 @@ impl Centring {
     /// them: no copy of the whole features is made.
     fn fit_rows(xs: &[Tensor], idx: &[usize], cancel: &Cancel) -> candle_core::Result<Self> {
         let n = xs[idx[0]].dim(0)?;
-        let mut sum: Option<Tensor> = None;
-        for (start, len) in row_blocks(xs, idx)? {
-            cancel.check_candle()?;
+        let mean = mean_over_blocks(n, block_rows(xs, idx)?, cancel, |start, len| {
             let part = stack_rows(xs, idx, start, len)?;
-            let ones = Tensor::ones((idx.len(), 1, len), DType::F32, part.device())?;
-            let s = ones.matmul(&part)?;
-            sum = Some(match sum {
-                Some(acc) => (acc + s)?,
-                None => s,
-            });
-        }
-        Ok(Self {
-            mean: sum
-                .expect("at least one sample")
-                .affine(1.0 / n as f64, 0.0)?,
-        })
+            Tensor::ones((idx.len(), 1, len), DType::F32, part.device())?.matmul(&part)
+        })?;
+        Ok(Self { mean })
     }
 
     /// `[x - mean, 1]` (`[B, n, d + 1]`) of the probes `idx` of `xs`, written block of rows by
@@ -301,8 +290,8 @@ impl Centring {
     ) -> candle_core::Result<Tensor> {
         let (n, d) = xs[idx[0]].dims2()?;
         let z = Tensor::zeros((idx.len(), n, d + 1), DType::F32, xs[idx[0]].device())?;
-        for (start, len) in row_blocks(xs, idx)? {
-            cancel.check_candle()?;
+        for b in cancel.blocks(n, block_rows(xs, idx)?) {
+            let (start, len) = b?;
             let part = self.apply(&stack_rows(xs, idx, start, len)?)?;
             z.slice_set(&part, 1, start)?;
         }
@@ -426,7 +415,7 @@ impl Preconditioner {
         whiten: bool,
         cancel: &crate::cancel::Cancel,
     ) -> candle_core::Result<(Self, Tensor)> {
-        let (b, _, p) = z.dims3()?;
+        let (b, n, p) = z.dims3()?;
         let dev = z.device().clone();
         let floor_var = |var: Vec<f64>| -> Vec<f64> {
             let top = var[..p - 1].iter().cloned().fold(0.0, f64::max);
@@ -438,9 +427,9 @@ impl Preconditioner {
             v
         };
         if !whiten {
-            let var = mean_over_samples(z, cancel, |part| {
-                let ones = Tensor::ones((b, 1, part.dim(1)?), DType::F32, &dev)?;
-                ones.matmul(&part.sqr()?)
+            let var = mean_over_blocks(n, GRAM_CHUNK, cancel, |start, len| {
+                let ones = Tensor::ones((b, 1, len), DType::F32, &dev)?;
+                ones.matmul(&z.narrow(1, start, len)?.sqr()?)
             })?;
             let var: Vec<Vec<Vec<f32>>> = var.to_vec3()?;
             let var: Vec<f32> = var
@@ -454,8 +443,8 @@ impl Preconditioner {
         }
         // In f64: the f32 sum of n products can lose the small eigenvalues of nearly collinear
         // features (a collapsed deep layer), and a factor of such a matrix overflows f32.
-        let gram = mean_over_samples(z, cancel, |part| {
-            let part = part.to_dtype(DType::F64)?;
+        let gram = mean_over_blocks(n, GRAM_CHUNK, cancel, |start, len| {
+            let part = z.narrow(1, start, len)?.to_dtype(DType::F64)?;
             part.transpose(1, 2)?.matmul(&part)
         })?;
         let gram: Vec<Vec<Vec<f64>>> = gram.to_vec3()?;
@@ -519,26 +508,23 @@ impl Preconditioner {
 /// Samples per block of the standardisation's sums.
 const GRAM_CHUNK: usize = 4096;
 
-/// The mean over the samples (axis 1 of `z`, `[B, n, p]`) of `sum(block)`, a sum over a block of
-/// samples, taken block by block with a check for a stop between blocks (one product of a
+/// The mean over `n` samples of `sum(start, len)`, a sum over the samples `start..start + len`,
+/// taken `rows` samples at a time with a check for a stop between blocks (one product of a
 /// 1,024-wide tap on 50,000 samples is seconds on two cores).
-fn mean_over_samples(
-    z: &Tensor,
+fn mean_over_blocks(
+    n: usize,
+    rows: usize,
     cancel: &Cancel,
-    sum: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    sum: impl Fn(usize, usize) -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Tensor> {
-    let n = z.dim(1)?;
     let mut acc: Option<Tensor> = None;
-    let mut start = 0;
-    while start < n {
-        cancel.check_candle()?;
-        let len = GRAM_CHUNK.min(n - start);
-        let s = sum(&z.narrow(1, start, len)?)?;
+    for b in cancel.blocks(n, rows) {
+        let (start, len) = b?;
+        let s = sum(start, len)?;
         acc = Some(match acc {
             Some(a) => (a + s)?,
             None => s,
         });
-        start += len;
     }
     acc.expect("at least one sample")
         .affine(1.0 / n as f64, 0.0)
@@ -850,12 +836,10 @@ fn stack_rows(
     Tensor::stack(&parts, 0)?.to_dtype(DType::F32)
 }
 
-/// Blocks of rows of about [`ROW_BLOCK_BYTES`] of features each, covering the probes `idx` of
-/// `xs`: `(start, len)`.
-fn row_blocks(xs: &[Tensor], idx: &[usize]) -> candle_core::Result<Vec<(usize, usize)>> {
-    let (n, d) = xs[idx[0]].dims2()?;
-    let rows = (ROW_BLOCK_BYTES / (4 * (d + 1) * idx.len()).max(1)).clamp(1, n.max(1));
-    Ok((0..n).step_by(rows).map(|s| (s, rows.min(n - s))).collect())
+/// Rows per block of about [`ROW_BLOCK_BYTES`] of the probes `idx` of `xs` (each `[n, d]`).
+fn block_rows(xs: &[Tensor], idx: &[usize]) -> candle_core::Result<usize> {
+    let d = xs[idx[0]].dim(1)?;
+    Ok((ROW_BLOCK_BYTES / (4 * (d + 1) * idx.len())).max(1))
 }
 
 /// Bytes of features handled between two checks for a stop while preparing a fit.

@@ -68,6 +68,13 @@ impl Line {
         }
     }
 
+    /// Reads the resident memory of the process writing `path`, while the run goes on.
+    pub fn refresh_rss(&mut self, path: &Path) {
+        if !self.ended() {
+            self.rss = crate::memory::writer_of(path).and_then(crate::memory::rss_of);
+        }
+    }
+
     /// Whether the run has ended.
     pub fn ended(&self) -> bool {
         self.end.is_some()
@@ -159,9 +166,7 @@ pub fn command(path: &Path, watch: bool) -> anyhow::Result<()> {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok());
-        if !line.ended() {
-            line.rss = crate::memory::writer_of(path).and_then(crate::memory::rss_of);
-        }
+        line.refresh_rss(path);
         println!("{}", line.render(quiet));
         return Ok(());
     }
@@ -174,10 +179,7 @@ pub fn command(path: &Path, watch: bool) -> anyhow::Result<()> {
                 crate::follow::Followed::Record(r) => {
                     line.apply(&r);
                     if matches!(*r, Record::Snapshot(_) | Record::End(_)) {
-                        if !line.ended() {
-                            line.rss =
-                                crate::memory::writer_of(path).and_then(crate::memory::rss_of);
-                        }
+                        line.refresh_rss(path);
                         println!("{}", line.render(None));
                     }
                 }

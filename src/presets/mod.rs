@@ -125,23 +125,21 @@ pub fn memory_limit() -> Option<u64> {
     }
 }
 
-/// Refuses, before anything is computed, a run whose estimated peak memory is over `limit`,
-/// naming the estimate and the settings that would fit (each alone, the largest that fits).
-/// Returns the estimate of a run that fits.
+/// Refuses, before anything is computed, a run (preset `name` with `sets`) whose estimated peak
+/// memory `est` is over `limit`, naming the estimate and the settings that would fit (each
+/// alone, the largest that fits; only then is the preset prepared again, to price them).
 pub fn check_memory(
+    est: Option<trained::MemoryEstimate>,
+    limit: Option<u64>,
     name: &str,
     sets: &[String],
     seed: u64,
-    limit: Option<u64>,
-) -> Result<Option<trained::MemoryEstimate>, ParamError> {
-    let Some(est) = memory_estimate(name, sets, seed)? else {
-        return Ok(None);
-    };
-    let Some(limit) = limit else {
-        return Ok(Some(est));
+) -> Result<(), ParamError> {
+    let (Some(est), Some(limit)) = (est, limit) else {
+        return Ok(());
     };
     if est.peak <= limit {
-        return Ok(Some(est));
+        return Ok(());
     }
     let (preset, params) = prepare(name, sets)?;
     let keys: Vec<&str> = preset.params().iter().map(|s| s.key).collect();

@@ -288,10 +288,8 @@ fn features_of(
         acc.resize_with(groups.len(), Default::default);
     }
     let (mut loss, mut wrong) = (0f64, 0f64);
-    let mut start = 0;
-    while start < n {
-        cancel.check_candle()?;
-        let len = CHUNK.min(n - start);
+    for b in cancel.blocks(n, CHUNK) {
+        let (start, len) = b?;
         let outs = model.forward_until(&data.x.narrow(0, start, len)?, last)?;
         for (k, &i) in groups.iter().enumerate() {
             let part = specs[i].select(&outs[nodes[k]])?;
@@ -307,7 +305,6 @@ fn features_of(
                 candle_nn::loss::cross_entropy(logits, &y)?.to_scalar::<f32>()? as f64 * len as f64;
             wrong += probe::errors(&logits.unsqueeze(0)?, &y)?[0] * len as f64;
         }
-        start += len;
     }
     let stats = stats
         .then(|| acc.iter().map(|a| a.finish()).collect())
@@ -489,7 +486,6 @@ pub(crate) fn converged(
         for (&i, s) in group.iter().zip(st.unwrap_or_default()) {
             stats[i] = s;
         }
-
         let warm_g: Option<Vec<LinearProbe>> =
             warm.map(|w| group.iter().map(|&i| w[i].clone()).collect());
         let out = probe::fit_converged(
@@ -536,14 +532,11 @@ pub(crate) fn converged(
 /// The model's error on `data`, in chunks.
 fn model_error(model: &Model, data: &Dataset, cancel: &Cancel) -> candle_core::Result<f64> {
     let (n, mut wrong) = (data.len(), 0f64);
-    let mut start = 0;
-    while start < n {
-        cancel.check_candle()?;
-        let len = CHUNK.min(n - start);
+    for b in cancel.blocks(n, CHUNK) {
+        let (start, len) = b?;
         let outs = model.forward(&data.x.narrow(0, start, len)?)?;
         let y = data.y.narrow(0, start, len)?;
         wrong += probe::errors(&model.logits(&outs).unsqueeze(0)?, &y)?[0] * len as f64;
-        start += len;
     }
     Ok(wrong / n as f64)
 }
@@ -608,7 +601,6 @@ pub fn run(
     let which = dataset_of(p);
     let loaded = mnist::load(&ctx.opts.data_dir, which)?;
     let splits = loaded.splits(plan.flat, &ctx.device)?;
-
     run_on(preset, plan, graph, specs, splits, which.name(), ctx)
 }
 
@@ -753,7 +745,6 @@ pub fn run_on(
     let mut readings = Vec::new();
     let outcome = (|| -> anyhow::Result<()> {
         for step in start + 1..=steps {
-            ctx.at_step(step as u64 - 1);
             if let Err(stopped) = ctx.check_stop() {
                 save(&opt, step - 1, ctx.sink);
                 return Err(stopped.into());

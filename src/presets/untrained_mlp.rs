@@ -60,7 +60,6 @@ pub fn dataset_splits(
     let model =
         Model::new(g, VarBuilder::from_varmap(&vm, DType::F32, device))?.stop_on(cancel.clone());
     let outs = model.forward(&ds.x)?;
-
     let mut tr = Vec::with_capacity(specs.len());
     let mut te = Vec::with_capacity(specs.len());
     let mut stats = Vec::with_capacity(specs.len());
