@@ -28,6 +28,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a preset (an experiment of the paper).
     Run(RunArgs),
+    /// Fit a probe on every layer of activations that any framework saved (a .safetensors
+    /// file, or a folder of .npy files), and show them as a run; with --watch, a snapshot per
+    /// file a training loop writes.
+    Probe(ProbeArgs),
     /// List the presets, their parameters and defaults.
     Presets,
     /// Replay a run log in the UI, with a timeline: [ ] one snapshot, { } ten, Home End, Space
@@ -114,6 +118,22 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 50)]
         epochs: usize,
     },
+    /// `probescope probe` on a safetensors file against the solver alone on the same
+    /// activations in memory: what reading, checking and recording cost.
+    Acts {
+        /// Samples in the file.
+        #[arg(long, default_value_t = 10_000)]
+        samples: usize,
+        /// Taps.
+        #[arg(long, default_value_t = 10)]
+        taps: usize,
+        /// Features per tap.
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        /// Seed of the synthetic activations.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Training mnist-convnet on MNIST with and without online probes on its 10 taps, and one
     /// converged 10-probe snapshot on 50,000 samples.
     Train {
@@ -174,6 +194,65 @@ pub enum BenchWhat {
     },
 }
 
+/// Arguments of `probescope probe`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "The file: one tensor per tap (first axis: the sample), an integer \
+`labels` tensor, optionally an integer `split` tensor (0 train, 1 validation, 2 test). Its \
+metadata may list the taps in model order (\"taps\": \"a,b,c\") and what a tap reads \
+(\"reads.c\": \"a\"). See docs/activations.md.
+
+--set takes: classes, val_fraction, test_fraction, subset, probe_memory_mb, probe_dtype, \
+probe_l2, probe_max_iter, selectivity, transfer (`probescope presets` shows their defaults)."
+)]
+pub struct ProbeArgs {
+    /// The activations: a .safetensors file, or a folder of .npy files named by tap.
+    #[arg(required_unless_present = "watch", value_name = "ACTS")]
+    pub acts: Option<PathBuf>,
+    /// The name of the labels tensor (the class of each sample).
+    #[arg(long, default_value = "labels", value_name = "NAME")]
+    pub labels: String,
+    /// Validation samples (early stopping), in a file of the same layout.
+    #[arg(long, value_name = "ACTS")]
+    pub val: Option<PathBuf>,
+    /// Test samples, in a file of the same layout.
+    #[arg(long, value_name = "ACTS")]
+    pub test: Option<PathBuf>,
+    /// Watch a folder that a training loop writes step-N.safetensors files (or step-N/ folders
+    /// of .npy files) into, saved under another name and renamed into place; each is fitted
+    /// as a converged snapshot, warm-started from the last. A file named DONE ends the run.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["acts", "val", "test"])]
+    pub watch: Option<PathBuf>,
+    /// How the run is shown and recorded (as for `run`; `--set` takes the keys that
+    /// `probescope presets` lists under `probe`).
+    #[command(flatten)]
+    pub common: RunCommon,
+}
+
+impl ProbeArgs {
+    /// The same run as `probescope run` arguments, with the activations as its source.
+    pub fn run_args(&self) -> RunArgs {
+        let watch = self.watch.is_some();
+        let path = self
+            .watch
+            .clone()
+            .or_else(|| self.acts.clone())
+            .unwrap_or_default();
+        RunArgs {
+            preset: path.display().to_string(),
+            common: self.common.clone(),
+            acts: Some(crate::acts::Source {
+                path,
+                labels: self.labels.clone(),
+                val: self.val.clone(),
+                test: self.test.clone(),
+                watch,
+            }),
+            ..RunArgs::default()
+        }
+    }
+}
+
 /// Arguments of `probescope replay` and `probescope attach`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ViewArgs {
@@ -217,12 +296,9 @@ pub struct CompareArgs {
     pub theme: Option<String>,
 }
 
-/// Arguments of `probescope run`.
+/// The arguments that `probescope run` and `probescope probe` share.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    /// Preset name (see `probescope presets`).
-    #[arg(default_value = "untrained-mlp")]
-    pub preset: String,
+pub struct RunCommon {
     /// Print progress lines and a final table instead of opening the terminal UI (also what
     /// happens when stdout is not a terminal).
     #[arg(long)]
@@ -244,9 +320,20 @@ pub struct RunArgs {
     /// Default: dark, or mono when NO_COLOR is set.
     #[arg(long, value_name = "NAME|PATH")]
     pub theme: Option<String>,
-    /// Override a preset parameter, e.g. --set datasets=20 (repeatable).
+    /// Override a parameter, e.g. --set datasets=20 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+}
+
+/// Arguments of `probescope run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Preset name (see `probescope presets`).
+    #[arg(default_value = "untrained-mlp")]
+    pub preset: String,
+    /// How the run is shown and recorded.
+    #[command(flatten)]
+    pub common: RunCommon,
     /// Where the datasets are: DIR/mnist/ and DIR/fashion-mnist/ hold the IDX files. Default:
     /// $XDG_DATA_HOME/probescope (~/.local/share/probescope), where `probescope data fetch` puts
     /// them.
@@ -263,6 +350,9 @@ pub struct RunArgs {
     /// Continue a run from a checkpoint it saved (same preset, --set values and --seed).
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
+    /// Saved activations to probe in place of a preset (`probescope probe`).
+    #[arg(skip)]
+    pub acts: Option<crate::acts::Source>,
 }
 
 impl Default for RunArgs {
@@ -347,6 +437,7 @@ pub fn main_with(cli: Cli) -> i32 {
     let result = match cli.command {
         None => run(&RunArgs::default()),
         Some(Command::Run(args)) => run(&args),
+        Some(Command::Probe(args)) => run(&args.run_args()),
         Some(Command::Replay(v)) => view(&v, false),
         Some(Command::Attach(v)) => view(&v, true),
         Some(Command::Compare(c)) => compare(&c),
@@ -417,6 +508,21 @@ pub fn main_with(cli: Cli) -> i32 {
                     })
                 })
         }
+        Some(Command::Bench {
+            what:
+                BenchWhat::Acts {
+                    samples,
+                    taps,
+                    width,
+                    seed,
+                },
+        }) => crate::bench_acts::run(&crate::bench_acts::Sizes {
+            samples: samples.max(10),
+            taps: taps.max(1),
+            width: width.max(1),
+            seed,
+        })
+        .map(|report| print!("{report}")),
         Some(Command::Bench {
             what: BenchWhat::Stop { data_dir, only },
         }) => crate::bench_stop::run(
@@ -606,10 +712,8 @@ fn export(
 
 /// The text of `probescope presets`.
 pub fn presets_text() -> String {
-    let mut out = String::new();
-    for p in presets::all() {
-        let params: Vec<String> = p
-            .params()
+    let line = |name: &str, about: &str, specs: &[crate::params::ParamSpec]| {
+        let params: Vec<String> = specs
             .iter()
             .map(|s| {
                 if s.choices.is_empty() {
@@ -620,14 +724,17 @@ pub fn presets_text() -> String {
                 }
             })
             .collect();
-        out.push_str(&format!(
-            "{:<15} {}\n{:<15} {}\n",
-            p.name(),
-            p.about(),
-            "",
-            params.join(" ")
-        ));
+        format!("{name:<15} {about}\n{:<15} {}\n", "", params.join(" "))
+    };
+    let mut out = String::new();
+    for p in presets::all() {
+        out.push_str(&line(p.name(), p.about(), &p.params()));
     }
+    out.push_str(&line(
+        "probe ACTS",
+        "any framework's activations, saved as safetensors or .npy (`probescope probe --help`)",
+        &crate::acts::param_specs(),
+    ));
     out
 }
 
@@ -646,8 +753,12 @@ pub struct Prepared {
 /// Checks everything about a run (preset, parameters, device, graph) and creates its run log.
 /// Bad input is a [`ParamError`] and leaves nothing half-written.
 pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
-    let (preset, params) = presets::prepare(&args.preset, &args.sets)?;
-    let device = parse_device(&args.device)?;
+    let prepare = |sets: &[String]| match &args.acts {
+        Some(src) => crate::acts::prepare(src, sets),
+        None => presets::prepare(&args.preset, sets),
+    };
+    let (preset, params) = prepare(&args.common.sets)?;
+    let device = parse_device(&args.common.device)?;
     let graph = preset.graph(&params);
     graph.shapes().map_err(|e| {
         ParamError(format!(
@@ -655,18 +766,25 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
             preset.name()
         ))
     })?;
-    let probes = preset.probes(&params, &graph, args.seed);
+    let probes = preset.probes(&params, &graph, args.common.seed);
     let opts = run_options(args, preset.as_ref(), &params)?;
     // Work that will not fit in memory is refused here, before anything is computed.
     let memory = preset.memory(&params, &graph, &probes);
     let memory_limit = presets::memory_limit();
-    presets::check_memory(memory, memory_limit, &args.preset, &args.sets, args.seed)?;
+    presets::check_memory_with(
+        memory,
+        memory_limit,
+        preset.name(),
+        &args.common.sets,
+        args.common.seed,
+        &prepare,
+    )?;
     let header = RunHeader {
         schema_version: SCHEMA_VERSION,
         probescope_version: env!("CARGO_PKG_VERSION").into(),
         preset: preset.name().into(),
         params: params.0.clone(),
-        seed: args.seed,
+        seed: args.common.seed,
         device: device_name(&device),
         graph,
         probes,
@@ -675,10 +793,11 @@ pub fn prepare_run(args: &RunArgs) -> anyhow::Result<Prepared> {
         total_steps: preset.total_steps(&params),
     };
     // The log is created last, once everything else is known to be fine.
-    let log = match &args.record {
-        Some(path) => {
-            Some(RunLogWriter::create(path, args.force).map_err(|e| ParamError(format!("{e}")))?)
-        }
+    let log = match &args.common.record {
+        Some(path) => Some(
+            RunLogWriter::create(path, args.common.force)
+                .map_err(|e| ParamError(format!("{e}")))?,
+        ),
         None => None,
     };
     Ok(Prepared {
@@ -721,7 +840,7 @@ fn run_options(
             preset.name()
         )));
     }
-    let path = match (&args.checkpoint, args.checkpoint_every, &args.record) {
+    let path = match (&args.checkpoint, args.checkpoint_every, &args.common.record) {
         (Some(p), _, _) => Some(p.clone()),
         (None, Some(_), Some(rec)) => Some(rec.with_extension("safetensors")),
         (None, Some(_), None) => {
@@ -844,9 +963,9 @@ fn is_cancel(e: &anyhow::Error) -> bool {
 /// Runs a preset: in the terminal UI when stdout and stdin are terminals, else (or with
 /// `--headless`) with the line printer.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let ui = !args.headless && tui::is_interactive();
+    let ui = !args.common.headless && tui::is_interactive();
     // The theme and keys are checked even headless, so a typo is caught before a long job.
-    let look = tui::Look::load(args.theme.as_deref())?;
+    let look = tui::Look::load(args.common.theme.as_deref())?;
     let Prepared {
         preset,
         params,

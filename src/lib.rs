@@ -12,8 +12,10 @@
 
 #![warn(missing_docs)]
 
+pub mod acts;
 pub mod alerts;
 pub mod bench;
+pub mod bench_acts;
 pub mod bench_stop;
 pub mod bench_train;
 pub mod bench_ui;

@@ -106,7 +106,19 @@ pub fn memory_estimate(
     sets: &[String],
     seed: u64,
 ) -> Result<Option<trained::MemoryEstimate>, ParamError> {
-    let (preset, params) = prepare(name, sets)?;
+    memory_estimate_with(&|s| prepare(name, s), sets, seed)
+}
+
+/// Makes a run's preset and parameters from its `--set` values.
+pub type Preparer<'a> = &'a dyn Fn(&[String]) -> Result<(Box<dyn Preset>, Params), ParamError>;
+
+/// [`memory_estimate`] of the run that `prepare` makes.
+fn memory_estimate_with(
+    prepare: Preparer<'_>,
+    sets: &[String],
+    seed: u64,
+) -> Result<Option<trained::MemoryEstimate>, ParamError> {
+    let (preset, params) = prepare(sets)?;
     let graph = preset.graph(&params);
     let probes = preset.probes(&params, &graph, seed);
     Ok(preset.memory(&params, &graph, &probes))
@@ -135,13 +147,25 @@ pub fn check_memory(
     sets: &[String],
     seed: u64,
 ) -> Result<(), ParamError> {
+    check_memory_with(est, limit, name, sets, seed, &|s| prepare(name, s))
+}
+
+/// [`check_memory`] for the run that `prepare` makes from `--set` values (named `name`).
+pub fn check_memory_with(
+    est: Option<trained::MemoryEstimate>,
+    limit: Option<u64>,
+    name: &str,
+    sets: &[String],
+    seed: u64,
+    prepare: Preparer<'_>,
+) -> Result<(), ParamError> {
     let (Some(est), Some(limit)) = (est, limit) else {
         return Ok(());
     };
     if est.peak <= limit {
         return Ok(());
     }
-    let (preset, params) = prepare(name, sets)?;
+    let (preset, params) = prepare(sets)?;
     let keys: Vec<&str> = preset.params().iter().map(|s| s.key).collect();
     // Each knob's candidates, from the mildest change to the strongest.
     let mut knobs: Vec<Vec<String>> = Vec::new();
@@ -172,7 +196,7 @@ pub fn check_memory(
         for set in knob {
             let mut with = sets.to_vec();
             with.push(set.clone());
-            if let Ok(Some(e)) = memory_estimate(name, &with, seed) {
+            if let Ok(Some(e)) = memory_estimate_with(prepare, &with, seed) {
                 if e.peak <= limit {
                     fits.push(format!(
                         "--set {set} (about {})",

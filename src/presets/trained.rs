@@ -355,7 +355,7 @@ pub struct MemoryEstimate {
 
 /// What the process holds besides the run's data: the binary, candle's and the allocator's own
 /// memory, the threads' stacks (measured: 120 to 160 MB for a run with small probe sets).
-const PROCESS_BASE: u64 = 150 << 20;
+pub(crate) const PROCESS_BASE: u64 = 150 << 20;
 
 /// The peak memory of a run that trains `graph` on `train` + `val` + `test` samples with converged
 /// snapshots of the probes `specs`, as the code here allocates it: the data and the probe sets in
@@ -408,8 +408,27 @@ pub fn memory_estimate(
         elem as usize,
         p.usize("probe_memory_mb") << 20,
     );
-    let (mut features, mut solver, mut snapshot) = (0u64, 0u64, 0u64);
-    for g in &groups {
+    let (features, solver) = snapshot_memory(specs, &groups, samples, ntr, elem);
+    let snapshot = features + solver;
+    MemoryEstimate {
+        peak: PROCESS_BASE + data + model + chunk + snapshot,
+        features,
+        solver,
+    }
+}
+
+/// The memory a converged snapshot fitted in `groups` needs at its peak, in bytes: the largest
+/// group's features for `samples` samples of `elem` bytes each, and the solver's centred f32
+/// copies of that group's widest batch (fitted on `ntr` of the samples), whitening included.
+pub(crate) fn snapshot_memory(
+    specs: &[ProbeSpec],
+    groups: &[Vec<usize>],
+    samples: u64,
+    ntr: u64,
+    elem: u64,
+) -> (u64, u64) {
+    let (mut features, mut solver) = (0u64, 0u64);
+    for g in groups {
         let feats: u64 = g
             .iter()
             .map(|&i| specs[i].width() as u64 * samples * elem)
@@ -432,15 +451,11 @@ pub fn memory_estimate(
             0
         };
         let fit = batch * samples * (widest + 1) * 4 + whiten;
-        if feats + fit > snapshot {
-            (features, solver, snapshot) = (feats, fit, feats + fit);
+        if feats + fit > features + solver {
+            (features, solver) = (feats, fit);
         }
     }
-    MemoryEstimate {
-        peak: PROCESS_BASE + data + model + chunk + snapshot,
-        features,
-        solver,
-    }
+    (features, solver)
 }
 
 /// [`memory_estimate`] on MNIST's splits (50,000 training, 10,000 validation, 10,000 test images).
@@ -448,64 +463,44 @@ pub fn mnist_memory_estimate(p: &Params, graph: &Graph, specs: &[ProbeSpec]) -> 
     memory_estimate(p, graph, specs, (50_000, mnist::VALIDATION, 10_000))
 }
 
-/// Every probe fitted to convergence on the model as it is now, plus the taps' statistics and
-/// the model's loss and errors on the same samples.
-pub(crate) fn converged(
-    model: &Model,
+/// A snapshot's features for one memory group: per probe of the group, the training,
+/// validation and test splits' features.
+pub(crate) type GroupFeatures = (Vec<Tensor>, Option<Vec<Tensor>>, Option<Vec<Tensor>>);
+
+/// Every probe of `specs` fitted to convergence, group by group (`groups`, from
+/// [`memory_groups`]): `features` gives a group's features (called once per group, in order),
+/// which are fitted against the labels `y` (train, validation, test), warm-started from `warm`,
+/// and dropped before the next group's are made. Transfer rows come back in probe order.
+pub(crate) fn fit_in_groups(
     specs: &[ProbeSpec],
-    sets: &ProbeSets,
+    groups: &[Vec<usize>],
+    classes: usize,
+    y: (&Tensor, Option<&Tensor>, Option<&Tensor>),
     warm: Option<&[LinearProbe]>,
-    plan: &Plan,
-) -> candle_core::Result<(Vec<Fitted>, Vec<ActivationStats>, ModelMetrics)> {
-    let samples = sets.train.len() + sets.val.len() + sets.test.len();
-    let dtype = plan.fit.feature_dtype();
-    let groups = memory_groups(specs, samples, dtype.size_in_bytes(), plan.memory_mb << 20);
-    let mut fitted: Vec<Option<Fitted>> = vec![None; specs.len()];
-    let mut stats: Vec<ActivationStats> = vec![ActivationStats::default(); specs.len()];
-    let mut metrics = ModelMetrics {
-        loss: f64::NAN,
-        train_error: None,
-        test_error: None,
-    };
+    fit: &FitConfig,
+    mut features: impl FnMut(usize, &[usize]) -> anyhow::Result<GroupFeatures>,
+) -> anyhow::Result<Vec<Fitted>> {
+    let n = specs.len();
+    let mut fitted: Vec<Option<Fitted>> = vec![None; n];
     for (gi, group) in groups.iter().enumerate() {
-        // The model's own figures with the last group, whose pass goes deepest.
-        let last = gi + 1 == groups.len();
-        let cancel = &plan.fit.cancel;
-        let (xtr, mtr, st) =
-            features_of(model, group, specs, &sets.train, last, true, dtype, cancel)?;
-        let (xva, _, _) = features_of(model, group, specs, &sets.val, false, false, dtype, cancel)?;
-        let (xte, mte, _) =
-            features_of(model, group, specs, &sets.test, last, false, dtype, cancel)?;
-        if let (Some((loss, tre)), Some((_, tee))) = (mtr, mte) {
-            metrics = ModelMetrics {
-                loss,
-                train_error: Some(tre),
-                test_error: Some(tee),
-            };
-        }
-        for (&i, s) in group.iter().zip(st.unwrap_or_default()) {
-            stats[i] = s;
-        }
+        let (xtr, xva, xte) = features(gi, group)?;
+        let split = |x: Option<Vec<Tensor>>, y: Option<&Tensor>| match (x, y) {
+            (Some(x), Some(y)) => Some(Split { x, y: y.clone() }),
+            _ => None,
+        };
         let warm_g: Option<Vec<LinearProbe>> =
             warm.map(|w| group.iter().map(|&i| w[i].clone()).collect());
         let out = probe::fit_converged(
             &Split {
                 x: xtr,
-                y: sets.train.y.clone(),
+                y: y.0.clone(),
             },
-            Some(&Split {
-                x: xva,
-                y: sets.val.y.clone(),
-            }),
-            Some(&Split {
-                x: xte,
-                y: sets.test.y.clone(),
-            }),
-            sets.train.classes,
+            split(xva, y.1).as_ref(),
+            split(xte, y.2).as_ref(),
+            classes,
             warm_g.as_deref(),
-            &plan.fit,
+            fit,
         )?;
-        let n = fitted.len();
         for (&i, mut f) in group.iter().zip(out) {
             // Transfer rows come in the group's order: put them in the probes' (only pairs
             // fitted in one group have an entry).
@@ -519,14 +514,61 @@ pub(crate) fn converged(
             fitted[i] = Some(f);
         }
     }
-    Ok((
-        fitted
-            .into_iter()
-            .map(|f| f.expect("every probe in a group"))
-            .collect(),
-        stats,
-        metrics,
-    ))
+    Ok(fitted
+        .into_iter()
+        .map(|f| f.expect("every probe in a group"))
+        .collect())
+}
+
+/// Every probe fitted to convergence on the model as it is now, plus the taps' statistics and
+/// the model's loss and errors on the same samples.
+pub(crate) fn converged(
+    model: &Model,
+    specs: &[ProbeSpec],
+    sets: &ProbeSets,
+    warm: Option<&[LinearProbe]>,
+    plan: &Plan,
+) -> anyhow::Result<(Vec<Fitted>, Vec<ActivationStats>, ModelMetrics)> {
+    let samples = sets.train.len() + sets.val.len() + sets.test.len();
+    let dtype = plan.fit.feature_dtype();
+    let groups = memory_groups(specs, samples, dtype.size_in_bytes(), plan.memory_mb << 20);
+    let mut stats: Vec<ActivationStats> = vec![ActivationStats::default(); specs.len()];
+    let mut metrics = ModelMetrics {
+        loss: f64::NAN,
+        train_error: None,
+        test_error: None,
+    };
+    let cancel = &plan.fit.cancel;
+    let fitted = fit_in_groups(
+        specs,
+        &groups,
+        sets.train.classes,
+        (&sets.train.y, Some(&sets.val.y), Some(&sets.test.y)),
+        warm,
+        &plan.fit,
+        |gi, group| {
+            // The model's own figures with the last group, whose pass goes deepest.
+            let last = gi + 1 == groups.len();
+            let (xtr, mtr, st) =
+                features_of(model, group, specs, &sets.train, last, true, dtype, cancel)?;
+            let (xva, _, _) =
+                features_of(model, group, specs, &sets.val, false, false, dtype, cancel)?;
+            let (xte, mte, _) =
+                features_of(model, group, specs, &sets.test, last, false, dtype, cancel)?;
+            if let (Some((loss, tre)), Some((_, tee))) = (mtr, mte) {
+                metrics = ModelMetrics {
+                    loss,
+                    train_error: Some(tre),
+                    test_error: Some(tee),
+                };
+            }
+            for (&i, s) in group.iter().zip(st.unwrap_or_default()) {
+                stats[i] = s;
+            }
+            Ok((xtr, Some(xva), Some(xte)))
+        },
+    )?;
+    Ok((fitted, stats, metrics))
 }
 
 /// The model's error on `data`, in chunks.

@@ -1029,25 +1029,38 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         )));
     }
     if let Some(m) = reading.and_then(|(_, r)| r.reading.confusion.as_ref()) {
+        let k = m.len();
+        // Four columns a cell where the pane is wide enough, else three (ten classes in a
+        // 40-column pane), with 100% shown as 99 so that cells never run together.
+        let cell = if 3 + 4 * k <= inner.width as usize {
+            4
+        } else {
+            3
+        };
         lines.push(Line::from(Span::styled(
-            "confusion, % of each true class (rows) predicted as (columns):",
+            format!(
+                "confusion, % of each true class (rows) predicted as (columns{}):",
+                if cell == 3 { "; 99: 99% or more" } else { "" }
+            ),
             muted,
         )));
-        let k = m.len();
         let mut head = String::from("   ");
         for c in 0..k {
-            head.push_str(&format!("{c:>4}"));
+            head.push_str(&format!("{c:>cell$}"));
         }
         lines.push(Line::from(Span::styled(head, muted)));
         for (r, row) in m.iter().enumerate() {
             let total: u32 = row.iter().sum();
             let mut spans = vec![Span::styled(format!("{r:>3}"), muted)];
             for (c, &v) in row.iter().enumerate() {
-                let pct = if total > 0 {
+                let mut pct = if total > 0 {
                     100.0 * f64::from(v) / f64::from(total)
                 } else {
                     0.0
                 };
+                if cell == 3 {
+                    pct = pct.min(99.0);
+                }
                 let style = if r == c {
                     Style::default().fg(theme.good).add_modifier(Modifier::BOLD)
                 } else if pct >= 1.0 {
@@ -1055,7 +1068,7 @@ fn draw_inspector(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 } else {
                     muted
                 };
-                spans.push(Span::styled(format!("{pct:>4.0}"), style));
+                spans.push(Span::styled(format!("{pct:>cell$.0}"), style));
             }
             lines.push(Line::from(spans));
         }
