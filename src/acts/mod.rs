@@ -474,7 +474,7 @@ impl ActsRun {
             )));
         }
         let name = if src.watch {
-            format!("watch {}", file_name(&src.path))
+            format!("{} (watch)", file_name(&src.path))
         } else {
             file_name(&src.path)
         };
