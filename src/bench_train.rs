@@ -108,7 +108,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
     let loaded = mnist::load(s.data_dir, Which::Mnist)?;
     let splits = loaded.splits(false, &dev)?;
     let g = mnist_convnet::graph();
-    let specs = mnist_convnet::probes(&g, s.subset, 0);
+    let specs = crate::presets::probes_with_subset(&g, s.subset, 0);
     let mut out = Out;
     let threads = if dev.is_cpu() {
         format!(" ({} threads)", candle_core::utils::get_num_threads())

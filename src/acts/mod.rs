@@ -933,7 +933,7 @@ impl Preset for ActsRun {
     }
 
     fn probes(&self, p: &Params, graph: &Graph, seed: u64) -> Vec<ProbeSpec> {
-        crate::presets::mnist_convnet::probes(graph, p.usize("subset"), seed)
+        crate::presets::probes_with_subset(graph, p.usize("subset"), seed)
     }
 
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {

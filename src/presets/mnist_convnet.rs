@@ -91,22 +91,6 @@ pub fn graph() -> Graph {
     }
 }
 
-/// A probe on every tap of `g`; taps wider than `subset` (when not 0) are read through `subset`
-/// random features drawn from `seed`.
-pub fn probes(g: &Graph, subset: usize, seed: u64) -> Vec<ProbeSpec> {
-    g.taps()
-        .expect("valid graph")
-        .iter()
-        .map(|t| {
-            if subset > 0 && t.features > subset {
-                ProbeSpec::random_subset(&t.name, &t.name, t.features, subset, seed)
-            } else {
-                ProbeSpec::full(&t.name, t.features)
-            }
-        })
-        .collect()
-}
-
 impl Preset for MnistConvnet {
     fn name(&self) -> &'static str {
         "mnist-convnet"
@@ -160,7 +144,7 @@ impl Preset for MnistConvnet {
     }
 
     fn probes(&self, p: &Params, g: &Graph, seed: u64) -> Vec<ProbeSpec> {
-        probes(g, p.usize("subset"), seed)
+        super::probes_with_subset(g, p.usize("subset"), seed)
     }
 
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {

@@ -465,6 +465,22 @@ pub fn probe_every_tap(g: &Graph) -> Vec<ProbeSpec> {
         .collect()
 }
 
+/// A probe on every tap of `g`; taps wider than `subset` (when not 0) are read through `subset`
+/// random features drawn from `seed`.
+pub fn probes_with_subset(g: &Graph, subset: usize, seed: u64) -> Vec<ProbeSpec> {
+    g.taps()
+        .expect("valid graph")
+        .iter()
+        .map(|t| {
+            if subset > 0 && t.features > subset {
+                ProbeSpec::random_subset(&t.name, &t.name, t.features, subset, seed)
+            } else {
+                ProbeSpec::full(&t.name, t.features)
+            }
+        })
+        .collect()
+}
+
 /// A snapshot's per-probe entries from converged fits, with the taps' statistics where known.
 pub fn converged_readings(
     specs: &[ProbeSpec],
