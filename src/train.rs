@@ -30,6 +30,14 @@ pub enum OptimKind {
         /// Added to the root of the second moment.
         eps: f64,
     },
+    /// RMSProp as PyTorch has it (no momentum, not centred): `v = alpha v + (1 - alpha) g^2;
+    /// w -= lr g / (sqrt(v) + eps)`, v starting at 0.
+    RmsProp {
+        /// Decay of the mean square.
+        alpha: f64,
+        /// Added to the root of the mean square.
+        eps: f64,
+    },
 }
 
 impl OptimKind {
@@ -38,6 +46,14 @@ impl OptimKind {
         OptimKind::Adam {
             beta1: 0.9,
             beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// RMSProp with PyTorch's defaults (alpha 0.99, eps 1e-8).
+    pub fn rmsprop() -> Self {
+        OptimKind::RmsProp {
+            alpha: 0.99,
             eps: 1e-8,
         }
     }
@@ -54,7 +70,7 @@ pub struct Optim {
     vars: Vec<(String, Var)>,
     /// Momentum (SGD) or first moment (Adam), per parameter.
     m: Vec<Tensor>,
-    /// Second moment (Adam), per parameter.
+    /// Second moment (Adam) or mean square (RMSProp), per parameter.
     v: Vec<Tensor>,
     t: u64,
 }
@@ -85,7 +101,7 @@ impl Optim {
             weight_decay,
             clip: 0.0,
             m: zeros.clone(),
-            v: if matches!(kind, OptimKind::Adam { .. }) {
+            v: if matches!(kind, OptimKind::Adam { .. } | OptimKind::RmsProp { .. }) {
                 zeros
             } else {
                 Vec::new()
@@ -173,6 +189,12 @@ impl Optim {
                     let step = (mhat.affine(self.lr, 0.0)? / (vhat.sqrt()? + eps)?)?;
                     var.set(&(var.as_tensor() - step)?)?;
                     self.m[i] = m.detach();
+                    self.v[i] = v.detach();
+                }
+                OptimKind::RmsProp { alpha, eps } => {
+                    let v = (self.v[i].affine(alpha, 0.0)? + g.sqr()?.affine(1.0 - alpha, 0.0)?)?;
+                    let step = (g.affine(self.lr, 0.0)? / (v.sqrt()? + eps)?)?;
+                    var.set(&(var.as_tensor() - step)?)?;
                     self.v[i] = v.detach();
                 }
             }
@@ -408,6 +430,26 @@ mod tests {
             .as_tensor()
             .to_vec1()
             .unwrap()
+    }
+
+    #[test]
+    fn rmsprop_follows_pytorchs_update_computed_by_hand() {
+        // loss = sum((w - c)^2), gradient 2 (w - c); PyTorch's RMSProp: v = a v + (1 - a) g^2,
+        // w -= lr g / (sqrt(v) + eps), in f64 by hand for three steps.
+        let a = varmap();
+        let mut opt = Optim::new(&a, OptimKind::rmsprop(), 0.01, 0.0).unwrap();
+        let (c, mut x, mut v) = ([1f64, -2., 3.], [0.5f64, 0.0, -1.0], [0f64; 3]);
+        for _ in 0..3 {
+            opt.backward_step(&quad(&a)).unwrap();
+            for j in 0..3 {
+                let g = 2.0 * (x[j] - c[j]);
+                v[j] = 0.99 * v[j] + 0.01 * g * g;
+                x[j] -= 0.01 * g / (v[j].sqrt() + 1e-8);
+            }
+        }
+        for (got, want) in w(&a).iter().zip(x) {
+            assert!((*got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+        }
     }
 
     #[test]

@@ -115,7 +115,12 @@ pub fn training_params(
             &["mnist", "fashion-mnist"],
             "which dataset (the files come from `probescope data fetch NAME`)",
         ),
-        ParamSpec::choice("optimizer", &["sgd", "adam"], "sgd (with momentum) or adam"),
+        ParamSpec::choice(
+            "optimizer",
+            &["sgd", "adam", "rmsprop"],
+            "sgd (with momentum), adam, or rmsprop (PyTorch's: alpha 0.99, eps 1e-8, the paper's \
+             probe optimiser)",
+        ),
         ParamSpec::float("lr", lr, 1e-9, 10.0, "initial learning rate"),
         ParamSpec::float(
             "lr_decay",
@@ -212,6 +217,7 @@ pub fn check_data(p: &Params, data_dir: &std::path::Path) -> Result<(), ParamErr
 pub fn optim_of(p: &Params) -> OptimKind {
     match p.text("optimizer") {
         "adam" => OptimKind::adam(),
+        "rmsprop" => OptimKind::rmsprop(),
         _ => OptimKind::Sgd {
             momentum: p.f64("momentum"),
         },
