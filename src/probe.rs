@@ -895,26 +895,24 @@ fn fit_batch(
     let to_theta = |v: &Tensor| pre.theta(v);
     let grad_v = |g: Tensor| pre.grad(&g);
     let mut theta = pre.vars(&theta0)?;
+    let (mut f0, mut logits) = obj.value(&to_theta(&theta)?)?;
     if warm.is_some() {
         // A warm start is a hint: where the features have changed so much that it is worse
-        // than knowing nothing (the zero start, loss ln C), it would only cost iterations, and
-        // its huge logits can leave early stopping nothing to improve on for `patience` checks
-        // (measured: a conv tap warm-started across 300 training steps stopped at loss 921
-        // where a cold start reaches 0.17). Such problems start from zero.
-        let zero = theta.zeros_like()?;
-        let fw = host(&obj.value(&to_theta(&theta)?)?.0)?;
-        let fz = host(&obj.value(&to_theta(&zero)?)?.0)?;
-        let worse: Vec<bool> = fw
+        // than knowing nothing (the zero start, whose objective is exactly ln C: zero logits,
+        // no penalty), it would only cost iterations, and its huge logits can leave early
+        // stopping nothing to improve on for `patience` checks (measured: a conv tap
+        // warm-started across 300 training steps stopped at loss 921 where a cold start
+        // reaches 0.17). Such problems start from zero.
+        let cold = (classes as f64).ln();
+        let worse: Vec<bool> = host(&f0)?
             .iter()
-            .zip(&fz)
-            .map(|(w, z)| w.partial_cmp(z) != Some(std::cmp::Ordering::Less))
+            .map(|w| w.partial_cmp(&cold) != Some(std::cmp::Ordering::Less))
             .collect();
         if worse.iter().any(|&v| v) {
-            theta = problem_mask(&worse, &theta, &dev)?.where_cond(&zero, &theta)?;
+            theta = problem_mask(&worse, &theta, &dev)?.where_cond(&theta.zeros_like()?, &theta)?;
+            (f0, logits) = obj.value(&to_theta(&theta)?)?;
         }
     }
-
-    let (f0, mut logits) = obj.value(&to_theta(&theta)?)?;
     let mut g = grad_v(obj.gradient(&to_theta(&theta)?, &logits)?)?;
 
     let mut fh = host(&f0)?;

@@ -4,13 +4,16 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use probescope::fetch::{self, md5_file, Outcome};
 use probescope::mnist::{self, encode_idx, Which, FILES};
 use probescope::runlog::{self, EndStatus, SnapshotKind};
+
+mod common;
+use common::real_data;
 
 fn probescope(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_probescope"))
@@ -30,17 +33,6 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
-}
-
-/// The shared real data, if this checkout has it.
-fn real_data() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    if d.join("mnist").is_dir() {
-        Some(d)
-    } else {
-        eprintln!("skipped: no ../shared/data here (the real MNIST files)");
-        None
-    }
 }
 
 /// A synthetic dataset in the MNIST layout: class k is a bright 4x4 square at one of ten places

@@ -2,21 +2,14 @@
 //! reaches (its end line's `peak_rss`, the kernel's VmHWM), and a run over the limit refused
 //! before anything is computed, with settings that fit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use probescope::runlog::{self, EndStatus};
 
-fn real_data() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    if d.join("mnist").is_dir() {
-        Some(d)
-    } else {
-        eprintln!("skipped: no ../shared/data here (the real MNIST files)");
-        None
-    }
-}
+mod common;
+use common::real_data;
 
 /// Runs `preset` with `sets` until its first converged snapshot is in the log, stops it, and
 /// returns the measured peak resident memory.

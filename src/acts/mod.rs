@@ -19,11 +19,11 @@
 
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::cancel::Cancel;
 use crate::graph::{Graph, Node, Op};
@@ -338,6 +338,27 @@ impl Opened {
     }
 }
 
+/// Files that did not open, and since when: one that still does not after `RETRY_TRIES`
+/// attempts spanning `RETRY_FOR` is given up on (perhaps it was still being written, by a loop
+/// that does not rename).
+#[derive(Default)]
+struct Retries(HashMap<PathBuf, (u32, Instant)>);
+
+const RETRY_TRIES: u32 = 5;
+const RETRY_FOR: Duration = Duration::from_secs(5);
+
+impl Retries {
+    /// Counts one more failed attempt at `path`; true once it is time to give up on it.
+    fn give_up(&mut self, path: &Path) -> bool {
+        let t = self
+            .0
+            .entry(path.to_path_buf())
+            .or_insert((0, Instant::now()));
+        t.0 += 1;
+        t.0 >= RETRY_TRIES && t.1.elapsed() >= RETRY_FOR
+    }
+}
+
 /// Names separated by commas (or a JSON list of strings).
 fn names_of(text: &str) -> Vec<String> {
     if let Ok(v) = serde_json::from_str::<Vec<String>>(text) {
@@ -547,23 +568,17 @@ impl ActsRun {
     ) -> anyhow::Result<(Snapshot, Vec<LinearProbe>)> {
         let classes = self.classes(p);
         o.check_classes(classes)?;
-        let rows = self.rows(o, p, ctx.seed);
-        // Each split's file and samples.
-        let parts: [Option<(&Opened, Vec<usize>)>; 3] = match (&self.val, &self.test) {
-            (None, None) => {
-                let [a, b, c] = rows;
-                [Some((o, a)), Some((o, b)), Some((o, c))]
-            }
-            (v, t) => [
-                Some((o, rows[0].clone())),
-                v.as_ref().map(|v| (v, (0..v.samples()).collect())),
-                t.as_ref().map(|t| (t, (0..t.samples()).collect())),
-            ],
-        };
-        let parts: Vec<Option<(&Opened, Vec<usize>)>> = parts
-            .into_iter()
-            .map(|x| x.filter(|(_, r)| !r.is_empty()))
-            .collect();
+        // Each split's file and samples: a --val/--test file's are all of its own.
+        let [tr, va, te] = self.rows(o, p, ctx.seed);
+        let all = |f: &Opened| (0..f.samples()).collect::<Vec<usize>>();
+        let parts: Vec<Option<(&Opened, Vec<usize>)>> = [
+            (o, tr),
+            self.val.as_ref().map_or((o, va), |f| (f, all(f))),
+            self.test.as_ref().map_or((o, te), |f| (f, all(f))),
+        ]
+        .into_iter()
+        .map(|(f, r)| (!r.is_empty()).then_some((f, r)))
+        .collect();
         let Some((_, train_rows)) = &parts[0] else {
             anyhow::bail!(ParamError(format!(
                 "{}: no training samples (every sample is in validation or test); lower \
@@ -589,11 +604,8 @@ impl ActsRun {
             .iter()
             .map(|x| x.as_ref().map_or(0, |(_, r)| r.len()))
             .collect();
-        let dtype = if p.text("probe_dtype") == "bf16" {
-            DType::BF16
-        } else {
-            DType::F32
-        };
+        let fit = ctx.fit_config(p);
+        let dtype = fit.feature_dtype();
         let groups = trained::memory_groups(
             specs,
             counts.iter().sum(),
@@ -612,7 +624,6 @@ impl ActsRun {
                 String::new()
             }
         ));
-        let fit = ctx.fit_config(p);
         let cancel = fit.cancel.clone();
         let device = ctx.device.clone();
         let mut stats = vec![ActivationStats::default(); specs.len()];
@@ -701,7 +712,7 @@ impl ActsRun {
             dir.display()
         ));
         let mut done: BTreeSet<PathBuf> = BTreeSet::new();
-        let mut tries: HashMap<PathBuf, (u32, Instant)> = HashMap::new();
+        let mut retries = Retries::default();
         let mut warm: Option<Vec<LinearProbe>> = None;
         let mut last: Option<u64> = None;
         loop {
@@ -720,11 +731,7 @@ impl ActsRun {
                 let opened = match opened {
                     Ok(o) => o,
                     Err(e) => {
-                        // Perhaps still being written by a loop that does not rename: retried
-                        // for a few seconds before it is reported and passed over.
-                        let t = tries.entry(path.clone()).or_insert((0, Instant::now()));
-                        t.0 += 1;
-                        if t.0 >= 5 && t.1.elapsed() >= Duration::from_secs(5) {
+                        if retries.give_up(&path) {
                             ctx.sink
                                 .progress(&format!("skipped {}: {}", path.display(), e.0));
                             done.insert(path);
@@ -743,7 +750,13 @@ impl ActsRun {
                     ));
                     continue;
                 }
-                if let Err(e) = opened.check_finite(&ctx.cancel()) {
+                // The first file was scanned before the run started (`check_data`).
+                let checked = if path == self.main.store.path {
+                    Ok(())
+                } else {
+                    opened.check_finite(&ctx.cancel())
+                };
+                if let Err(e) = checked {
                     if ctx.controls.stopping() {
                         return Err(e);
                     }
@@ -828,15 +841,13 @@ fn first_step(dir: &Path, labels: &str) -> Result<Opened, ParamError> {
         )));
     }
     let mut said = false;
-    let mut tries: BTreeMap<PathBuf, (u32, Instant)> = BTreeMap::new();
+    let mut retries = Retries::default();
     loop {
         for (_, path) in step_files(dir)? {
             match Opened::open(&path, labels) {
                 Ok(o) => return Ok(o),
                 Err(e) => {
-                    let t = tries.entry(path).or_insert((0, Instant::now()));
-                    t.0 += 1;
-                    if t.0 >= 5 && t.1.elapsed() >= Duration::from_secs(5) {
+                    if retries.give_up(&path) {
                         // The first file decides the layout: a bad one is bad input.
                         return Err(e);
                     }
@@ -898,19 +909,11 @@ impl Preset for ActsRun {
 
     fn memory(&self, p: &Params, _graph: &Graph, specs: &[ProbeSpec]) -> Option<MemoryEstimate> {
         let samples: usize = self.opened().map(Opened::samples).sum();
-        let ntr = match &self.main.split {
-            Some(s) => s.iter().filter(|&&k| k == 0).count(),
-            None if self.val.is_some() || self.test.is_some() => self.main.samples(),
-            None => {
-                let held = p.f64("val_fraction") + p.f64("test_fraction");
-                (samples as f64 * (1.0 - held).max(0.0)) as usize
-            }
-        } as u64;
-        let elem = if p.text("probe_dtype") == "bf16" {
-            2
-        } else {
-            4
-        };
+        // How many samples train does not depend on the seed, only which.
+        let ntr = self.rows(&self.main, p, 0)[0].len() as u64;
+        let elem = crate::presets::fit_config(p)
+            .feature_dtype()
+            .size_in_bytes() as u64;
         let groups = trained::memory_groups(
             specs,
             samples,

@@ -383,11 +383,7 @@ pub fn memory_estimate(
         p.usize("probe_test").min(test) as u64,
     );
     let samples = ntr + nva + nte;
-    let elem = if p.text("probe_dtype") == "bf16" {
-        2
-    } else {
-        4
-    };
+    let elem = super::fit_config(p).feature_dtype().size_in_bytes() as u64;
     // The splits, and the probe sets selected from them.
     let data = (train + val + test) as u64 * input * 4 + samples * input * 4;
     // Weights, gradients and two optimiser moments.
