@@ -24,6 +24,8 @@ pub enum AlertKind {
     NotANumber,
     /// The model's loss far above its best.
     Diverging,
+    /// After training, the model's own error is still near chance.
+    NotLearning,
 }
 
 /// One finding.
@@ -51,6 +53,8 @@ const STILL: f64 = 0.005;
 const LEARNED: f64 = 0.02;
 /// ...in a run of at least this many consecutive taps (and a tenth of all).
 const FROZEN_RUN: usize = 4;
+/// A trained model whose error is within this of chance (1 - 1/K) "is not learning".
+const NEAR_CHANCE: f64 = 0.05;
 /// The model's loss this many times its least is "diverging".
 const DIVERGE_FACTOR: f64 = 10.0;
 
@@ -63,7 +67,7 @@ fn shown(s: &Snapshot) -> Vec<f64> {
 }
 
 /// Spearman's rank correlation of `v` with its index (NaNs left out).
-fn rank_correlation(v: &[f64]) -> f64 {
+pub fn rank_correlation(v: &[f64]) -> f64 {
     let pts: Vec<(f64, f64)> = v
         .iter()
         .enumerate()
@@ -222,9 +226,24 @@ impl Watch {
         if let (Some(f), Some(l)) = (&self.first, &self.last) {
             if l.step > f.step {
                 out.extend(self.frozen(f, l));
+                out.extend(self.not_learning(l));
             }
         }
         out
+    }
+
+    fn not_learning(&self, last: &Snapshot) -> Option<Alert> {
+        let m = last.model.as_ref()?;
+        let e = m.test_error.or(m.train_error)?;
+        (e.is_finite() && e >= self.chance - NEAR_CHANCE).then(|| Alert {
+            kind: AlertKind::NotLearning,
+            message: format!(
+                "the model is not learning: its error is {e:.3} at step {} (chance {:.2}); a deep \
+                 network without help (auxiliary heads, a skip connection) does not train (sec 3.6)",
+                last.step, self.chance
+            ),
+            short: "model not learning".into(),
+        })
     }
 
     /// For presets that repeat over datasets: the mean error per probe over the datasets so
@@ -535,6 +554,41 @@ mod tests {
             2,
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn a_trained_model_near_chance_is_not_learning() {
+        let h = sample::header("bifurcation", &[]).unwrap();
+        let at = |step: u64, error: f64| {
+            let mut s = sample::snapshot(&h, 0, true);
+            s.step = step;
+            s.model.as_mut().unwrap().test_error = Some(error);
+            s
+        };
+        // Chance is 0.5 for two classes: 0.46 after training is within 0.05 of it.
+        let mut w = Watch::new(&h);
+        assert!(w
+            .push(&at(0, 0.5))
+            .iter()
+            .all(|a| a.kind != AlertKind::NotLearning));
+        let a = w.push(&at(500, 0.46));
+        let found: Vec<_> = a
+            .iter()
+            .filter(|a| a.kind == AlertKind::NotLearning)
+            .collect();
+        assert_eq!(found.len(), 1, "{a:?}");
+        assert!(
+            found[0].message.contains("0.460 at step 500"),
+            "{}",
+            found[0].message
+        );
+        // 0.44 is learning.
+        let mut w = Watch::new(&h);
+        w.push(&at(0, 0.5));
+        assert!(w
+            .push(&at(500, 0.44))
+            .iter()
+            .all(|a| a.kind != AlertKind::NotLearning));
     }
 
     #[test]

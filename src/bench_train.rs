@@ -118,7 +118,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
     writeln!(
         out,
         "bench train: mnist-convnet on MNIST, {}{threads}, batch 64, SGD momentum 0.9",
-        crate::cli::device_name(&dev)
+        crate::device::device_name(&dev)
     )?;
     let fresh = || -> anyhow::Result<(candle_nn::VarMap, Model)> {
         let vm = g.init_varmap(0, &dev)?;

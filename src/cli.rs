@@ -8,6 +8,8 @@ use std::time::Instant;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
 
+pub use crate::device::{device_name, parse_device};
+pub use crate::errors::error_text;
 use crate::params::ParamError;
 use crate::presets::{self, Controls, RunCtx};
 use crate::report::{Headless, Sink};
@@ -78,6 +80,9 @@ pub enum Command {
         #[arg(long, value_name = "STEP,...", value_delimiter = ',')]
         steps: Vec<u64>,
     },
+    /// Run the paper's experiments headless and set each figure's claims beside what they
+    /// measure, with a verdict; writes the run logs, figures and REPORT.md into one folder.
+    Paper(PaperArgs),
     /// Benchmarks.
     Bench {
         /// What to measure.
@@ -253,6 +258,44 @@ impl ProbeArgs {
     }
 }
 
+/// Arguments of `probescope paper`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Each experiment is a preset run (`probescope run PRESET --headless --record`) \
+    whose log goes into the folder. A finished log there with the same preset, settings and \
+    seed is reused (--force runs it again), so a stopped paper run continues where it stopped. \
+    Without --quick the runs are the presets' defaults: on two CPU cores about three hours, most \
+    of it mnist-convnet's ten epochs. The exit code is 0 when every claim run is reproduced or \
+    differs for a named reason, 1 otherwise, 130 when stopped."
+)]
+pub struct PaperArgs {
+    /// Sizes that finish in minutes on two CPU cores (fewer datasets, one epoch, fewer steps
+    /// and probe samples).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these experiments (comma-separated names, or a preset's name for all of its):
+    /// untrained-mlp, bifurcation, feature-subset, mnist-convnet, deep-mlp-plain, deep-mlp-aux,
+    /// deep-mlp-skip.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// The folder for the run logs, figures and REPORT.md (default: paper, or paper-quick with
+    /// --quick).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Run every selected experiment again, even where its finished log is in the folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Seed of every run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to compute (as for `run`).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Where the MNIST files are (as for `run`).
+    #[arg(long, value_name = "DIR", env = "PROBESCOPE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
 /// Arguments of `probescope replay` and `probescope attach`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ViewArgs {
@@ -365,72 +408,6 @@ impl Default for RunArgs {
     }
 }
 
-/// Parses `--device`.
-///
-/// `auto` takes the first GPU when this binary was built with the `cuda` feature and a device
-/// answers, else the CPU. An explicit `cuda` that cannot be had is an error naming what is
-/// missing, never a silent fall back to the CPU.
-pub fn parse_device(spec: &str) -> Result<Device, ParamError> {
-    let ordinal = match spec {
-        "cpu" => return Ok(Device::Cpu),
-        "auto" => {
-            if candle_core::utils::cuda_is_available() {
-                if let Ok(d) = Device::new_cuda(0) {
-                    return Ok(d);
-                }
-            }
-            return Ok(Device::Cpu);
-        }
-        "cuda" => 0,
-        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => n,
-            _ => {
-                return Err(ParamError(format!(
-                "--device {spec}: expected auto, cpu, cuda or cuda:N (N the GPU's number, from 0)"
-            )))
-            }
-        },
-    };
-    if !candle_core::utils::cuda_is_available() {
-        return Err(ParamError(format!(
-            "--device {spec}: this probescope was built without CUDA; rebuild it with \
-             `cargo build --release --features cuda` (needs the CUDA toolkit, 12.x or 13.x, \
-             and an NVIDIA driver), or use --device cpu"
-        )));
-    }
-    Device::new_cuda(ordinal).map_err(|e| {
-        ParamError(format!(
-            "--device {spec}: no usable CUDA device {ordinal} ({}); `nvidia-smi -L` lists \
-                 the GPUs this machine has, or use --device cpu",
-            error_text(&e)
-        ))
-    })
-}
-
-/// A device's name as the run log writes it (`cpu`, `cuda:0`).
-pub fn device_name(device: &Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    }
-}
-
-/// An error's text for a person: `{e:#}` without the stack traces candle appends to its errors
-/// when `RUST_BACKTRACE` is set (dozens of `N: <unknown>` lines in a release build).
-pub fn error_text(e: &dyn std::fmt::Display) -> String {
-    let text = format!("{e:#}");
-    let frame = |line: &str| {
-        let t = line.trim_start();
-        line.starts_with(' ')
-            && (t.starts_with("at ")
-                || t.split_once(": ")
-                    .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
-    };
-    let kept: Vec<&str> = text.lines().filter(|l| !frame(l)).collect();
-    kept.join("\n").replace("\n)", ")").trim_end().to_string()
-}
-
 /// Runs the command line; returns the process exit code (0 fine, 1 the run failed, 2 bad input,
 /// 130 stopped with Ctrl-C).
 pub fn main_with(cli: Cli) -> i32 {
@@ -466,6 +443,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     only_given,
                 },
         }) => crate::fetch::fetch_command(&dataset, dir, &mirror, only_given),
+        Some(Command::Paper(args)) => paper(&args),
         Some(Command::Presets) => {
             print!("{}", presets_text());
             Ok(())
@@ -729,6 +707,9 @@ pub fn presets_text() -> String {
     let mut out = String::new();
     for p in presets::all() {
         out.push_str(&line(p.name(), p.about(), &p.params()));
+        if let Some(note) = p.defaults_note() {
+            out.push_str(&format!("{:<15} why: {note}\n", ""));
+        }
     }
     out.push_str(&line(
         "probe ACTS",
@@ -949,6 +930,77 @@ fn execute(
     outcome
 }
 
+/// `probescope paper`: every experiment run headless into the folder, judged, reported.
+fn paper(args: &PaperArgs) -> anyhow::Result<()> {
+    use crate::paper;
+    let size = if args.quick {
+        paper::Size::Quick
+    } else {
+        paper::Size::Full
+    };
+    let settings = paper::Settings {
+        size,
+        only: args.only.clone(),
+        out: args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(if args.quick { "paper-quick" } else { "paper" })),
+        seed: args.seed,
+        force: args.force,
+    };
+    // The device is checked once, before anything runs.
+    parse_device(&args.device)?;
+    let mut runner = |exp: &paper::Experiment, log: &std::path::Path| -> anyhow::Result<()> {
+        if SIGNALLED.load(Ordering::Relaxed) {
+            return Err(presets::Stopped.into());
+        }
+        let mut a = RunArgs {
+            preset: exp.preset.into(),
+            data_dir: args.data_dir.clone(),
+            ..RunArgs::default()
+        };
+        a.common.headless = true;
+        a.common.record = Some(log.to_path_buf());
+        a.common.force = true;
+        a.common.sets = exp.sets.clone();
+        a.common.seed = args.seed;
+        a.common.device = args.device.clone();
+        run_with(&a, false)
+    };
+    let started = Instant::now();
+    let report = paper::run(&settings, &mut runner, &mut |text| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    })?;
+    let [ok, differs, not, not_run] = report.counts_of_selected();
+    print!(
+        "\n{}",
+        paper::indented(
+            &format!(
+                "paper: {ok} reproduced, {differs} differ (reason given), {not} not reproduced, \
+                 {not_run} not run · {:.0}s · {}",
+                started.elapsed().as_secs_f64(),
+                report.path.display()
+            ),
+            79,
+            7
+        )
+    );
+    if report.stopped {
+        return Err(presets::Stopped.into());
+    }
+    if not + not_run > 0 {
+        anyhow::bail!(
+            "{not} claim{} not reproduced and {not_run} not run; {} says which and why",
+            if not == 1 { "" } else { "s" },
+            report.path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Whether `e` is a stop: [`presets::Stopped`], or the engine's [`crate::cancel::Cancelled`]
 /// inside a candle error (which carries it as text).
 fn is_cancel(e: &anyhow::Error) -> bool {
@@ -963,6 +1015,60 @@ fn is_cancel(e: &anyhow::Error) -> bool {
 /// Runs a preset: in the terminal UI when stdout and stdin are terminals, else (or with
 /// `--headless`) with the line printer.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    run_with(args, true)
+}
+
+/// The run that a signal stops, with its flag for the UI: set by every run, so a process that
+/// runs several (`probescope paper`) stops the one in progress.
+type Active = (Arc<Controls>, Arc<AtomicBool>);
+static ACTIVE: std::sync::Mutex<Option<Active>> = std::sync::Mutex::new(None);
+/// Set once any stop signal has arrived: no further run starts.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// Makes SIGINT, SIGTERM and SIGHUP stop the run of `controls` (the handler is installed once
+/// per process).
+fn watch_signals(controls: &Arc<Controls>, signalled: &Arc<AtomicBool>) {
+    if let Ok(mut a) = ACTIVE.lock() {
+        *a = Some((controls.clone(), signalled.clone()));
+    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Ctrl-C (headless), SIGTERM and SIGHUP stop the run wherever it is (inside a converged
+        // fit too), and the log gets its `end` line; the UI also closes and restores the
+        // terminal. A signal once the run is already stopping ends the process at once: the log
+        // keeps every whole line, as after `kill -9`.
+        // `timeout` and some schedulers deliver one SIGTERM twice (to the process and to its
+        // group): repeats within half a second of the first count as one.
+        let first = std::sync::OnceLock::<Instant>::new();
+        let _ = ctrlc::set_handler(move || {
+            let repeat = first
+                .get()
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(500));
+            if repeat {
+                return;
+            }
+            let active = ACTIVE.lock().ok().and_then(|a| a.clone());
+            let stopping = active.as_ref().is_some_and(|(c, _)| c.stopping());
+            if stopping || (active.is_none() && SIGNALLED.load(Ordering::Relaxed)) {
+                tui::restore_terminal();
+                eprintln!("probescope: stopped at once; the run log has no end line");
+                std::process::exit(130);
+            }
+            let _ = first.set(Instant::now());
+            SIGNALLED.store(true, Ordering::Relaxed);
+            if let Some((controls, signalled)) = active {
+                controls.request_stop_because("stopped by a signal");
+                signalled.store(true, Ordering::Relaxed);
+            }
+            if !tui::ui_active() {
+                eprintln!("probescope: stopping (again to end at once)");
+            }
+        });
+    });
+}
+
+/// [`run`], printing summary tables (headless) only with `tables`.
+fn run_with(args: &RunArgs, tables: bool) -> anyhow::Result<()> {
     let ui = !args.common.headless && tui::is_interactive();
     // The theme and keys are checked even headless, so a typo is caught before a long job.
     let look = tui::Look::load(args.common.theme.as_deref())?;
@@ -987,37 +1093,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     let controls = Arc::new(Controls::default());
     let signalled = Arc::new(AtomicBool::new(false));
-    {
-        // Ctrl-C (headless), SIGTERM and SIGHUP stop the run wherever it is (inside a converged
-        // fit too), and the log gets its `end` line; the UI also closes and restores the
-        // terminal. A signal once the run is already stopping ends the process at once: the log
-        // keeps every whole line, as after `kill -9`.
-        // `timeout` and some schedulers deliver one SIGTERM twice (to the process and to its
-        // group): repeats within half a second of the first count as one.
-        let (controls, signalled) = (controls.clone(), signalled.clone());
-        let first = std::sync::OnceLock::<Instant>::new();
-        let _ = ctrlc::set_handler(move || {
-            let repeat = first
-                .get()
-                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(500));
-            if repeat {
-                return;
-            }
-            if controls.stopping() {
-                tui::restore_terminal();
-                eprintln!("probescope: stopped at once; the run log has no end line");
-                std::process::exit(130);
-            }
-            let _ = first.set(Instant::now());
-            controls.request_stop_because("stopped by a signal");
-            signalled.store(true, Ordering::Relaxed);
-            if !tui::ui_active() {
-                eprintln!("probescope: stopping (again to end at once)");
-            }
-        });
-    }
+    watch_signals(&controls, &signalled);
     if !ui {
-        let mut sink = Headless::new(log);
+        let mut sink = if tables {
+            Headless::new(log)
+        } else {
+            Headless::without_tables(log)
+        };
         return execute(
             preset.as_ref(),
             &params,

@@ -24,6 +24,13 @@ pub fn peak_rss() -> Option<u64> {
     status_field(Path::new("/proc/self/status"), "VmHWM:")
 }
 
+/// Starts [`peak_rss`] again from the present resident memory (Linux 4.0 on: writing 5 to
+/// `/proc/self/clear_refs`), so one process running several runs reports each one's own peak.
+/// Whether the system allowed it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// The process (on this machine) that holds `path` open, such as the run writing a run log.
 pub fn writer_of(path: &Path) -> Option<u32> {
     let target = std::fs::canonicalize(path).ok()?;
@@ -61,6 +68,11 @@ pub fn available() -> Option<u64> {
         Some(room) => avail.min(room),
         None => avail,
     })
+}
+
+/// The machine's memory in bytes (the kernel's `MemTotal`).
+pub fn total() -> Option<u64> {
+    field_kib(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")
 }
 
 /// Room left under the cgroup's memory limit, if there is a limit.
@@ -119,6 +131,21 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peak_can_start_again_from_the_present() {
+        // Touch 64 MB, let it go: the peak stays up until it is reset.
+        let big = vec![1u8; 64 << 20];
+        assert!(big.iter().map(|&b| b as u64).sum::<u64>() > 0);
+        drop(big);
+        let before = peak_rss().unwrap();
+        if !reset_peak_rss() {
+            eprintln!("skipped: this kernel does not reset VmHWM");
+            return;
+        }
+        let after = peak_rss().unwrap();
+        assert!(after + (32 << 20) < before, "{before} -> {after}");
+    }
 
     #[test]
     fn proc_fields_are_read_in_bytes() {

@@ -130,7 +130,7 @@ impl Probes {
             preset: "custom".into(),
             params: Default::default(),
             seed: 0,
-            device: crate::cli::device_name(device),
+            device: crate::device::device_name(device),
             graph,
             probes: specs.clone(),
             fit: FitConfig::default(),

@@ -16,12 +16,18 @@ pub trait Sink {
 /// The headless renderer (stdout and stderr), optionally writing the run log.
 pub struct Headless {
     log: Option<RunLogWriter>,
+    tables: bool,
 }
 
 impl Headless {
     /// Prints to the process's stdout and stderr, and writes `log` if given.
     pub fn new(log: Option<RunLogWriter>) -> Self {
-        Self { log }
+        Self { log, tables: true }
+    }
+
+    /// Like [`Headless::new`], without the summary tables on stdout (progress lines only).
+    pub fn without_tables(log: Option<RunLogWriter>) -> Self {
+        Self { log, tables: false }
     }
 }
 
@@ -30,7 +36,7 @@ impl Sink for Headless {
         if let Some(log) = &mut self.log {
             log.write(record)?;
         }
-        if let Record::Summary(s) = record {
+        if let (Record::Summary(s), true) = (record, self.tables) {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(table(s).as_bytes());
             let _ = out.flush();

@@ -153,6 +153,10 @@ impl Preset for Bifurcation {
         "sec 3.2: two branches see different halves of the input; probes on each branch and on their concatenation"
     }
 
+    fn defaults_note(&self) -> Option<&'static str> {
+        Some("probes reach the closed-form limits atan(ratio)/pi (upper) and atan(1/ratio)/pi (lower) after 1,500 Adam steps, the concatenation far below both")
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         let mut p = vec![
             ParamSpec::int("half", 16, 1, 100_000, "input features per branch"),

@@ -144,6 +144,10 @@ impl Preset for DeepMlp {
         "sec 3.6, Figs 6-8: 128 layers of 128 units on MNIST; --set variant=plain|aux|skip"
     }
 
+    fn defaults_note(&self) -> Option<&'static str> {
+        Some("RMSProp at lr 1e-4 without clipping: with it plain stays at the majority class, aux trains and skip shows Fig 8 (SGD at 0.01 clipped at 1, the earlier default, leaves skip untrained); 2,000 steps (aux 5,000) as the paper's last snapshot")
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         let mut p = vec![
             ParamSpec::choice(

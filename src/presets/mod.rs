@@ -28,6 +28,10 @@ pub trait Preset: Send + Sync {
     fn about(&self) -> &'static str;
     /// Its parameters, with defaults.
     fn params(&self) -> Vec<ParamSpec>;
+    /// Why the defaults are what they are, and what to run for more (`probescope presets`).
+    fn defaults_note(&self) -> Option<&'static str> {
+        None
+    }
     /// Checks between parameters that ranges alone cannot express.
     fn check(&self, _params: &Params) -> Result<(), ParamError> {
         Ok(())

@@ -113,6 +113,10 @@ impl Preset for UntrainedMlp {
         "sec 3.3, Fig 3: probes on every layer of a deep MLP that is never trained; error climbs with depth"
     }
 
+    fn defaults_note(&self) -> Option<&'static str> {
+        Some("the paper's 100 datasets (a few minutes on 2 cores; datasets=20 for a quick look)")
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         let mut p = vec![
             ParamSpec::int(
