@@ -274,3 +274,34 @@ fn an_experiment_without_its_data_is_not_run_and_says_how_to_get_it() {
     assert!(report.contains("**not run**"), "{report}");
     assert!(report.contains("probescope data fetch mnist"), "{report}");
 }
+
+#[test]
+fn a_narrow_plain_128_layer_mlp_on_mnist_does_not_train_and_the_findings_say_so() {
+    let Some(data) = common::real_data() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("plain.jsonl");
+    // 128 layers of 32 units: the depth is what stops it (64 layers of 64 units train).
+    run_preset(
+        &data,
+        &log,
+        "deep-mlp",
+        &[
+            "variant=plain",
+            "width=32",
+            "steps=300",
+            "snapshots=0,300",
+            "probe_train=2000",
+            "probe_val=1000",
+            "probe_test=2000",
+        ],
+    );
+    let log = runlog::read(&log).unwrap();
+    let checks = paper::judge(&experiment("deep-mlp-plain"), &log);
+    assert_eq!(
+        checks.iter().map(|c| c.verdict).collect::<Vec<_>>(),
+        vec![Verdict::Reproduced; 2],
+        "{checks:#?}"
+    );
+}
