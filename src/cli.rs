@@ -264,7 +264,7 @@ impl ProbeArgs {
     after_help = "Each experiment is a preset run (`probescope run PRESET --headless --record`) \
     whose log goes into the folder. A finished log there with the same preset, settings and \
     seed is reused (--force runs it again), so a stopped paper run continues where it stopped. \
-    Without --quick the runs are the presets' defaults: on two CPU cores about three hours, most \
+    Without --quick the runs are the presets' defaults: on two CPU cores about two hours, most \
     of it mnist-convnet's ten epochs. The exit code is 0 when every claim run is reproduced or \
     differs for a named reason, 1 otherwise, 130 when stopped."
 )]
