@@ -9,11 +9,11 @@ use candle_core::Device;
 use clap::{Parser, Subcommand};
 
 pub use crate::device::{device_name, parse_device};
-pub use crate::errors::error_text;
 use crate::params::ParamError;
 use crate::presets::{self, Controls, RunCtx};
 use crate::report::{Headless, Sink};
 use crate::runlog::{End, EndStatus, Record, RunHeader, RunLogWriter, SCHEMA_VERSION};
+pub use crate::text::error_text;
 use crate::tui;
 
 /// Live linear classifier probes on every layer of a neural network.

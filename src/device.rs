@@ -2,8 +2,8 @@
 
 use candle_core::Device;
 
-use crate::errors::error_text;
 use crate::params::ParamError;
+use crate::text::error_text;
 
 /// Parses `--device`.
 ///

@@ -24,7 +24,6 @@ pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod device;
-pub mod errors;
 pub mod export;
 pub mod fetch;
 pub mod follow;
@@ -41,6 +40,7 @@ pub mod report;
 pub mod rng;
 pub mod runlog;
 pub mod status;
+pub mod text;
 pub mod train;
 pub mod tui;
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::params::{ParamError, ParamValue};
 use crate::runlog::{EndStatus, RunLog, Snapshot, SnapshotKind};
+use crate::text::wrap;
 
 /// How big the runs are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1252,25 +1253,6 @@ pub fn indented(text: &str, width: usize, indent: usize) -> String {
     out
 }
 
-/// Splits `text` into lines of at most `width` characters at spaces.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut line = String::new();
-    for word in text.split(' ') {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            out.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        out.push(line);
-    }
-    out
-}
-
 /// A markdown table cell: no pipes or line breaks.
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -1695,13 +1677,6 @@ mod tests {
         assert_eq!(thousands(999.0), "999");
         assert_eq!(thousands(1_234_567.0), "1,234,567");
         assert_eq!(thousands(0.0), "0");
-    }
-
-    #[test]
-    fn wrap_keeps_words_and_width() {
-        let w = wrap("aa bbb cc dddd e", 6);
-        assert_eq!(w, vec!["aa bbb", "cc", "dddd e"]);
-        assert!(wrap("", 5).is_empty());
     }
 
     #[test]

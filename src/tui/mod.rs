@@ -303,7 +303,7 @@ where
                 outcome
                     .as_ref()
                     .map(|_| ())
-                    .map_err(|e| crate::errors::error_text(e)),
+                    .map_err(|e| crate::text::error_text(e)),
             ));
             outcome
         })?;
@@ -381,7 +381,7 @@ pub fn run_attach(
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(WorkerMsg::Done(Err(crate::errors::error_text(&e))));
+                    let _ = tx.send(WorkerMsg::Done(Err(crate::text::error_text(&e))));
                     return;
                 }
             }

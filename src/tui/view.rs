@@ -1329,17 +1329,9 @@ pub(super) fn help_overlay(
     const KEY_W: usize = 12;
     let entry = |b: &super::keys::Binding| -> Vec<Vec<Span<'static>>> {
         let room = col_w.saturating_sub(KEY_W).max(8);
-        let mut rows: Vec<String> = vec![String::new()];
-        for word in b.help.split(' ') {
-            let last = rows.last_mut().expect("one row");
-            if !last.is_empty() && last.chars().count() + 1 + word.chars().count() > room {
-                rows.push(word.to_string());
-            } else {
-                if !last.is_empty() {
-                    last.push(' ');
-                }
-                last.push_str(word);
-            }
+        let mut rows = crate::text::wrap(b.help, room);
+        if rows.is_empty() {
+            rows.push(String::new());
         }
         rows.into_iter()
             .enumerate()
