@@ -313,14 +313,19 @@ fn findings(log: &RunLog) -> Vec<String> {
 
 /// The claims of `exp`'s figure, checked against its run log.
 pub fn judge(exp: &Experiment, log: &RunLog) -> Vec<Check> {
+    judge_with(exp, log, &findings(log))
+}
+
+/// [`judge`] with the run's findings at its end, worked out once by the caller.
+fn judge_with(exp: &Experiment, log: &RunLog, found: &[String]) -> Vec<Check> {
     match exp.name {
         "untrained-mlp" => untrained_mlp(log),
         "bifurcation" => bifurcation(log),
         "feature-subset" => feature_subset(log),
         "mnist-convnet" => mnist_convnet(log),
-        "deep-mlp-plain" => deep_plain(log),
+        "deep-mlp-plain" => deep_plain(log, found),
         "deep-mlp-aux" => deep_aux(log),
-        "deep-mlp-skip" => deep_skip(log),
+        "deep-mlp-skip" => deep_skip(log, found),
         other => vec![not_run(
             "the figure's claims",
             format!("no rules for experiment {other}"),
@@ -707,7 +712,7 @@ fn ends(log: &RunLog) -> Option<(&Snapshot, &Snapshot)> {
     (first.step == 0 && last.step > 0).then_some((first, last))
 }
 
-fn deep_plain(log: &RunLog) -> Vec<Check> {
+fn deep_plain(log: &RunLog, found: &[String]) -> Vec<Check> {
     let Some((init, last)) = ends(log) else {
         return vec![not_run(
             "the plain deep MLP does not train",
@@ -715,7 +720,6 @@ fn deep_plain(log: &RunLog) -> Vec<Check> {
         )];
     };
     let model = model_error(last).unwrap_or(f64::NAN);
-    let found = findings(log);
     let not_learning = found.iter().find(|f| f.contains("not learning"));
     vec![
         check(
@@ -790,7 +794,7 @@ fn deep_aux(log: &RunLog) -> Vec<Check> {
     ]
 }
 
-fn deep_skip(log: &RunLog) -> Vec<Check> {
+fn deep_skip(log: &RunLog, found: &[String]) -> Vec<Check> {
     let Some((init, last)) = ends(log) else {
         return vec![not_run(
             "the skip connection's bumps",
@@ -904,7 +908,6 @@ fn deep_skip(log: &RunLog) -> Vec<Check> {
         },
         not_lower.is_empty() && later > 0,
     ));
-    let found = findings(log);
     let frozen = found.iter().find(|f| f.contains("have not improved"));
     out.push(check(
         "the run's findings name the ignored layers",
@@ -992,9 +995,10 @@ fn outcome_of(exp: &Experiment, path: &Path, log: &RunLog, how: &str, out: &Path
             figures.push(file);
         }
     }
+    let found = findings(log);
     let finished = end.is_some_and(|e| e.status == EndStatus::Finished);
     let checks = if finished {
-        judge(exp, log)
+        judge_with(exp, log, &found)
     } else {
         vec![not_run(
             "the figure's claims",
@@ -1019,7 +1023,7 @@ fn outcome_of(exp: &Experiment, path: &Path, log: &RunLog, how: &str, out: &Path
         device: Some(log.header.device.clone()),
         peak_rss: end.and_then(|e| e.peak_rss),
         checks,
-        findings: findings(log),
+        findings: found,
         figures,
     }
 }
@@ -1057,18 +1061,23 @@ impl Report {
     /// The number of checks with each verdict (reproduced, differs, not reproduced, not run)
     /// of the experiments this invocation selected.
     pub fn counts_of_selected(&self) -> [usize; 4] {
-        let mut c = [0; 4];
-        let chosen = self.outcomes.iter().filter(|o| o.how != NOT_SELECTED);
-        for ch in chosen.flat_map(|o| &o.checks) {
-            c[match ch.verdict {
-                Verdict::Reproduced => 0,
-                Verdict::Differs => 1,
-                Verdict::NotReproduced => 2,
-                Verdict::NotRun => 3,
-            }] += 1;
-        }
-        c
+        tally(self.outcomes.iter().filter(|o| o.how != NOT_SELECTED))
     }
+}
+
+/// The number of checks of `outcomes` with each verdict: reproduced, differs, not reproduced,
+/// not run.
+fn tally<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> [usize; 4] {
+    let mut c = [0; 4];
+    for ch in outcomes.flat_map(|o| &o.checks) {
+        c[match ch.verdict {
+            Verdict::Reproduced => 0,
+            Verdict::Differs => 1,
+            Verdict::NotReproduced => 2,
+            Verdict::NotRun => 3,
+        }] += 1;
+    }
+    c
 }
 
 /// Runs the experiments of `settings` with `runner` (reusing finished logs with the same
@@ -1271,10 +1280,7 @@ pub fn markdown(settings: &Settings, outcomes: &[Outcome]) -> String {
          linear classifier probes* (ICLR 2017 workshop): each figure's claims beside what this \
          run measured.\n"
     );
-    let mut counts = [0usize; 4];
-    for c in outcomes.iter().flat_map(|o| &o.checks) {
-        counts[c.verdict as usize] += 1;
-    }
+    let counts = tally(outcomes.iter());
     let _ = writeln!(
         s,
         "- size: {size}\n- seed: {}\n- probescope {}\n- machine: {} CPU cores, {} of memory{}\n- \
