@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use probescope::paper::{self, Size, Verdict};
 use probescope::runlog::{self, EndStatus};
@@ -130,28 +129,9 @@ fn a_signal_stops_the_paper_run_and_leaves_a_report() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !marker.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ended before its first fit"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no converged fit within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: kill(2) on our own child, which has not been reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(Instant::now() < deadline, "did not stop within a minute");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    common::wait_inside_fit(&mut child, &marker);
+    common::signal(&child, libc::SIGTERM);
+    let code = common::exit_code(&mut child);
     assert_eq!(code, Some(130));
     let log = runlog::read(&out.join("untrained-mlp.jsonl")).unwrap();
     assert_eq!(log.end().unwrap().status, EndStatus::Stopped);

@@ -2,6 +2,8 @@
 //! files) fitted with the same solver as the library, bad files refused by name before a run
 //! log exists, and a watched folder that a "training loop" thread fills.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -638,22 +640,9 @@ fn a_signal_inside_the_fit_stops_a_probe_run_with_its_end_line() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !marker.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "ended before its fit");
-        assert!(Instant::now() < deadline, "no fit within a minute");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: kill(2) on our own child, which has not been reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(Instant::now() < deadline, "not stopped within a minute");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    common::wait_inside_fit(&mut child, &marker);
+    common::signal(&child, libc::SIGTERM);
+    let code = common::exit_code(&mut child);
     assert_eq!(code, Some(130));
     let run = runlog::read(&log).unwrap();
     assert_eq!(run.end().unwrap().status, EndStatus::Stopped);

@@ -4,9 +4,13 @@
 //! step, no half-fitted snapshot in the log, and the checkpoint written. A second signal ends a
 //! run that does not answer at once, and its log still reads.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{exit_code, signal, wait_inside_fit};
 
 use probescope::runlog::{self, EndStatus, Record, SnapshotKind};
 
@@ -33,38 +37,8 @@ fn held_run(dir: &Path, log: &Path, ignore_stop: bool) -> Child {
         cmd.env("PROBESCOPE_DEBUG_IGNORE_STOP", "1");
     }
     let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !marker.exists() {
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("the run ended ({st}) before its first converged fit");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no converged fit within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_inside_fit(&mut child, &marker);
     child
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child, which has not been reaped.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
-/// Waits for the child's exit (at most a minute, so a hang fails the test instead of CI).
-fn exit_code(child: &mut Child) -> Option<i32> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the run did not stop within a minute of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
