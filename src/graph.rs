@@ -29,6 +29,12 @@ pub enum Activation {
 
 impl Activation {
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Activation::LeakyRelu { slope } = self {
+            // One host pass on the CPU (see `host::leaky_relu`).
+            if let Some(y) = crate::host::leaky_relu(x, *slope) {
+                return y;
+            }
+        }
         match self {
             Activation::Relu => x.relu(),
             // max(x, slope x) for slopes up to 1: two passes, where candle_nn's leaky_relu takes several.
@@ -716,7 +722,13 @@ impl Model {
             let inp = |k: usize| &outs[self.inputs[i][k]];
             let y = match (&node.op, &self.layers[i]) {
                 (Op::Input { .. }, _) => x.clone(),
-                (_, Layer::Linear(l)) => l.forward(inp(0))?,
+                (_, Layer::Linear(l)) => match l
+                    .bias()
+                    .and_then(|b| crate::host::linear(inp(0), l.weight(), b))
+                {
+                    Some(y) => y?,
+                    None => l.forward(inp(0))?,
+                },
                 (_, Layer::Conv(c)) => c.forward(inp(0))?,
                 (_, Layer::Norm(n)) => n.forward(inp(0))?,
                 (Op::Dropout { p, .. }, _) => match train {

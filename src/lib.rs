@@ -28,6 +28,7 @@ pub mod export;
 pub mod fetch;
 pub mod follow;
 pub mod graph;
+pub(crate) mod host;
 pub mod memory;
 pub mod mnist;
 pub mod modelfile;

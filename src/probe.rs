@@ -271,7 +271,15 @@ impl Centring {
     /// the middle axis are slow) summed over blocks of rows, with a check for a stop between
     /// them: no copy of the whole features is made.
     fn fit_rows(xs: &[Tensor], idx: &[usize], cancel: &Cancel) -> candle_core::Result<Self> {
-        let n = xs[idx[0]].dim(0)?;
+        let (n, d) = xs[idx[0]].dims2()?;
+        let refs: Vec<&Tensor> = idx.iter().map(|&i| &xs[i]).collect();
+        if let Some(means) =
+            crate::host::with_f32_all(&refs, |v| crate::host::column_means(v, d, cancel))
+        {
+            let mean: Vec<f32> = means?.into_iter().flatten().map(|m| m as f32).collect();
+            let mean = Tensor::from_vec(mean, (idx.len(), 1, d), xs[idx[0]].device())?;
+            return Ok(Self { mean });
+        }
         let mean = mean_over_blocks(n, block_rows(xs, idx)?, cancel, |start, len| {
             let part = stack_rows(xs, idx, start, len)?;
             Tensor::ones((idx.len(), 1, len), DType::F32, part.device())?.matmul(&part)
@@ -289,6 +297,15 @@ impl Centring {
         cancel: &Cancel,
     ) -> candle_core::Result<Tensor> {
         let (n, d) = xs[idx[0]].dims2()?;
+        let refs: Vec<&Tensor> = idx.iter().map(|&i| &xs[i]).collect();
+        if self.mean.device().is_cpu() {
+            let means: Vec<Vec<f32>> = self.mean.squeeze(1)?.to_vec2()?;
+            if let Some(z) = crate::host::with_f32_all(&refs, |v| {
+                crate::host::centred_with_ones(v, &means, d, cancel)
+            }) {
+                return Tensor::from_vec(z?, (idx.len(), n, d + 1), xs[idx[0]].device());
+            }
+        }
         let z = Tensor::zeros((idx.len(), n, d + 1), DType::F32, xs[idx[0]].device())?;
         for b in cancel.blocks(n, block_rows(xs, idx)?) {
             let (start, len) = b?;
@@ -337,6 +354,9 @@ pub(crate) struct Objective<'a> {
     pub penalty: Tensor,
     /// L2 penalty.
     pub l2: f64,
+    /// The labels, where the features are in CPU memory and the classes few enough for the
+    /// one-pass host kernel ([`crate::host::softmax_fit`]).
+    labels: Option<Vec<u32>>,
 }
 
 impl<'a> Objective<'a> {
@@ -350,19 +370,51 @@ impl<'a> Objective<'a> {
             ],
             1,
         )?;
-        Ok(Self { z, y, penalty, l2 })
+        let host = z.device().is_cpu()
+            && z.dtype() == DType::F32
+            && z.layout().contiguous_offsets().is_some()
+            && y.dim(1)? <= crate::host::SOFTMAX_FIT_MAX_CLASSES;
+        let labels = if host {
+            Some(y.argmax(1)?.to_vec1::<u32>()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            z,
+            y,
+            penalty,
+            l2,
+            labels,
+        })
     }
 
-    /// Per-problem objective `[B]` and the logits `[B, n, K]` at `theta`.
-    pub fn value(&self, theta: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let logits = self.z.matmul(theta)?;
-        let nll = cross_entropy(&logits, self.y)?;
+    /// Per-problem objective `[B]` and the logits `[B, n, K]` at `theta`, and where the host
+    /// kernel ran (CPU, few classes), the gradient (see [`Objective::gradient`]) from the same
+    /// pass over the features; its logits are then shifted per sample (less the last class's),
+    /// which changes no prediction, error or cross-entropy.
+    pub fn value(&self, theta: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
         let reg = theta
             .sqr()?
             .broadcast_mul(&self.penalty)?
             .sum((1, 2))?
             .affine(self.l2 / 2.0, 0.0)?;
-        Ok(((nll + reg)?, logits))
+        if let Some(labels) = &self.labels {
+            let (b, p, k) = theta.dims3()?;
+            let th: Vec<f32> = theta.flatten_all()?.to_vec1()?;
+            if let Some((nll, grad, logits)) = crate::host::with_f32(self.z, |z| {
+                crate::host::softmax_fit(z, &th, labels, b, p, k)
+            }) {
+                let dev = theta.device();
+                let nll = Tensor::from_vec(nll, b, dev)?.to_dtype(DType::F32)?;
+                let logits = Tensor::from_vec(logits, (b, labels.len(), k), dev)?;
+                let grad = (Tensor::from_vec(grad, (b, p, k), dev)?
+                    + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?)?;
+                return Ok(((nll + reg)?, logits, Some(grad)));
+            }
+        }
+        let logits = self.z.matmul(theta)?;
+        let nll = cross_entropy(&logits, self.y)?;
+        Ok(((nll + reg)?, logits, None))
     }
 
     /// Gradient `[B, p, K]` given the logits at `theta`.
@@ -441,18 +493,26 @@ impl Preconditioner {
             let scale = var.sqrt()?;
             return Ok((Self::Diagonal { scale }, var));
         }
-        // In f64: the f32 sum of n products can lose the small eigenvalues of nearly collinear
-        // features (a collapsed deep layer), and a factor of such a matrix overflows f32.
-        let gram = mean_over_blocks(n, GRAM_CHUNK, cancel, |start, len| {
-            let part = z.narrow(1, start, len)?.to_dtype(DType::F64)?;
-            part.transpose(1, 2)?.matmul(&part)
+        // Products in f32 over short blocks of rows, their sums in f64: an f32 sum over all n
+        // rows can lose the small eigenvalues of nearly collinear features (a collapsed deep
+        // layer), and a factor of such a matrix overflows f32; a block's rounding (about
+        // sqrt(GRAM_BLOCK) f32 epsilons of the diagonal) is well under the penalty and jitter
+        // added below. Products in f64 throughout cost three times as much on a CPU. (The
+        // correlations estimated from a subsample of 16 samples a feature took 60% more
+        // L-BFGS iterations on untrained-mlp, which cost what the smaller product saved.)
+        let gram = mean_over_blocks(n, GRAM_BLOCK, cancel, |start, len| {
+            let part = z.narrow(1, start, len)?;
+            part.transpose(1, 2)?.matmul(&part)?.to_dtype(DType::F64)
         })?;
-        let gram: Vec<Vec<Vec<f64>>> = gram.to_vec3()?;
+        let gram: Vec<Vec<f64>> = gram
+            .to_vec3::<f64>()?
+            .into_iter()
+            .map(|g| g.concat())
+            .collect();
         let (mut linv, mut linv_t, mut l_t, mut vars) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for g in gram {
+        for mut a in gram {
             cancel.check_candle()?;
-            let mut a: Vec<f64> = g.concat();
             let var = floor_var((0..p).map(|i| a[i * p + i]).collect());
             for i in 0..p {
                 let pen = if i + 1 < p { l2 } else { 0.0 };
@@ -507,6 +567,9 @@ impl Preconditioner {
 
 /// Samples per block of the standardisation's sums.
 const GRAM_CHUNK: usize = 4096;
+
+/// Samples per block of the whitening's f32 products (see [`Preconditioner::new`]).
+const GRAM_BLOCK: usize = 512;
 
 /// The mean over `n` samples of `sum(start, len)`, a sum over the samples `start..start + len`,
 /// taken `rows` samples at a time with a check for a stop between blocks (one product of a
@@ -895,7 +958,7 @@ fn fit_batch(
     let to_theta = |v: &Tensor| pre.theta(v);
     let grad_v = |g: Tensor| pre.grad(&g);
     let mut theta = pre.vars(&theta0)?;
-    let (mut f0, mut logits) = obj.value(&to_theta(&theta)?)?;
+    let (mut f0, mut logits, mut g0) = obj.value(&to_theta(&theta)?)?;
     if warm.is_some() {
         // A warm start is a hint: where the features have changed so much that it is worse
         // than knowing nothing (the zero start, whose objective is exactly ln C: zero logits,
@@ -910,10 +973,13 @@ fn fit_batch(
             .collect();
         if worse.iter().any(|&v| v) {
             theta = problem_mask(&worse, &theta, &dev)?.where_cond(&theta.zeros_like()?, &theta)?;
-            (f0, logits) = obj.value(&to_theta(&theta)?)?;
+            (f0, logits, g0) = obj.value(&to_theta(&theta)?)?;
         }
     }
-    let mut g = grad_v(obj.gradient(&to_theta(&theta)?, &logits)?)?;
+    let mut g = grad_v(match g0 {
+        Some(g) => g,
+        None => obj.gradient(&to_theta(&theta)?, &logits)?,
+    })?;
 
     let mut fh = host(&f0)?;
     let mut active = vec![true; b];
@@ -1008,7 +1074,7 @@ fn fit_batch(
         // Backtracking line search with one step length per problem.
         let mut step: Vec<f64> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
         let mut settled = vec![false; b];
-        let (mut theta_n, mut fnh, mut logits_n);
+        let (mut theta_n, mut fnh, mut logits_n, mut grad_n);
         let mut tries = 0;
         loop {
             cancel.check_candle()?;
@@ -1019,9 +1085,10 @@ fn fit_batch(
                 &(&theta + dir.broadcast_mul(&col(&to_dev(&step, &dev)?)?)?)?,
                 &theta,
             )?;
-            let (fv, lg) = obj.value(&to_theta(&theta_n)?)?;
+            let (fv, lg, gr) = obj.value(&to_theta(&theta_n)?)?;
             fnh = host(&fv)?;
             logits_n = lg;
+            grad_n = gr;
             let mut all = true;
             for k in 0..b {
                 if settled[k] || step[k] == 0.0 {
@@ -1048,7 +1115,11 @@ fn fit_batch(
                 break;
             }
         }
-        let g_n = grad_v(obj.gradient(&to_theta(&theta_n)?, &logits_n)?)?;
+        // The last try's point is where every problem stands (a settled one keeps its step).
+        let g_n = grad_v(match grad_n {
+            Some(g) => g,
+            None => obj.gradient(&to_theta(&theta_n)?, &logits_n)?,
+        })?;
         let s = (&theta_n - &theta)?;
         let yv = (&g_n - &g)?;
         let ys = dot(&s, &yv)?;
@@ -1100,48 +1171,42 @@ fn fit_batch(
             ..Default::default()
         })
         .collect();
-    // Error and loss per problem of centred features `z` against labels `y` (one-hot `yoh`).
+    // The confusion matrix of the last split scored: test, else validation, else training.
     let want_confusion = classes <= CONFUSION_MAX_CLASSES;
-    let mut confusion = if want_confusion {
-        Some(confusions(&logits, &train.y)?)
-    } else {
-        None
-    };
-    let score = |z: &Tensor,
-                 y: &Tensor,
-                 yoh: &Tensor|
-     -> candle_core::Result<(Vec<f64>, Vec<f64>, Tensor)> {
-        let lg = z.matmul(&theta)?;
-        Ok((errors(&lg, y)?, host(&cross_entropy(&lg, yoh)?)?, lg))
-    };
+    let mut confusion_of: Option<(Tensor, Tensor)> = Some((logits.clone(), train.y.clone()));
+    // Error and loss per problem of logits `lg` against labels `y` (one-hot `yoh`).
+    let score =
+        |lg: &Tensor, y: &Tensor, yoh: &Tensor| -> candle_core::Result<(Vec<f64>, Vec<f64>)> {
+            Ok((errors(lg, y)?, host(&cross_entropy(lg, yoh)?)?))
+        };
     if let (Some(zv), Some((vs, yoh))) = (&zval, val) {
-        let (e, l, lg) = score(zv, &vs.y, yoh)?;
-        if want_confusion {
-            confusion = Some(confusions(&lg, &vs.y)?);
-        }
+        let lg = zv.matmul(&theta)?;
+        let (e, l) = score(&lg, &vs.y, yoh)?;
+        confusion_of = Some((lg, vs.y.clone()));
         for k in 0..b {
             readings[k].val_error = Some(e[k]);
             readings[k].val_loss = Some(l[k]);
         }
     }
+    let (w, bias) = st.to_raw(&theta)?;
     if let Some(ts) = test {
         cancel.check_candle()?;
-        let zt = st.apply_rows(&ts.x, batch, cancel)?;
-        let (e, l, lg) = score(&zt, &ts.y, &one_hot(&ts.y, classes)?)?;
-        if want_confusion {
-            confusion = Some(confusions(&lg, &ts.y)?);
-        }
+        let lg = match raw_logits(&ts.x, batch, &w, &bias)? {
+            Some(lg) => lg,
+            None => st.apply_rows(&ts.x, batch, cancel)?.matmul(&theta)?,
+        };
+        let (e, l) = score(&lg, &ts.y, &one_hot(&ts.y, classes)?)?;
+        confusion_of = Some((lg, ts.y.clone()));
         for k in 0..b {
             readings[k].test_error = Some(e[k]);
             readings[k].test_loss = Some(l[k]);
         }
     }
-    if let Some(c) = confusion {
-        for (r, m) in readings.iter_mut().zip(c) {
+    if let (true, Some((lg, y))) = (want_confusion, confusion_of) {
+        for (r, m) in readings.iter_mut().zip(confusions(&lg, &y)?) {
             r.confusion = Some(m);
         }
     }
-    let (w, bias) = st.to_raw(&theta)?;
     let w: Vec<Vec<Vec<f32>>> = w.to_vec3()?;
     let bias: Vec<Vec<Vec<f32>>> = bias.to_vec3()?;
     Ok(readings
@@ -1157,6 +1222,34 @@ fn fit_batch(
             reading,
         })
         .collect())
+}
+
+/// The logits `[B, n, K]` of the raw-space probes `(w [B, d, K], b [B, 1, K])` on the features
+/// `xs[i]` of the probes `idx`, by the host kernel where the features are f32 in CPU memory
+/// (`None` elsewhere): no centred copy of the features is made.
+fn raw_logits(
+    xs: &[Tensor],
+    idx: &[usize],
+    w: &Tensor,
+    b: &Tensor,
+) -> candle_core::Result<Option<Tensor>> {
+    let refs: Vec<&Tensor> = idx.iter().map(|&i| &xs[i]).collect();
+    if !w.device().is_cpu() {
+        return Ok(None);
+    }
+    let (n, d) = refs[0].dims2()?;
+    let k = w.dim(2)?;
+    let wv: Vec<Vec<Vec<f32>>> = w.to_vec3()?;
+    let bv: Vec<Vec<Vec<f32>>> = b.to_vec3()?;
+    let out = crate::host::with_f32_all(&refs, |views| {
+        views
+            .iter()
+            .zip(wv.iter().zip(&bv))
+            .flat_map(|(x, (w, b))| crate::host::affine_logits(x, d, &w.concat(), &b[0]))
+            .collect::<Vec<f32>>()
+    });
+    out.map(|v| Tensor::from_vec(v, (idx.len(), n, k), w.device()))
+        .transpose()
 }
 
 /// Error and mean cross-entropy of a raw-space probe on features `x` (`[n, width]`) with labels `y`.
@@ -1187,7 +1280,18 @@ pub struct ActivationStats {
 
 /// Statistics of `x` (`[n, ...]`).
 pub fn activation_stats(x: &Tensor) -> candle_core::Result<ActivationStats> {
-    let x = x.flatten_from(1)?.to_dtype(DType::F32)?;
+    let x = x.flatten_from(1)?;
+    let (rows, cols) = x.dims2()?;
+    if let Some((norm_sum, max_abs)) =
+        crate::host::with_f32(&x, |v| crate::host::norms_and_max_abs(v, cols))
+    {
+        let alive = max_abs.iter().filter(|&&m| m > 0.0).count();
+        return Ok(ActivationStats {
+            mean_norm: norm_sum / rows.max(1) as f64,
+            dead_fraction: 1.0 - alive as f64 / cols.max(1) as f64,
+        });
+    }
+    let x = x.to_dtype(DType::F32)?;
     let mean_norm = x.sqr()?.sum(1)?.sqrt()?.mean_all()?.to_scalar::<f32>()? as f64;
     let alive = x
         .abs()?
@@ -1295,6 +1399,75 @@ struct OnlineGroup {
     var: Option<Tensor>,
 }
 
+/// One group's update by the host kernel where its features `xs` (`[n, d]` each) are f32 in CPU
+/// memory: the members' wrong counts and losses before the step, or `None` (nothing changed)
+/// where they are not.
+fn host_step(
+    g: &mut OnlineGroup,
+    xs: &[Tensor],
+    y: &Tensor,
+    cfg: &OnlineConfig,
+    (b1, b2, step, eps): (f64, f64, f64, f64),
+) -> candle_core::Result<Option<(Vec<f32>, Vec<f32>)>> {
+    let xs: Vec<Tensor> = xs
+        .iter()
+        .map(|x| x.flatten_from(1))
+        .collect::<candle_core::Result<_>>()?;
+    let refs: Vec<&Tensor> = xs.iter().collect();
+    if !g.theta.device().is_cpu() || crate::host::with_f32_all(&refs, |_| ()).is_none() {
+        return Ok(None);
+    }
+    let labels: Vec<u32> = y.to_vec1()?;
+    let (p, d1, k) = g.theta.dims3()?;
+    let d = d1 - 1;
+    let flat = |t: &Tensor| -> candle_core::Result<Vec<f32>> { t.flatten_all()?.to_vec1() };
+    let (mut theta, mut m, mut v) = (flat(&g.theta)?, flat(&g.m)?, flat(&g.v)?);
+    let seen = g.mean.is_some();
+    let (mut mean, mut var) = match (&g.mean, &g.var) {
+        (Some(mu), Some(va)) => (flat(mu)?, flat(va)?),
+        _ => (vec![0f32; p * d], vec![0f32; p * d]),
+    };
+    let adam = crate::host::Adam {
+        b1: b1 as f32,
+        b2: b2 as f32,
+        step: step as f32,
+        eps: eps as f32,
+        l2: cfg.l2 as f32,
+    };
+    let mom = cfg.stats_momentum as f32;
+    // The members are independent: one per core.
+    let per = d1 * k;
+    let (wrong, loss): (Vec<f32>, Vec<f32>) = crate::host::with_f32_all(&refs, |views| {
+        use rayon::prelude::*;
+        views
+            .par_iter()
+            .zip(
+                mean.par_chunks_mut(d.max(1))
+                    .zip(var.par_chunks_mut(d.max(1))),
+            )
+            .zip(
+                theta
+                    .par_chunks_mut(per)
+                    .zip(m.par_chunks_mut(per))
+                    .zip(v.par_chunks_mut(per)),
+            )
+            .map(|((x, (mu, va)), ((t, mm), vv))| {
+                let (w, l) =
+                    crate::host::online_step(x, d, &labels, (mu, va, seen, mom), t, mm, vv, &adam);
+                (w as f32, l as f32)
+            })
+            .unzip()
+    })
+    .expect("checked above");
+    let dev = g.theta.device().clone();
+    g.theta = Tensor::from_vec(theta, (p, d1, k), &dev)?;
+    g.m = Tensor::from_vec(m, (p, d1, k), &dev)?;
+    g.v = Tensor::from_vec(v, (p, d1, k), &dev)?;
+    g.mean = Some(Tensor::from_vec(mean, (p, 1, d), &dev)?);
+    g.var = Some(Tensor::from_vec(var, (p, 1, d), &dev)?);
+    Ok(Some((wrong, loss)))
+}
+
 /// An online probe's reading after one update.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct OnlineReading {
@@ -1314,6 +1487,9 @@ pub struct OnlineProbes {
     classes: usize,
     steps: usize,
     cfg: OnlineConfig,
+    /// Update by the host kernel ([`crate::host::online_step`]) where the taps are f32 in CPU
+    /// memory (off in a test, to compare it with the candle form).
+    host: bool,
 }
 
 impl OnlineProbes {
@@ -1357,6 +1533,7 @@ impl OnlineProbes {
             classes,
             steps: 0,
             cfg,
+            host: device.is_cpu(),
         })
     }
 
@@ -1386,7 +1563,8 @@ impl OnlineProbes {
         }
         self.steps += 1;
         let t = self.steps as i32;
-        let yoh = one_hot(y, self.classes)?;
+        // One-hot labels for the candle form, made once if a group needs them.
+        let mut yoh: Option<Tensor> = None;
         let n = y.dim(0)? as f64;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         // Adam's bias corrections folded into two scalars:
@@ -1403,6 +1581,15 @@ impl OnlineProbes {
                 .iter()
                 .map(|&i| self.specs[i].select(&taps[i])?.to_dtype(DType::F32))
                 .collect::<candle_core::Result<Vec<_>>>()?;
+            if self.host {
+                if let Some((wrong, loss)) = host_step(g, &xs, y, &self.cfg, (b1, b2, step, eps_v))?
+                {
+                    let dev = y.device();
+                    measured.push(Tensor::from_vec(wrong, g.members.len(), dev)?);
+                    measured.push(Tensor::from_vec(loss, g.members.len(), dev)?);
+                    continue;
+                }
+            }
             let x = match xs.as_slice() {
                 [one] => one.unsqueeze(0)?,
                 many => Tensor::stack(many, 0)?,
@@ -1425,6 +1612,10 @@ impl OnlineProbes {
             )?;
             g.mean = Some(mean);
             g.var = Some(var);
+            let yoh = match &yoh {
+                Some(t) => t.clone(),
+                None => yoh.insert(one_hot(y, self.classes)?).clone(),
+            };
             let logits = z.matmul(&g.theta)?;
             measured.push(wrong_count(&logits, y)?);
             let prob = candle_nn::ops::softmax_last_dim(&logits)?;
@@ -1443,6 +1634,7 @@ impl OnlineProbes {
                 y: &yoh,
                 penalty: g.penalty.clone(),
                 l2: self.cfg.l2,
+                labels: None,
             };
             let grad = obj.gradient_from_softmax(&g.theta, &prob)?;
             g.m = ((&g.m * b1)? + (&grad * (1.0 - b1))?)?;
@@ -1512,5 +1704,109 @@ impl OnlineProbes {
             .into_iter()
             .map(|p| p.expect("every probe is in a group"))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    /// The host kernel's objective, gradient and predictions are candle's.
+    #[test]
+    fn host_objective_matches_candle() {
+        let dev = Device::Cpu;
+        let mut r = crate::rng::stream(3, "objective");
+        let (b, n, p, k) = (2, 300, 7, 3);
+        let z = Tensor::from_vec(
+            crate::rng::normal_vec(&mut r, b * n * p, 1.0),
+            (b, n, p),
+            &dev,
+        )
+        .unwrap();
+        let labels: Vec<u32> = (0..n).map(|i| ((i * 7) % k) as u32).collect();
+        let y = one_hot(&Tensor::from_vec(labels.clone(), n, &dev).unwrap(), k).unwrap();
+        let var = Tensor::from_vec(crate::rng::uniform_vec(&mut r, b * p, 1.0), (b, p, 1), &dev)
+            .unwrap()
+            .abs()
+            .unwrap();
+        let theta = Tensor::from_vec(
+            crate::rng::normal_vec(&mut r, b * p * k, 0.5),
+            (b, p, k),
+            &dev,
+        )
+        .unwrap();
+        let fast = Objective::new(&z, &y, &var, 0.01).unwrap();
+        assert!(fast.labels.is_some());
+        let slow = Objective {
+            labels: None,
+            ..Objective::new(&z, &y, &var, 0.01).unwrap()
+        };
+        let (f1, l1, g1) = fast.value(&theta).unwrap();
+        let (f2, l2, g2) = slow.value(&theta).unwrap();
+        assert!(g2.is_none());
+        let g2 = slow.gradient(&theta, &l2).unwrap();
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        close(&v(&f1), &v(&f2), 1e-5, "objective");
+        close(&v(&g1.unwrap()), &v(&g2), 1e-4, "gradient");
+        let y_idx = Tensor::from_vec(labels, n, &dev).unwrap();
+        assert_eq!(errors(&l1, &y_idx).unwrap(), errors(&l2, &y_idx).unwrap());
+        close(
+            &v(&cross_entropy(&l1, &y).unwrap()),
+            &v(&cross_entropy(&l2, &y).unwrap()),
+            1e-5,
+            "cross-entropy of the logits",
+        );
+    }
+
+    /// Online probes updated by the host kernel read and learn what the candle form does.
+    #[test]
+    fn host_online_update_matches_candle() {
+        let dev = Device::Cpu;
+        let specs = vec![
+            ProbeSpec::full("a", 12),
+            ProbeSpec::full("b", 12),
+            ProbeSpec::full("c", 5),
+        ];
+        let mut fast = OnlineProbes::new(specs.clone(), 4, &dev, OnlineConfig::default()).unwrap();
+        let mut slow = OnlineProbes::new(specs, 4, &dev, OnlineConfig::default()).unwrap();
+        slow.host = false;
+        let mut r = crate::rng::stream(5, "online");
+        for step in 0..20 {
+            let n = 32;
+            let taps: Vec<Tensor> = [12, 12, 5]
+                .iter()
+                .map(|&d| {
+                    Tensor::from_vec(crate::rng::normal_vec(&mut r, n * d, 2.0), (n, d), &dev)
+                        .unwrap()
+                        .affine(1.0, 0.5)
+                        .unwrap()
+                })
+                .collect();
+            let y: Vec<u32> = (0..n).map(|i| ((i + step) % 4) as u32).collect();
+            let y = Tensor::from_vec(y, n, &dev).unwrap();
+            let a = fast.update(&taps, &y).unwrap();
+            let b = slow.update(&taps, &y).unwrap();
+            for (x, z) in a.iter().zip(&b) {
+                assert_eq!(x.batch_error, z.batch_error, "step {step}");
+                assert!(
+                    (x.batch_loss - z.batch_loss).abs() < 1e-4,
+                    "step {step}: {x:?} {z:?}"
+                );
+            }
+        }
+        for (x, z) in fast.probes().unwrap().iter().zip(&slow.probes().unwrap()) {
+            close(&x.weight, &z.weight, 1e-3, "weights");
+            close(&x.bias, &z.bias, 1e-3, "bias");
+        }
     }
 }

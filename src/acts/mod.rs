@@ -910,7 +910,10 @@ impl Preset for ActsRun {
     fn memory(&self, p: &Params, _graph: &Graph, specs: &[ProbeSpec]) -> Option<MemoryEstimate> {
         let samples: usize = self.opened().map(Opened::samples).sum();
         // How many samples train does not depend on the seed, only which.
-        let ntr = self.rows(&self.main, p, 0)[0].len() as u64;
+        let rows = self.rows(&self.main, p, 0);
+        let ntr = rows[0].len() as u64;
+        // The test split, when it comes from the main file, is scored without a centred copy.
+        let centred = samples as u64 - rows[2].len() as u64;
         let elem = crate::presets::fit_config(p)
             .feature_dtype()
             .size_in_bytes() as u64;
@@ -921,7 +924,7 @@ impl Preset for ActsRun {
             p.usize("probe_memory_mb") << 20,
         );
         let (features, solver) =
-            trained::snapshot_memory(specs, &groups, samples as u64, ntr, elem);
+            trained::snapshot_memory(specs, &groups, samples as u64, (ntr, centred), elem);
         // The labels, and one block of decoded f32 rows (64 MB) on its way into the features.
         let other = samples as u64 * 8 + (64 << 20);
         Some(MemoryEstimate {

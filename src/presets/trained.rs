@@ -402,15 +402,21 @@ pub fn memory_estimate(
         })
         .sum();
     let model = params * 4 * 4;
-    // One forward chunk of every node, twice (the outputs and their selections).
-    let chunk: u64 = shapes.iter().map(size).sum::<u64>() * CHUNK as u64 * 4 * 2;
+    // One forward chunk of every node, and the subset probes' selections from it (a whole
+    // tap's selection is a view of its output, not a copy).
+    let selected: u64 = specs
+        .iter()
+        .filter(|s| s.subset.is_some())
+        .map(|s| s.width() as u64)
+        .sum();
+    let chunk: u64 = (shapes.iter().map(size).sum::<u64>() + selected) * CHUNK as u64 * 4;
     let groups = memory_groups(
         specs,
         samples as usize,
         elem as usize,
         p.usize("probe_memory_mb") << 20,
     );
-    let (features, solver) = snapshot_memory(specs, &groups, samples, ntr, elem);
+    let (features, solver) = snapshot_memory(specs, &groups, samples, (ntr, ntr + nva), elem);
     let snapshot = features + solver;
     MemoryEstimate {
         peak: PROCESS_BASE + data + model + chunk + snapshot,
@@ -421,12 +427,14 @@ pub fn memory_estimate(
 
 /// The memory a converged snapshot fitted in `groups` needs at its peak, in bytes: the largest
 /// group's features for `samples` samples of `elem` bytes each, and the solver's centred f32
-/// copies of that group's widest batch (fitted on `ntr` of the samples), whitening included.
+/// copies of that group's widest batch, whitening included: it fits on `ntr` of the samples and
+/// makes centred copies of `centred` of them (training and validation; on the CPU the test
+/// split is scored on the features as they are).
 pub(crate) fn snapshot_memory(
     specs: &[ProbeSpec],
     groups: &[Vec<usize>],
     samples: u64,
-    ntr: u64,
+    (ntr, centred): (u64, u64),
     elem: u64,
 ) -> (u64, u64) {
     let (mut features, mut solver) = (0u64, 0u64);
@@ -452,7 +460,7 @@ pub(crate) fn snapshot_memory(
         } else {
             0
         };
-        let fit = batch * samples * (widest + 1) * 4 + whiten;
+        let fit = batch * centred * (widest + 1) * 4 + whiten;
         if feats + fit > features + solver {
             (features, solver) = (feats, fit);
         }

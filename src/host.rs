@@ -1,0 +1,862 @@
+//! Host kernels: one pass over a CPU tensor's memory where a chain of candle operations would
+//! make several, each writing a fresh tensor (on two cores, a profile of `untrained-mlp` spent a
+//! quarter of its cycles clearing the pages of such temporaries). Every kernel here has a candle
+//! form that runs on other devices and types; the tests hold the two to the same numbers.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+
+/// `fn NAME(args) -> R = BODY;` defines `NAME`, which calls the `#[inline(always)]` function
+/// `BODY` compiled for AVX2 and FMA when the machine has them (the vector instructions the
+/// loops here are written for), and as built otherwise.
+macro_rules! vectorised {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn fast($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the features `fast` is compiled for were detected on this machine.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// Calls `f` with the elements of `t` when it is an f32 tensor in CPU memory laid out
+/// contiguously (a view of rows of a bigger tensor counts), and returns its result; `None`
+/// otherwise.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    with_f32_all(&[t], |v| f(v[0]))
+}
+
+/// [`with_f32`] for several tensors at once: `None` unless every one qualifies.
+pub(crate) fn with_f32_all<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Option<R> {
+    let held: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut views = Vec::with_capacity(ts.len());
+    for (storage, layout) in &held {
+        let (start, end) = layout.contiguous_offsets()?;
+        match &**storage {
+            Storage::Cpu(CpuStorage::F32(v)) => views.push(&v[start..end]),
+            _ => return None,
+        }
+    }
+    Some(f(&views))
+}
+
+/// While alive, candle's CPU operations run on one thread each: for callers that run several
+/// independent computations at once, one per core (two datasets of `untrained-mlp` side by
+/// side, each splitting its products over both cores as well, ran 1.4x slower on two cores than
+/// with one thread each). Candle reads its thread count from `RAYON_NUM_THREADS` before each
+/// product; this sets it to 1 and puts the earlier value back on drop. Rust's own reads and
+/// writes of the environment are serialised by the standard library.
+pub(crate) struct SerialProducts(Option<std::ffi::OsString>);
+
+impl SerialProducts {
+    pub(crate) fn begin() -> Self {
+        let was = std::env::var_os("RAYON_NUM_THREADS");
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+        Self(was)
+    }
+}
+
+impl Drop for SerialProducts {
+    fn drop(&mut self) {
+        match self.0.take() {
+            Some(v) => std::env::set_var("RAYON_NUM_THREADS", v),
+            None => std::env::remove_var("RAYON_NUM_THREADS"),
+        }
+    }
+}
+
+/// LeakyReLU with slope `s`: `x` where `x > 0`, `s x` elsewhere (for `s <= 1` this is
+/// `max(x, s x)`, for `s > 1` `min(x, s x)`), in one pass on the CPU.
+struct LeakyRelu(f32);
+
+impl CustomOp1 for LeakyRelu {
+    fn name(&self) -> &'static str {
+        "leaky-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(v), Some((start, end))) = (storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("leaky-relu: a contiguous f32 tensor is expected");
+        };
+        let out = leaky_best(&v[start..end], self.0);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let slope = arg.gt(0f32)?.where_cond(
+            &arg.ones_like()?,
+            &arg.ones_like()?.affine(f64::from(self.0), 0.0)?,
+        )?;
+        Ok(Some(grad_res.mul(&slope)?))
+    }
+}
+
+#[inline(always)]
+fn leaky(x: &[f32], s: f32) -> Vec<f32> {
+    x.iter().map(|&x| if x > 0.0 { x } else { x * s }).collect()
+}
+
+vectorised! {
+    /// [`leaky`], vectorised.
+    fn leaky_best(x: &[f32], s: f32) -> Vec<f32> = leaky;
+}
+
+/// LeakyReLU with slope `slope` (see [`LeakyRelu`]) as one host pass where `x` is an f32 tensor
+/// in CPU memory; `None` elsewhere (the caller uses candle's operations).
+pub(crate) fn leaky_relu(x: &Tensor, slope: f64) -> Option<candle_core::Result<Tensor>> {
+    let host =
+        x.device().is_cpu() && x.dtype() == DType::F32 && x.layout().contiguous_offsets().is_some();
+    host.then(|| x.apply_op1(LeakyRelu(slope as f32)))
+}
+
+/// The products' parallelism as candle chooses it (see [`SerialProducts`]).
+fn parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// `x W^T + b` (`x` `[m, k]`, `W` `[n, k]`, `b` `[n]`) as one product that starts from the bias
+/// rows, where candle makes the product and then a second pass to add the bias.
+struct Linear;
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (xs, ws, bs) else {
+            candle_core::bail!("linear: f32 tensors are expected");
+        };
+        let (Some((xo, xe)), Some((wo, we)), Some((bo, be))) = (
+            xl.contiguous_offsets(),
+            wl.contiguous_offsets(),
+            bl.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("linear: contiguous tensors are expected");
+        };
+        let (m, k) = xl.shape().dims2()?;
+        let (n, k2) = wl.shape().dims2()?;
+        let (x, w, b) = (&x[xo..xe], &w[wo..we], &b[bo..be]);
+        if k2 != k || b.len() != n {
+            candle_core::bail!(
+                "linear: shapes {:?} {:?} {:?}",
+                xl.dims(),
+                wl.dims(),
+                bl.dims()
+            );
+        }
+        // The bias rows, by doubling copies (one small copy per row costs more than the bytes).
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        if m > 0 {
+            out.extend_from_slice(b);
+        }
+        while out.len() < m * n {
+            let more = out.len().min(m * n - out.len());
+            out.extend_from_within(..more);
+        }
+        // SAFETY: `out` is `m x n` row-major, `x` `m x k` row-major and `W^T` read through
+        // `w`'s `n x k` row-major buffer with swapped strides: every index gemm forms from these
+        // sizes and strides lies inside the slices checked above.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism(),
+            );
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(g.matmul(w)?), Some(g.t()?.matmul(x)?), Some(g.sum(0)?)))
+    }
+}
+
+/// `x W^T + b` as one host product where `x` (`[m, k]`), `W` and `b` are f32 tensors in CPU
+/// memory laid out contiguously; `None` elsewhere (the caller uses candle's operations).
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Option<candle_core::Result<Tensor>> {
+    let host = [x, w, b].iter().all(|t| {
+        t.device().is_cpu() && t.dtype() == DType::F32 && t.layout().contiguous_offsets().is_some()
+    }) && x.rank() == 2
+        && w.rank() == 2
+        && b.rank() == 1;
+    host.then(|| x.apply_op3(w, b, Linear))
+}
+
+/// Most classes for which [`softmax_fit`] is used: beyond, a row's `K` dot products are better
+/// left to candle's blocked products.
+pub(crate) const SOFTMAX_FIT_MAX_CLASSES: usize = 32;
+
+/// Rows per task of [`softmax_fit`].
+const FIT_ROWS: usize = 1024;
+
+/// Rows per block of [`softmax_rows`]: the block's features are read twice (logits, then
+/// gradient), the second time from cache.
+const ROW_BLOCK: usize = 64;
+
+/// Features per block of [`softmax_rows`]: the parameters' and the gradient's slices of a block
+/// (`K` x 512 floats, 20 KB at ten classes) stay in the first-level cache across the block's
+/// rows, where whole rows of a wide tap (25,088 features, 1 MB of parameters) would stream
+/// them from the second level once a row.
+const FEATURE_BLOCK: usize = 512;
+
+/// One problem's softmax-regression pass over some rows: for the row-major `rows x p` matrix
+/// `z`, the parameters `theta_t` (`K x p`, class-major, each class's minus the last class's) and
+/// the labels, the summed cross-entropy, the summed gradient
+/// `sum_i (softmax(z_i theta) - e_{y_i}) z_i^T` of the first `K - 1` classes added into `grad_t`
+/// (`K x p`; the last class's is minus their sum), and the logits relative to the last class's
+/// written to `logits` (`rows x K`). Rows go in blocks of [`ROW_BLOCK`], features in blocks of
+/// [`FEATURE_BLOCK`].
+#[inline(always)]
+fn softmax_rows(
+    z: &[f32],
+    p: usize,
+    theta_t: &[f32],
+    labels: &[u32],
+    grad_t: &mut [f32],
+    logits: &mut [f32],
+) -> f64 {
+    let k = theta_t.len() / p;
+    let mut loss = 0f64;
+    let mut res = [0f32; ROW_BLOCK * SOFTMAX_FIT_MAX_CLASSES];
+    for ((zb, yb), lb) in z
+        .chunks(ROW_BLOCK * p)
+        .zip(labels.chunks(ROW_BLOCK))
+        .zip(logits.chunks_mut(ROW_BLOCK * k))
+    {
+        // Logits relative to the last class's (softmax does not change under a shift): one
+        // dot product a row fewer.
+        lb.fill(0.0);
+        for f0 in (0..p).step_by(FEATURE_BLOCK) {
+            let f1 = (f0 + FEATURE_BLOCK).min(p);
+            for (row, l) in zb.chunks_exact(p).zip(lb.chunks_exact_mut(k)) {
+                for (lc, th) in l.iter_mut().zip(theta_t.chunks_exact(p)).take(k - 1) {
+                    *lc += dot(&row[f0..f1], &th[f0..f1]);
+                }
+            }
+        }
+        for ((l, &y), r) in lb.chunks_exact(k).zip(yb).zip(res.chunks_exact_mut(k)) {
+            // The largest logit's exponential is 1: the others' sum gives the log-sum-exp as
+            // m + ln(1 + rest), one exponential fewer a row (of two, with two classes).
+            let (mut top, mut m) = (0, l[0]);
+            for (c, &v) in l.iter().enumerate().skip(1) {
+                if v > m {
+                    (top, m) = (c, v);
+                }
+            }
+            let mut sum = 1f32;
+            for (c, (rc, &lc)) in r.iter_mut().zip(l.iter()).enumerate() {
+                *rc = if c == top { 1.0 } else { (lc - m).exp() };
+                if c != top {
+                    sum += *rc;
+                }
+            }
+            loss += f64::from(m - l[y as usize] + sum.ln());
+            for (c, rc) in r.iter_mut().enumerate() {
+                *rc = *rc / sum - if c == y as usize { 1.0 } else { 0.0 };
+            }
+        }
+        // The residuals of a row sum to zero, so the last class's gradient is minus the sum of
+        // the others' (filled in by the caller): one pass a row fewer.
+        for f0 in (0..p).step_by(FEATURE_BLOCK) {
+            let f1 = (f0 + FEATURE_BLOCK).min(p);
+            for (row, r) in zb.chunks_exact(p).zip(res.chunks_exact(k)) {
+                for (g, &rc) in grad_t.chunks_exact_mut(p).zip(r).take(k - 1) {
+                    for (gj, &zj) in g[f0..f1].iter_mut().zip(&row[f0..f1]) {
+                        *gj += rc * zj;
+                    }
+                }
+            }
+        }
+    }
+    loss
+}
+
+/// A dot product with eight running sums, which the compiler turns into vector instructions
+/// (one running sum would have to follow the order of the additions).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+vectorised! {
+    /// [`softmax_rows`], vectorised.
+    fn softmax_rows_best(
+        z: &[f32],
+        p: usize,
+        theta_t: &[f32],
+        labels: &[u32],
+        grad_t: &mut [f32],
+        logits: &mut [f32],
+    ) -> f64 = softmax_rows;
+}
+
+/// Softmax regression on a batch of problems in one pass over their features: `z` is
+/// `[B, n, p]` row-major, `theta` `[B, p, K]`, `labels` the `n` classes (at least two, below
+/// `K`). Returns per problem the mean cross-entropy, the mean gradient of it (`[B, p, K]`
+/// row-major) and the logits (`[B, n, K]`) less each row's last logit: the same predictions,
+/// errors and cross-entropy as the logits themselves. Rows are split into blocks handed to rayon, each with its own gradient sums.
+pub(crate) fn softmax_fit(
+    z: &[f32],
+    theta: &[f32],
+    labels: &[u32],
+    b: usize,
+    p: usize,
+    k: usize,
+) -> (Vec<f64>, Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
+    let n = labels.len();
+    let mut loss = vec![0f64; b];
+    let mut grad = vec![0f32; b * p * k];
+    let mut logits = vec![0f32; b * n * k];
+    for (((zb, tb), gb), (lb, lossb)) in z
+        .chunks_exact((n * p).max(1))
+        .zip(theta.chunks_exact((p * k).max(1)))
+        .zip(grad.chunks_exact_mut((p * k).max(1)))
+        .zip(logits.chunks_exact_mut((n * k).max(1)).zip(loss.iter_mut()))
+    {
+        // Class-major parameters relative to the last class's, so that each relative logit is
+        // one contiguous dot product.
+        let mut theta_t = vec![0f32; k * p];
+        for j in 0..p {
+            for c in 0..k - 1 {
+                theta_t[c * p + j] = tb[j * k + c] - tb[j * k + k - 1];
+            }
+        }
+        let (l, g_t) = zb
+            .par_chunks(FIT_ROWS * p)
+            .zip(labels.par_chunks(FIT_ROWS))
+            .zip(lb.par_chunks_mut(FIT_ROWS * k))
+            .fold(
+                || (0f64, vec![0f32; k * p]),
+                |(l, mut g), ((zr, yr), lr)| {
+                    let part = softmax_rows_best(zr, p, &theta_t, yr, &mut g, lr);
+                    (l + part, g)
+                },
+            )
+            .reduce(
+                || (0f64, vec![0f32; k * p]),
+                |(la, mut ga), (lb, gb)| {
+                    ga.iter_mut().zip(&gb).for_each(|(a, b)| *a += b);
+                    (la + lb, ga)
+                },
+            );
+        let mut g_t = g_t;
+        let (others, last) = g_t.split_at_mut((k - 1) * p);
+        for (j, gl) in last.iter_mut().enumerate() {
+            *gl = -others.chunks_exact(p).map(|g| g[j]).sum::<f32>();
+        }
+        *lossb = l / n.max(1) as f64;
+        let inv = 1.0 / n.max(1) as f32;
+        for j in 0..p {
+            for c in 0..k {
+                gb[j * k + c] = g_t[c * p + j] * inv;
+            }
+        }
+    }
+    (loss, grad, logits)
+}
+
+#[inline(always)]
+fn affine_rows(x: &[f32], d: usize, w_t: &[f32], b: &[f32], out: &mut [f32]) {
+    let k = b.len();
+    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(k)) {
+        for ((oc, wc), &bc) in o.iter_mut().zip(w_t.chunks_exact(d)).zip(b) {
+            *oc = dot(row, wc) + bc;
+        }
+    }
+}
+
+vectorised! {
+    /// [`affine_rows`], vectorised.
+    fn affine_rows_best(x: &[f32], d: usize, w_t: &[f32], b: &[f32], out: &mut [f32]) = affine_rows;
+}
+
+/// `x W + b` for the row-major `n x d` matrix `x`, `W` `d x K` row-major and `b` of `K`: the
+/// `n x K` logits of a probe in raw activation space, `K` dot products a row (a product with
+/// few columns is where blocked products are slowest).
+pub(crate) fn affine_logits(x: &[f32], d: usize, w: &[f32], b: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let k = b.len();
+    let mut w_t = vec![0f32; k * d];
+    for j in 0..d {
+        for c in 0..k {
+            w_t[c * d + j] = w[j * k + c];
+        }
+    }
+    let mut out = vec![0f32; x.len() / d.max(1) * k];
+    out.par_chunks_mut(FIT_ROWS * k)
+        .zip(x.par_chunks(FIT_ROWS * d.max(1)))
+        .for_each(|(o, xr)| affine_rows_best(xr, d, &w_t, b, o));
+    out
+}
+
+/// Adam's settings for one step of [`online_step`], the bias corrections folded in (see
+/// `OnlineProbes::update`).
+pub(crate) struct Adam {
+    pub b1: f32,
+    pub b2: f32,
+    /// Learning rate times the bias corrections.
+    pub step: f32,
+    /// Epsilon times the second moment's bias correction.
+    pub eps: f32,
+    /// L2 penalty on the weights (not the bias row).
+    pub l2: f32,
+}
+
+#[inline(always)]
+fn adam_rows(theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], l2: f32, a: &Adam) {
+    for (((t, m), v), &g) in theta.iter_mut().zip(m).zip(v).zip(g) {
+        let g = g + l2 * *t;
+        *m = a.b1 * *m + (1.0 - a.b1) * g;
+        *v = a.b2 * *v + (1.0 - a.b2) * g * g;
+        *t -= a.step * *m / (v.sqrt() + a.eps);
+    }
+}
+
+vectorised! {
+    /// [`adam_rows`], vectorised.
+    fn adam_rows_best(
+        theta: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        g: &[f32],
+        l2: f32,
+        a: &Adam,
+    ) = adam_rows;
+}
+
+/// Each column's mean and (biased) variance of the row-major `n x d` matrix `x`; `inv` is 1/n.
+#[inline(always)]
+fn batch_moments(x: &[f32], d: usize, inv: f32) -> (Vec<f32>, Vec<f32>) {
+    let mut bm = vec![0f32; d];
+    for row in x.chunks_exact(d.max(1)) {
+        bm.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+    }
+    bm.iter_mut().for_each(|a| *a *= inv);
+    let mut bv = vec![0f32; d];
+    for row in x.chunks_exact(d.max(1)) {
+        for ((a, &b), &mu) in bv.iter_mut().zip(row).zip(&bm) {
+            *a += (b - mu) * (b - mu);
+        }
+    }
+    bv.iter_mut().for_each(|a| *a *= inv);
+    (bm, bv)
+}
+
+vectorised! {
+    /// [`batch_moments`], vectorised.
+    fn batch_moments_best(x: &[f32], d: usize, inv: f32) -> (Vec<f32>, Vec<f32>) = batch_moments;
+}
+
+/// `[(x - mean) * scale, 1]` of each row of the row-major `n x d` matrix `x`.
+#[inline(always)]
+fn standardised(x: &[f32], d: usize, mean: &[f32], scale: &[f32]) -> Vec<f32> {
+    let mut z = Vec::with_capacity(x.len() / d.max(1) * (d + 1));
+    for row in x.chunks_exact(d.max(1)) {
+        z.extend(
+            row.iter()
+                .zip(mean)
+                .zip(scale)
+                .map(|((&v, &mu), &s)| (v - mu) * s),
+        );
+        z.push(1.0);
+    }
+    z
+}
+
+vectorised! {
+    /// [`standardised`], vectorised.
+    fn standardised_best(x: &[f32], d: usize, mean: &[f32], scale: &[f32]) -> Vec<f32> =
+        standardised;
+}
+
+/// One online-probe step on the CPU for one probe, in place: `x` is the minibatch (`n x d`
+/// row-major), `mean` and `var` the running statistics (taken from this batch when `seen` is
+/// false, else moved towards it by `momentum`), `theta`, `m` and `v` the parameters on
+/// standardised features and Adam's moments (`(d + 1) x K`, bias row last). Returns the
+/// minibatch's wrong count and mean cross-entropy before the step. The same arithmetic as the
+/// candle form in `OnlineProbes::update`, in a few passes and no temporaries of the
+/// parameters' size.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn online_step(
+    x: &[f32],
+    d: usize,
+    labels: &[u32],
+    (mean, var, seen, momentum): (&mut [f32], &mut [f32], bool, f32),
+    theta: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    adam: &Adam,
+) -> (f64, f64) {
+    use rayon::prelude::*;
+    let n = labels.len();
+    let k = theta.len() / (d + 1);
+    let inv = 1.0 / n.max(1) as f32;
+    let (bm, bv) = batch_moments_best(x, d, inv);
+    for ((mu, va), (b, w)) in mean.iter_mut().zip(var.iter_mut()).zip(bm.iter().zip(&bv)) {
+        if seen {
+            *mu = *mu * (1.0 - momentum) + b * momentum;
+            *va = *va * (1.0 - momentum) + w * momentum;
+        } else {
+            (*mu, *va) = (*b, *w);
+        }
+    }
+    // A feature whose spread is at rounding level of the largest counts as constant.
+    let top = var.iter().fold(0f32, |a, &b| a.max(b.sqrt()));
+    let floor = top * 1e-6 + 1e-30;
+    let scale: Vec<f32> = var
+        .iter()
+        .map(|&w| {
+            if w.sqrt() > floor {
+                1.0 / w.sqrt()
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let z = standardised_best(x, d, mean, &scale);
+    let (loss, grad, logits) = softmax_fit(&z, theta, labels, 1, d + 1, k);
+    let wrong = logits
+        .chunks_exact(k)
+        .zip(labels)
+        .filter(|(l, &y)| {
+            let top = l
+                .iter()
+                .enumerate()
+                .fold(0, |best, (c, &v)| if v > l[best] { c } else { best });
+            top != y as usize
+        })
+        .count();
+    let (tw, tb) = theta.split_at_mut(d * k);
+    let (mw, mb) = m.split_at_mut(d * k);
+    let (vw, vb) = v.split_at_mut(d * k);
+    let (gw, gb) = grad.split_at(d * k);
+    const CHUNK: usize = 1 << 14;
+    tw.par_chunks_mut(CHUNK)
+        .zip(mw.par_chunks_mut(CHUNK))
+        .zip(vw.par_chunks_mut(CHUNK))
+        .zip(gw.par_chunks(CHUNK))
+        .for_each(|(((t, m), v), g)| adam_rows_best(t, m, v, g, adam.l2, adam));
+    adam_rows_best(tb, mb, vb, gb, 0.0, adam);
+    (wrong as f64, loss[0])
+}
+
+#[inline(always)]
+fn norms_and_max_abs_rows(v: &[f32], cols: usize, max_abs: &mut [f32]) -> f64 {
+    let mut norm_sum = 0f64;
+    for row in v.chunks_exact(cols.max(1)) {
+        for (m, &x) in max_abs.iter_mut().zip(row) {
+            *m = m.max(x.abs());
+        }
+        norm_sum += f64::from(dot(row, row).sqrt());
+    }
+    norm_sum
+}
+
+vectorised! {
+    /// [`norms_and_max_abs_rows`], vectorised.
+    fn norms_and_max_abs_best(v: &[f32], cols: usize, max_abs: &mut [f32]) -> f64 =
+        norms_and_max_abs_rows;
+}
+
+/// Sum over rows of each row's Euclidean norm, and each column's largest absolute value, of
+/// the row-major `rows x cols` matrix `v`.
+pub(crate) fn norms_and_max_abs(v: &[f32], cols: usize) -> (f64, Vec<f32>) {
+    let mut max_abs = vec![0f32; cols];
+    let norm_sum = norms_and_max_abs_best(v, cols, &mut max_abs);
+    (norm_sum, max_abs)
+}
+
+/// Rows per block of the centring pass: a stop is checked, and a block handed to a thread,
+/// per block.
+const CENTRE_ROWS: usize = 256;
+
+#[inline(always)]
+fn column_sums(block: &[f32], d: usize, s: &mut [f64]) {
+    for row in block.chunks_exact(d.max(1)) {
+        for (a, &v) in s.iter_mut().zip(row) {
+            *a += f64::from(v);
+        }
+    }
+}
+
+vectorised! {
+    /// [`column_sums`], vectorised.
+    fn column_sums_best(block: &[f32], d: usize, s: &mut [f64]) = column_sums;
+}
+
+#[inline(always)]
+fn centre_rows(out: &mut [f32], x: &[f32], mean: &[f32], d: usize) {
+    for (o, r) in out.chunks_exact_mut(d + 1).zip(x.chunks_exact(d.max(1))) {
+        for ((o, &v), &m) in o.iter_mut().zip(r).zip(mean) {
+            *o = v - m;
+        }
+        o[d] = 1.0;
+    }
+}
+
+vectorised! {
+    /// [`centre_rows`], vectorised.
+    fn centre_rows_best(out: &mut [f32], x: &[f32], mean: &[f32], d: usize) = centre_rows;
+}
+
+/// Each matrix's column means: `xs` are row-major `n x d`, the sums taken in f64 over blocks of
+/// rows (in parallel), with a check for a stop between blocks.
+pub(crate) fn column_means(
+    xs: &[&[f32]],
+    d: usize,
+    cancel: &crate::cancel::Cancel,
+) -> candle_core::Result<Vec<Vec<f64>>> {
+    use rayon::prelude::*;
+    xs.iter()
+        .map(|x| {
+            let n = x.len() / d.max(1);
+            let sums = x
+                .par_chunks(CENTRE_ROWS * d.max(1))
+                .map(|block| {
+                    cancel.check_candle()?;
+                    let mut s = vec![0f64; d];
+                    column_sums_best(block, d, &mut s);
+                    Ok::<_, candle_core::Error>(s)
+                })
+                .try_reduce(
+                    || vec![0f64; d],
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                        Ok(a)
+                    },
+                )?;
+            Ok(sums.into_iter().map(|s| s / n.max(1) as f64).collect())
+        })
+        .collect()
+}
+
+/// `[x - mean, 1]` of each row-major `n x d` matrix of `xs` with its `means`, as one
+/// `[xs.len(), n, d + 1]` buffer, written in parallel blocks of rows with a check for a stop
+/// between blocks.
+pub(crate) fn centred_with_ones(
+    xs: &[&[f32]],
+    means: &[Vec<f32>],
+    d: usize,
+    cancel: &crate::cancel::Cancel,
+) -> candle_core::Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let n = xs.first().map_or(0, |x| x.len() / d.max(1));
+    let p = d + 1;
+    let mut z = vec![0f32; xs.len() * n * p];
+    for ((out, x), mean) in z.chunks_mut((n * p).max(1)).zip(xs).zip(means) {
+        out.par_chunks_mut(CENTRE_ROWS * p)
+            .zip(x.par_chunks(CENTRE_ROWS * d.max(1)))
+            .try_for_each(|(out, x)| {
+                cancel.check_candle()?;
+                centre_rows_best(out, x, mean, d);
+                Ok::<_, candle_core::Error>(())
+            })?;
+    }
+    Ok(z)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn leaky_relu_matches_its_definition_and_its_gradient() {
+        let dev = Device::Cpu;
+        let xs = [-2.0f32, -0.5, 0.0, 0.25, 3.0];
+        for slope in [0.5f64, 0.01, 2.0] {
+            let x = Var::from_slice(&xs, 5, &dev).unwrap();
+            let y = leaky_relu(x.as_tensor(), slope).unwrap().unwrap();
+            let want: Vec<f32> = xs
+                .iter()
+                .map(|&v| if v > 0.0 { v } else { v * slope as f32 })
+                .collect();
+            assert_eq!(y.to_vec1::<f32>().unwrap(), want);
+            // d/dx of sum(3 y) is 3 where x > 0 and 3 * slope elsewhere.
+            let g = y
+                .affine(3.0, 0.0)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gx: Vec<f32> = g.get(&x).unwrap().to_vec1().unwrap();
+            let want: Vec<f32> = xs
+                .iter()
+                .map(|&v| if v > 0.0 { 3.0 } else { 3.0 * slope as f32 })
+                .collect();
+            assert_eq!(gx, want);
+        }
+        // Not contiguous: the caller falls back to candle's operations.
+        let m = Tensor::from_slice(&[1f32, 2., 3., 4.], (2, 2), &dev).unwrap();
+        assert!(leaky_relu(&m.t().unwrap(), 0.5).is_none());
+    }
+
+    #[test]
+    fn centring_by_hand() {
+        let cancel = crate::cancel::Cancel::default();
+        // Two 3 x 2 matrices: column means (2, 20) and (0, -1).
+        let a = [1.0f32, 10.0, 2.0, 20.0, 3.0, 30.0];
+        let b = [1.0f32, -1.0, -1.0, -1.0, 0.0, -1.0];
+        let m = column_means(&[&a, &b], 2, &cancel).unwrap();
+        assert_eq!(m, vec![vec![2.0, 20.0], vec![0.0, -1.0]]);
+        let m32: Vec<Vec<f32>> = m
+            .iter()
+            .map(|v| v.iter().map(|&x| x as f32).collect())
+            .collect();
+        let z = centred_with_ones(&[&a, &b], &m32, 2, &cancel).unwrap();
+        #[rustfmt::skip]
+        let want = vec![
+            -1.0, -10.0, 1.0,  0.0, 0.0, 1.0,  1.0, 10.0, 1.0,
+            1.0, 0.0, 1.0,  -1.0, 0.0, 1.0,  0.0, 0.0, 1.0,
+        ];
+        assert_eq!(z, want);
+    }
+
+    #[test]
+    fn linear_matches_candle_and_its_gradients() {
+        let dev = Device::Cpu;
+        let x = Var::from_slice(&[1f32, 2., 3., -1., 0.5, 4.], (2, 3), &dev).unwrap();
+        let w = Var::from_slice(&[0.5f32, -1., 2., 3., 0., 1.], (2, 3), &dev).unwrap();
+        let b = Var::from_slice(&[10f32, -10.], 2, &dev).unwrap();
+        let y = linear(&x, &w, &b).unwrap().unwrap();
+        // Row 1: (0.5 - 2 + 6 + 10, 3 + 0 + 3 - 10); row 2: (-0.5 - 0.5 + 8 + 10, -3 + 4 - 10).
+        assert_eq!(
+            y.to_vec2::<f32>().unwrap(),
+            vec![vec![14.5, -4.0], vec![17.0, -9.0]]
+        );
+        let reference = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        let loss = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap();
+        let (g1, g2) = (
+            loss(&y).backward().unwrap(),
+            loss(&reference).backward().unwrap(),
+        );
+        for v in [&x, &w] {
+            assert_eq!(
+                g1.get(v).unwrap().to_vec2::<f32>().unwrap(),
+                g2.get(v).unwrap().to_vec2::<f32>().unwrap()
+            );
+        }
+        assert_eq!(
+            g1.get(&b).unwrap().to_vec1::<f32>().unwrap(),
+            g2.get(&b).unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn softmax_fit_by_hand() {
+        // Rows (1, 1) and (2, 1) (a feature and the ones column), labels 0 and 1, zero
+        // parameters: each class has probability 1/2, the loss is ln 2, and the residuals are
+        // (-1/2, 1/2) and (1/2, -1/2). Mean gradient of class 0: (-1/2 * 1 + 1/2 * 2) / 2 = 1/4
+        // on the feature, 0 on the bias; class 1 is its negative.
+        let (loss, grad, logits) = softmax_fit(&[1.0, 1.0, 2.0, 1.0], &[0.0; 4], &[0, 1], 1, 2, 2);
+        assert!((loss[0] - 2f64.ln()).abs() < 1e-7);
+        assert_eq!(grad, vec![0.25, -0.25, 0.0, 0.0]);
+        assert_eq!(logits, vec![0.0; 4]);
+        // With the class-1 weight 1 on the feature: logits (0, 1) and (0, 2), relative to the
+        // last class (-1, 0) and (-2, 0); loss ln(1 + e) - 0 for the first row (label 0, logit 0)
+        // and ln(1 + e^-2) for the second.
+        let (loss, _, logits) = softmax_fit(
+            &[1.0, 1.0, 2.0, 1.0],
+            &[0.0, 1.0, 0.0, 0.0],
+            &[0, 1],
+            1,
+            2,
+            2,
+        );
+        let want = ((1.0 + 1f64.exp()).ln() + (1.0 + (-2f64).exp()).ln()) / 2.0;
+        assert!((loss[0] - want).abs() < 1e-6, "{} vs {want}", loss[0]);
+        assert_eq!(logits, vec![-1.0, 0.0, -2.0, 0.0]);
+    }
+
+    #[test]
+    fn affine_logits_by_hand() {
+        // x = [[1, 2], [3, -1]], W = [[1, 0, 2], [0, 1, -1]], b = (0.5, 0, -1).
+        let out = affine_logits(
+            &[1.0, 2.0, 3.0, -1.0],
+            2,
+            &[1.0, 0.0, 2.0, 0.0, 1.0, -1.0],
+            &[0.5, 0.0, -1.0],
+        );
+        assert_eq!(out, vec![1.5, 2.0, -1.0, 3.5, -1.0, 6.0]);
+    }
+
+    #[test]
+    fn norms_and_max_abs_by_hand() {
+        // Rows (3, 4) and (0, -2): norms 5 and 2; column maxima 3 and 4.
+        let (s, m) = norms_and_max_abs(&[3.0, 4.0, 0.0, -2.0], 2);
+        assert_eq!(s, 7.0);
+        assert_eq!(m, vec![3.0, 4.0]);
+    }
+}
