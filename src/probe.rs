@@ -1397,36 +1397,41 @@ struct OnlineGroup {
     /// Running mean and variance of the features, `[P, 1, d]`.
     mean: Option<Tensor>,
     var: Option<Tensor>,
+    /// On the CPU, the state the host kernel updates in place instead of the tensors above
+    /// (which then keep their initial values).
+    host: Option<HostState>,
 }
 
-/// One group's update by the host kernel where its features `xs` (`[n, d]` each) are f32 in CPU
-/// memory: the members' wrong counts and losses before the step, or `None` (nothing changed)
-/// where they are not.
+/// An online group's state on the host: `theta`, `m`, `v`, `mean`, `var` as in
+/// [`OnlineGroup`], flat and row-major.
+struct HostState {
+    theta: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    /// Whether a batch has been seen (the running statistics start from the first batch's).
+    seen: bool,
+}
+
+/// One group's update by the host kernel ([`crate::host::online_step`]) on its state `h`, from
+/// its members' features `xs` (`[n, ...]` f32 in CPU memory each): the members' wrong counts
+/// and losses before the step.
 fn host_step(
-    g: &mut OnlineGroup,
+    h: &mut HostState,
     xs: &[Tensor],
     y: &Tensor,
     cfg: &OnlineConfig,
     (b1, b2, step, eps): (f64, f64, f64, f64),
-) -> candle_core::Result<Option<(Vec<f32>, Vec<f32>)>> {
+) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
     let xs: Vec<Tensor> = xs
         .iter()
-        .map(|x| x.flatten_from(1))
+        .map(|x| x.flatten_from(1)?.contiguous())
         .collect::<candle_core::Result<_>>()?;
     let refs: Vec<&Tensor> = xs.iter().collect();
-    if !g.theta.device().is_cpu() || crate::host::with_f32_all(&refs, |_| ()).is_none() {
-        return Ok(None);
-    }
     let labels: Vec<u32> = y.to_vec1()?;
-    let (p, d1, k) = g.theta.dims3()?;
-    let d = d1 - 1;
-    let flat = |t: &Tensor| -> candle_core::Result<Vec<f32>> { t.flatten_all()?.to_vec1() };
-    let (mut theta, mut m, mut v) = (flat(&g.theta)?, flat(&g.m)?, flat(&g.v)?);
-    let seen = g.mean.is_some();
-    let (mut mean, mut var) = match (&g.mean, &g.var) {
-        (Some(mu), Some(va)) => (flat(mu)?, flat(va)?),
-        _ => (vec![0f32; p * d], vec![0f32; p * d]),
-    };
+    let d = xs[0].dim(1)?;
+    let per = h.theta.len() / xs.len();
     let adam = crate::host::Adam {
         b1: b1 as f32,
         b2: b2 as f32,
@@ -1434,22 +1439,23 @@ fn host_step(
         eps: eps as f32,
         l2: cfg.l2 as f32,
     };
-    let mom = cfg.stats_momentum as f32;
+    let (seen, mom) = (h.seen, cfg.stats_momentum as f32);
+    h.seen = true;
     // The members are independent: one per core.
-    let per = d1 * k;
-    let (wrong, loss): (Vec<f32>, Vec<f32>) = crate::host::with_f32_all(&refs, |views| {
+    crate::host::with_f32_all(&refs, |views| {
         use rayon::prelude::*;
         views
             .par_iter()
             .zip(
-                mean.par_chunks_mut(d.max(1))
-                    .zip(var.par_chunks_mut(d.max(1))),
+                h.mean
+                    .par_chunks_mut(d.max(1))
+                    .zip(h.var.par_chunks_mut(d.max(1))),
             )
             .zip(
-                theta
+                h.theta
                     .par_chunks_mut(per)
-                    .zip(m.par_chunks_mut(per))
-                    .zip(v.par_chunks_mut(per)),
+                    .zip(h.m.par_chunks_mut(per))
+                    .zip(h.v.par_chunks_mut(per)),
             )
             .map(|((x, (mu, va)), ((t, mm), vv))| {
                 let (w, l) =
@@ -1458,14 +1464,7 @@ fn host_step(
             })
             .unzip()
     })
-    .expect("checked above");
-    let dev = g.theta.device().clone();
-    g.theta = Tensor::from_vec(theta, (p, d1, k), &dev)?;
-    g.m = Tensor::from_vec(m, (p, d1, k), &dev)?;
-    g.v = Tensor::from_vec(v, (p, d1, k), &dev)?;
-    g.mean = Some(Tensor::from_vec(mean, (p, 1, d), &dev)?);
-    g.var = Some(Tensor::from_vec(var, (p, 1, d), &dev)?);
-    Ok(Some((wrong, loss)))
+    .ok_or_else(|| candle_core::Error::Msg("online probes: features not f32 on the CPU".into()))
 }
 
 /// An online probe's reading after one update.
@@ -1487,9 +1486,6 @@ pub struct OnlineProbes {
     classes: usize,
     steps: usize,
     cfg: OnlineConfig,
-    /// Update by the host kernel ([`crate::host::online_step`]) where the taps are f32 in CPU
-    /// memory (off in a test, to compare it with the candle form).
-    host: bool,
 }
 
 impl OnlineProbes {
@@ -1515,6 +1511,14 @@ impl OnlineProbes {
                 for k in 0..p {
                     pen[k * (d + 1) + d] = 0.0;
                 }
+                let host = device.is_cpu().then(|| HostState {
+                    theta: vec![0f32; p * (d + 1) * classes],
+                    m: vec![0f32; p * (d + 1) * classes],
+                    v: vec![0f32; p * (d + 1) * classes],
+                    mean: vec![0f32; p * d],
+                    var: vec![0f32; p * d],
+                    seen: false,
+                });
                 Ok(OnlineGroup {
                     members,
                     theta: z.clone(),
@@ -1523,6 +1527,7 @@ impl OnlineProbes {
                     penalty: Tensor::from_vec(pen, (p, d + 1, 1), device)?,
                     mean: None,
                     var: None,
+                    host,
                 })
             })
             .collect::<candle_core::Result<_>>()?;
@@ -1533,8 +1538,17 @@ impl OnlineProbes {
             classes,
             steps: 0,
             cfg,
-            host: device.is_cpu(),
         })
+    }
+
+    /// The same probes updated by candle's operations on the CPU too (to test the host kernel
+    /// against them).
+    #[cfg(test)]
+    fn without_host(mut self) -> Self {
+        for g in &mut self.groups {
+            g.host = None;
+        }
+        self
     }
 
     /// The probes' specifications.
@@ -1581,14 +1595,12 @@ impl OnlineProbes {
                 .iter()
                 .map(|&i| self.specs[i].select(&taps[i])?.to_dtype(DType::F32))
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            if self.host {
-                if let Some((wrong, loss)) = host_step(g, &xs, y, &self.cfg, (b1, b2, step, eps_v))?
-                {
-                    let dev = y.device();
-                    measured.push(Tensor::from_vec(wrong, g.members.len(), dev)?);
-                    measured.push(Tensor::from_vec(loss, g.members.len(), dev)?);
-                    continue;
-                }
+            if let Some(h) = &mut g.host {
+                let (wrong, loss) = host_step(h, &xs, y, &self.cfg, (b1, b2, step, eps_v))?;
+                let dev = y.device();
+                measured.push(Tensor::from_vec(wrong, g.members.len(), dev)?);
+                measured.push(Tensor::from_vec(loss, g.members.len(), dev)?);
+                continue;
             }
             let x = match xs.as_slice() {
                 [one] => one.unsqueeze(0)?,
@@ -1678,10 +1690,24 @@ impl OnlineProbes {
     pub fn probes(&self) -> candle_core::Result<Vec<LinearProbe>> {
         let mut out: Vec<Option<LinearProbe>> = vec![None; self.specs.len()];
         for g in &self.groups {
+            // A host-updated group's state, as the tensors the candle form keeps.
+            let (theta, mean, var) = match &g.host {
+                Some(h) => {
+                    let dev = g.theta.device();
+                    let (p, d1, k) = g.theta.dims3()?;
+                    let stat = |v: &[f32]| Tensor::from_slice(v, (p, 1, d1 - 1), dev);
+                    (
+                        Tensor::from_slice(&h.theta, (p, d1, k), dev)?,
+                        h.seen.then(|| stat(&h.mean)).transpose()?,
+                        h.seen.then(|| stat(&h.var)).transpose()?,
+                    )
+                }
+                None => (g.theta.clone(), g.mean.clone(), g.var.clone()),
+            };
             for (k, &i) in g.members.iter().enumerate() {
                 let d = self.specs[i].width();
-                let theta = g.theta.get(k)?;
-                let (w, b) = match (&g.mean, &g.var) {
+                let theta = theta.get(k)?;
+                let (w, b) = match (&mean, &var) {
                     (Some(mean), Some(var)) => {
                         // logits = ((x - mean) / std) W_s + b_s = x (W_s / std) + (b_s - mean W).
                         let w = theta
@@ -1778,8 +1804,9 @@ mod tests {
             ProbeSpec::full("c", 5),
         ];
         let mut fast = OnlineProbes::new(specs.clone(), 4, &dev, OnlineConfig::default()).unwrap();
-        let mut slow = OnlineProbes::new(specs, 4, &dev, OnlineConfig::default()).unwrap();
-        slow.host = false;
+        let mut slow = OnlineProbes::new(specs, 4, &dev, OnlineConfig::default())
+            .unwrap()
+            .without_host();
         let mut r = crate::rng::stream(5, "online");
         for step in 0..20 {
             let n = 32;
