@@ -1420,7 +1420,7 @@ struct HostState {
 fn host_step(
     h: &mut HostState,
     xs: &[Tensor],
-    y: &Tensor,
+    labels: &[u32],
     cfg: &OnlineConfig,
     (b1, b2, step, eps): (f64, f64, f64, f64),
 ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
@@ -1429,7 +1429,6 @@ fn host_step(
         .map(|x| x.flatten_from(1)?.contiguous())
         .collect::<candle_core::Result<_>>()?;
     let refs: Vec<&Tensor> = xs.iter().collect();
-    let labels: Vec<u32> = y.to_vec1()?;
     let d = xs[0].dim(1)?;
     let per = h.theta.len() / xs.len();
     let adam = crate::host::Adam {
@@ -1459,7 +1458,7 @@ fn host_step(
             )
             .map(|((x, (mu, va)), ((t, mm), vv))| {
                 let (w, l) =
-                    crate::host::online_step(x, d, &labels, (mu, va, seen, mom), t, mm, vv, &adam);
+                    crate::host::online_step(x, d, labels, (mu, va, seen, mom), t, mm, vv, &adam);
                 (w as f32, l as f32)
             })
             .unzip()
@@ -1579,6 +1578,8 @@ impl OnlineProbes {
         let t = self.steps as i32;
         // One-hot labels for the candle form, made once if a group needs them.
         let mut yoh: Option<Tensor> = None;
+        // The labels on the host, read once for every group the host kernel updates.
+        let mut labels: Option<Vec<u32>> = None;
         let n = y.dim(0)? as f64;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         // Adam's bias corrections folded into two scalars:
@@ -1596,7 +1597,11 @@ impl OnlineProbes {
                 .map(|&i| self.specs[i].select(&taps[i])?.to_dtype(DType::F32))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             if let Some(h) = &mut g.host {
-                let (wrong, loss) = host_step(h, &xs, y, &self.cfg, (b1, b2, step, eps_v))?;
+                let labels = match &labels {
+                    Some(l) => l,
+                    None => labels.insert(y.to_vec1()?),
+                };
+                let (wrong, loss) = host_step(h, &xs, labels, &self.cfg, (b1, b2, step, eps_v))?;
                 let dev = y.device();
                 measured.push(Tensor::from_vec(wrong, g.members.len(), dev)?);
                 measured.push(Tensor::from_vec(loss, g.members.len(), dev)?);
