@@ -41,6 +41,8 @@ pub struct Settings<'a> {
     pub rounds: usize,
     /// Also take the snapshot with bfloat16 activations and compare every probe's error.
     pub bf16: bool,
+    /// Take the snapshot with bfloat16 activations only.
+    pub bf16_only: bool,
     /// Steps between online-probe updates (the presets' `online_update_every`).
     pub update_every: usize,
 }
@@ -232,11 +234,10 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         memory_mb: s.memory_mb,
         fit: Default::default(),
     };
-    let samples = sets.train.len() + sets.val.len() + sets.test.len();
     let mut first: Option<Vec<f64>> = None;
     for bf16 in [false, true] {
-        if bf16 && !s.bf16 {
-            break;
+        if (bf16 && !(s.bf16 || s.bf16_only)) || (!bf16 && s.bf16_only) {
+            continue;
         }
         let plan = Plan {
             fit: crate::probe::FitConfig {
@@ -246,13 +247,24 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
             ..plan.clone()
         };
         let elem = plan.fit.feature_dtype().size_in_bytes();
-        let groups = trained::memory_groups(&specs, samples, elem, s.memory_mb << 20).len();
+        let held = trained::held_samples(
+            (sets.train.len(), sets.val.len(), sets.test.len()),
+            &plan.fit,
+        );
+        let groups = trained::memory_groups(&specs, held, elem, s.memory_mb << 20).len();
+        let reset = crate::memory::reset_peak_rss();
         let t = Instant::now();
         let (fitted, _, metrics) = trained::converged(&model, &specs, &sets, None, &plan)?;
         let secs = t.elapsed().as_secs_f64();
+        // The peak from the snapshot's start (the process holds the data and the model too),
+        // where the system lets the peak be reset.
+        let peak = match crate::memory::peak_rss().filter(|_| reset) {
+            Some(b) => format!(", peak resident memory {:.2} GB", b as f64 / 1e9),
+            None => String::new(),
+        };
         writeln!(
             out,
-            "converged snapshot ({} activations), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}): {secs:.1} s",
+            "converged snapshot ({} activations), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}): {secs:.1} s{peak}",
             if bf16 { "bf16" } else { "f32" },
             specs.len(),
             sets.train.len(),

@@ -169,6 +169,9 @@ pub enum BenchWhat {
         /// Also take the snapshot with bfloat16 activations and compare every probe's error.
         #[arg(long)]
         bf16: bool,
+        /// Take the snapshot with bfloat16 activations only.
+        #[arg(long, conflicts_with = "bf16")]
+        bf16_only: bool,
         /// Steps between online-probe updates (as the presets' online_update_every).
         #[arg(long, default_value_t = 1)]
         update_every: usize,
@@ -463,6 +466,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     device,
                     rounds,
                     bf16,
+                    bf16_only,
                     update_every,
                 },
         }) => {
@@ -482,6 +486,7 @@ pub fn main_with(cli: Cli) -> i32 {
                         device,
                         rounds,
                         bf16,
+                        bf16_only,
                         update_every,
                     })
                 })

@@ -273,9 +273,10 @@ impl Centring {
     fn fit_rows(xs: &[Tensor], idx: &[usize], cancel: &Cancel) -> candle_core::Result<Self> {
         let (n, d) = xs[idx[0]].dims2()?;
         let refs: Vec<&Tensor> = idx.iter().map(|&i| &xs[i]).collect();
-        if let Some(means) =
-            crate::host::with_f32_all(&refs, |v| crate::host::column_means(v, d, cancel))
-        {
+        if let Some(means) = crate::host::with_views(&refs, |v| match v {
+            crate::host::Views::F32(v) => crate::host::column_means(&v, d, cancel),
+            crate::host::Views::Bf16(v) => crate::host::column_means(&v, d, cancel),
+        }) {
             let mean: Vec<f32> = means?.into_iter().flatten().map(|m| m as f32).collect();
             let mean = Tensor::from_vec(mean, (idx.len(), 1, d), xs[idx[0]].device())?;
             return Ok(Self { mean });
@@ -340,81 +341,170 @@ impl Centring {
     }
 }
 
+/// A batch's stored features read in place by the host kernels ([`crate::host::softmax_fit_raw`]):
+/// CPU tensors of f32 or bfloat16, centred with the training means as they are read, so that
+/// no centred copy of them is made.
+pub(crate) struct HostBatch<'a> {
+    /// Per problem, its `[n, d]` training features.
+    xs: Vec<&'a Tensor>,
+    /// Per problem, its features' training means.
+    means: Vec<Vec<f32>>,
+    /// The training labels.
+    labels: Vec<u32>,
+    /// Features per problem.
+    d: usize,
+}
+
+impl<'a> HostBatch<'a> {
+    /// The probes `idx` of `xs` with their `means` (`[B, 1, d]`) and training labels `y`, where
+    /// the host kernels can read them (CPU, f32 or bfloat16, contiguous, at most
+    /// [`crate::host::SOFTMAX_FIT_MAX_CLASSES`] classes); `None` otherwise.
+    fn new(
+        xs: &'a [Tensor],
+        idx: &[usize],
+        means: &Tensor,
+        y: &Tensor,
+        classes: usize,
+    ) -> candle_core::Result<Option<Self>> {
+        let refs: Vec<&Tensor> = idx.iter().map(|&i| &xs[i]).collect();
+        if !means.device().is_cpu()
+            || classes > crate::host::SOFTMAX_FIT_MAX_CLASSES
+            || crate::host::with_views(&refs, |_| ()).is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            d: refs[0].dim(1)?,
+            xs: refs,
+            means: means.squeeze(1)?.to_vec2()?,
+            labels: y.to_dtype(DType::U32)?.to_vec1()?,
+        }))
+    }
+
+    /// Per problem, the mean cross-entropy, its gradient (`[B, d + 1, K]`) and the logits less
+    /// each row's last (`[B, n, K]`) at `theta` (`[B, d + 1, K]`, centred coordinates).
+    fn fit(&self, theta: &Tensor) -> candle_core::Result<(Vec<f64>, Vec<f32>, Vec<f32>)> {
+        let k = theta.dim(2)?;
+        let th: Vec<f32> = theta.flatten_all()?.to_vec1()?;
+        use crate::host::{softmax_fit_raw, with_views, Views};
+        with_views(&self.xs, |v| match v {
+            Views::F32(x) => softmax_fit_raw(&x, &self.means, &th, &self.labels, self.d, k),
+            Views::Bf16(x) => softmax_fit_raw(&x, &self.means, &th, &self.labels, self.d, k),
+        })
+        .ok_or_else(|| candle_core::Error::Msg("features moved off the host".into()))
+    }
+
+    /// The logits `[B, n, K]` at `theta` (`[B, d + 1, K]`, centred with this batch's training
+    /// means) of the probes' features `xs` (`[n, d]` each, any split), read in place.
+    fn scores(&self, xs: &[&Tensor], theta: &Tensor) -> candle_core::Result<Tensor> {
+        let k = theta.dim(2)?;
+        let n = xs[0].dim(0)?;
+        let th: Vec<f32> = theta.flatten_all()?.to_vec1()?;
+        use crate::host::{scores_raw, with_views, Views};
+        let out = with_views(xs, |v| match v {
+            Views::F32(x) => scores_raw(&x, &self.means, &th, self.d, k),
+            Views::Bf16(x) => scores_raw(&x, &self.means, &th, self.d, k),
+        })
+        .ok_or_else(|| candle_core::Error::Msg("features of another type or device".into()))?;
+        Tensor::from_vec(out, (xs.len(), n, k), theta.device())
+    }
+
+    /// Per problem, each feature's variance (the mean square about the training mean).
+    fn variances(&self, cancel: &Cancel) -> candle_core::Result<Vec<Vec<f64>>> {
+        use crate::host::{centred_variances, with_views, Views};
+        with_views(&self.xs, |v| match v {
+            Views::F32(x) => centred_variances(&x, &self.means, self.d, cancel),
+            Views::Bf16(x) => centred_variances(&x, &self.means, self.d, cancel),
+        })
+        .ok_or_else(|| candle_core::Error::Msg("features moved off the host".into()))?
+    }
+
+    /// `[x - mean, 1]` (`[B, len, d + 1]`) of the training rows `start..start + len`.
+    fn centred_rows(&self, start: usize, len: usize) -> candle_core::Result<Tensor> {
+        use crate::host::{centred_with_ones, with_views, Views};
+        let parts: Vec<Tensor> = self
+            .xs
+            .iter()
+            .map(|x| x.narrow(0, start, len))
+            .collect::<candle_core::Result<_>>()?;
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let none = crate::cancel::Cancel::default();
+        let z = with_views(&refs, |v| match v {
+            Views::F32(x) => centred_with_ones(&x, &self.means, self.d, &none),
+            Views::Bf16(x) => centred_with_ones(&x, &self.means, self.d, &none),
+        })
+        .ok_or_else(|| candle_core::Error::Msg("features moved off the host".into()))??;
+        Tensor::from_vec(z, (parts.len(), len, self.d + 1), self.xs[0].device())
+    }
+}
+
+/// The features an [`Objective`] is evaluated on.
+#[derive(Clone, Copy)]
+pub(crate) enum Features<'a> {
+    /// `[B, n, p]` centred features with a trailing ones column (any device).
+    Centred(&'a Tensor),
+    /// The stored features, read in place on the host.
+    Host(&'a HostBatch<'a>),
+}
+
 /// The softmax-regression objective on a batch of centred problems.
 ///
 /// The penalty is `l2 / 2 * sum_j var_j |W_j|^2`: the plain L2 penalty on the weights of the
 /// standardised features, written in centred coordinates. With the solver's preconditioning
 /// this makes the fit invariant to each feature's scale.
 pub(crate) struct Objective<'a> {
-    /// `[B, n, p]` centred features with a trailing ones column.
-    pub z: &'a Tensor,
+    /// The features.
+    pub z: Features<'a>,
     /// `[n, K]` one-hot labels.
     pub y: &'a Tensor,
     /// `[B, p, 1]`: the variance of each feature, 0 on the bias row.
     pub penalty: Tensor,
     /// L2 penalty.
     pub l2: f64,
-    /// The labels, where the features are in CPU memory and the classes few enough for the
-    /// one-pass host kernel ([`crate::host::softmax_fit`]).
-    labels: Option<Vec<u32>>,
 }
 
 impl<'a> Objective<'a> {
     /// The objective with per-feature variances `var` (`[B, p, 1]`, bias row ignored).
-    pub fn new(z: &'a Tensor, y: &'a Tensor, var: &Tensor, l2: f64) -> candle_core::Result<Self> {
+    pub fn new(z: Features<'a>, y: &'a Tensor, var: &Tensor, l2: f64) -> candle_core::Result<Self> {
         let (b, p, _) = var.dims3()?;
         let penalty = Tensor::cat(
             &[
                 var.narrow(1, 0, p - 1)?,
-                Tensor::zeros((b, 1, 1), DType::F32, z.device())?,
+                Tensor::zeros((b, 1, 1), DType::F32, var.device())?,
             ],
             1,
         )?;
-        let host = z.device().is_cpu()
-            && z.dtype() == DType::F32
-            && z.layout().contiguous_offsets().is_some()
-            && y.dim(1)? <= crate::host::SOFTMAX_FIT_MAX_CLASSES;
-        let labels = if host {
-            Some(y.argmax(1)?.to_vec1::<u32>()?)
-        } else {
-            None
-        };
-        Ok(Self {
-            z,
-            y,
-            penalty,
-            l2,
-            labels,
-        })
+        Ok(Self { z, y, penalty, l2 })
     }
 
     /// Per-problem objective `[B]` and the logits `[B, n, K]` at `theta`, and where the host
-    /// kernel ran (CPU, few classes), the gradient (see [`Objective::gradient`]) from the same
-    /// pass over the features; its logits are then shifted per sample (less the last class's),
-    /// which changes no prediction, error or cross-entropy.
+    /// kernel ran ([`Features::Host`]), the gradient (see [`Objective::gradient`]) from the
+    /// same pass over the features; its logits are then shifted per sample (less the last
+    /// class's), which changes no prediction, error or cross-entropy.
     pub fn value(&self, theta: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
         let reg = theta
             .sqr()?
             .broadcast_mul(&self.penalty)?
             .sum((1, 2))?
             .affine(self.l2 / 2.0, 0.0)?;
-        if let Some(labels) = &self.labels {
-            let (b, p, k) = theta.dims3()?;
-            let th: Vec<f32> = theta.flatten_all()?.to_vec1()?;
-            if let Some((nll, grad, logits)) = crate::host::with_f32(self.z, |z| {
-                crate::host::softmax_fit(z, &th, labels, b, p, k)
-            }) {
+        match self.z {
+            Features::Host(hb) => {
+                let (b, p, k) = theta.dims3()?;
+                let (nll, grad, logits) = hb.fit(theta)?;
                 let dev = theta.device();
+                let n = hb.labels.len();
                 let nll = Tensor::from_vec(nll, b, dev)?.to_dtype(DType::F32)?;
-                let logits = Tensor::from_vec(logits, (b, labels.len(), k), dev)?;
+                let logits = Tensor::from_vec(logits, (b, n, k), dev)?;
                 let grad = (Tensor::from_vec(grad, (b, p, k), dev)?
                     + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?)?;
-                return Ok(((nll + reg)?, logits, Some(grad)));
+                Ok(((nll + reg)?, logits, Some(grad)))
+            }
+            Features::Centred(z) => {
+                let logits = z.matmul(theta)?;
+                let nll = cross_entropy(&logits, self.y)?;
+                Ok(((nll + reg)?, logits, None))
             }
         }
-        let logits = self.z.matmul(theta)?;
-        let nll = cross_entropy(&logits, self.y)?;
-        Ok(((nll + reg)?, logits, None))
     }
 
     /// Gradient `[B, p, K]` given the logits at `theta`.
@@ -429,13 +519,16 @@ impl<'a> Objective<'a> {
         theta: &Tensor,
         prob: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let n = self.z.dim(1)? as f64;
+        let Features::Centred(z) = self.z else {
+            candle_core::bail!("the host objective gives its gradient with its value");
+        };
+        let n = z.dim(1)? as f64;
         let p = prob.broadcast_sub(self.y)?;
         // p^T z reads z in its stored order (z^T p would walk it across rows: 3x slower on CPU).
         let g = p
             .transpose(1, 2)?
             .contiguous()?
-            .matmul(self.z)?
+            .matmul(z)?
             .transpose(1, 2)?
             .affine(1.0 / n, 0.0)?;
         g + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?
@@ -462,13 +555,19 @@ impl Preconditioner {
     /// unit variance; "constant" is relative to the probe's largest variance, so the rule is
     /// scale-invariant.
     fn new(
-        z: &Tensor,
+        z: &Features<'_>,
+        (b, n, p): (usize, usize, usize),
+        dev: &Device,
         l2: f64,
         whiten: bool,
         cancel: &crate::cancel::Cancel,
     ) -> candle_core::Result<(Self, Tensor)> {
-        let (b, n, p) = z.dims3()?;
-        let dev = z.device().clone();
+        let dev = dev.clone();
+        // Rows `start..start + len` of the centred features with their ones column.
+        let rows = |start: usize, len: usize| match z {
+            Features::Centred(z) => z.narrow(1, start, len),
+            Features::Host(hb) => hb.centred_rows(start, len),
+        };
         let floor_var = |var: Vec<f64>| -> Vec<f64> {
             let top = var[..p - 1].iter().cloned().fold(0.0, f64::max);
             let mut v: Vec<f64> = var
@@ -479,14 +578,29 @@ impl Preconditioner {
             v
         };
         if !whiten {
-            let var = mean_over_blocks(n, GRAM_CHUNK, cancel, |start, len| {
-                let ones = Tensor::ones((b, 1, len), DType::F32, &dev)?;
-                ones.matmul(&z.narrow(1, start, len)?.sqr()?)
-            })?;
-            let var: Vec<Vec<Vec<f32>>> = var.to_vec3()?;
+            let var: Vec<Vec<f64>> = match z {
+                Features::Host(hb) => hb
+                    .variances(cancel)?
+                    .into_iter()
+                    .map(|mut v| {
+                        v.push(1.0);
+                        v
+                    })
+                    .collect(),
+                Features::Centred(z) => {
+                    let var = mean_over_blocks(n, GRAM_CHUNK, cancel, |start, len| {
+                        let ones = Tensor::ones((b, 1, len), DType::F32, &dev)?;
+                        ones.matmul(&z.narrow(1, start, len)?.sqr()?)
+                    })?;
+                    let var: Vec<Vec<Vec<f32>>> = var.to_vec3()?;
+                    var.into_iter()
+                        .map(|v| v[0].iter().map(|&x| f64::from(x)).collect())
+                        .collect()
+                }
+            };
             let var: Vec<f32> = var
                 .into_iter()
-                .flat_map(|v| floor_var(v[0].iter().map(|&x| f64::from(x)).collect()))
+                .flat_map(floor_var)
                 .map(|v| v as f32)
                 .collect();
             let var = Tensor::from_vec(var, (b, p, 1), &dev)?;
@@ -501,7 +615,7 @@ impl Preconditioner {
         // correlations estimated from a subsample of 16 samples a feature took 60% more
         // L-BFGS iterations on untrained-mlp, which cost what the smaller product saved.)
         let gram = mean_over_blocks(n, GRAM_BLOCK, cancel, |start, len| {
-            let part = z.narrow(1, start, len)?;
+            let part = rows(start, len)?;
             part.transpose(1, 2)?.matmul(&part)?.to_dtype(DType::F64)
         })?;
         let gram: Vec<Vec<f64>> = gram
@@ -696,6 +810,10 @@ fn col(v: &Tensor) -> candle_core::Result<Tensor> {
 
 fn host(v: &Tensor) -> candle_core::Result<Vec<f64>> {
     v.to_dtype(DType::F64)?.to_vec1::<f64>()
+}
+
+fn n_rows(split: &Split) -> candle_core::Result<usize> {
+    split.y.dim(0)
 }
 
 fn to_dev(v: &[f64], dev: &Device) -> candle_core::Result<Tensor> {
@@ -927,9 +1045,43 @@ fn fit_batch(
     let dev = train.x[batch[0]].device().clone();
     let d = train.x[batch[0]].dim(1)?;
     let st = Centring::fit_rows(&train.x, batch, cancel)?;
-    let z = st.apply_rows(&train.x, batch, cancel)?;
-    let (pre, var) = Preconditioner::new(&z, cfg.l2, d <= cfg.whiten_max, cancel)?;
-    let obj = Objective::new(&z, y_train, &var, cfg.l2)?;
+    // The host kernels read every split's features where they are stored; elsewhere (a GPU,
+    // many classes) the solver works on centred copies.
+    let hb = HostBatch::new(&train.x, batch, &st.mean, &train.y, classes)?;
+    let refs = |xs: &'_ [Tensor]| -> Vec<Tensor> { batch.iter().map(|&i| xs[i].clone()).collect() };
+    let readable = |xs: &[Tensor]| {
+        let r: Vec<&Tensor> = xs.iter().collect();
+        hb.is_some() && crate::host::with_views(&r, |_| ()).is_some()
+    };
+    let z = match hb {
+        Some(_) => None,
+        None => Some(st.apply_rows(&train.x, batch, cancel)?),
+    };
+    let feats = match (&hb, &z) {
+        (Some(hb), _) => Features::Host(hb),
+        (None, Some(z)) => Features::Centred(z),
+        (None, None) => unreachable!("centred copy made without the host kernels"),
+    };
+    let (pre, var) = Preconditioner::new(
+        &feats,
+        (b, n_rows(train)?, d + 1),
+        &dev,
+        cfg.l2,
+        d <= cfg.whiten_max,
+        cancel,
+    )?;
+    let obj = Objective::new(feats, y_train, &var, cfg.l2)?;
+    // The logits of a split's features at centred parameters: read in place where the host
+    // kernels can, else from a centred copy (`zc`).
+    let logits_of = |xs: &[Tensor], zc: Option<&Tensor>, theta: &Tensor| match (zc, &hb) {
+        (Some(zc), _) => zc.matmul(theta),
+        (None, Some(hb)) => {
+            let r: Vec<&Tensor> = xs.iter().collect();
+            hb.scores(&r, theta)
+        }
+        (None, None) => unreachable!("no centred copy without the host kernels"),
+    };
+    let train_x = refs(&train.x);
     let theta0 = match warm {
         Some(w) => {
             let mut ws = Vec::with_capacity(b);
@@ -950,9 +1102,15 @@ fn fit_batch(
         }
         None => Tensor::zeros((b, d + 1, classes), DType::F32, &dev)?,
     };
-    let zval = val
-        .map(|(v, _)| st.apply_rows(&v.x, batch, cancel))
-        .transpose()?;
+    let val_x = val.map(|(v, _)| refs(&v.x));
+    let zval = match val {
+        Some((v, _)) if !readable(val_x.as_deref().unwrap_or_default()) => {
+            Some(st.apply_rows(&v.x, batch, cancel)?)
+        }
+        _ => None,
+    };
+    let val_logits =
+        |theta: &Tensor| logits_of(val_x.as_deref().unwrap_or_default(), zval.as_ref(), theta);
     cancel.check_candle()?;
     // The solver's variables (see `Preconditioner`); `to_theta` maps them back.
     let to_theta = |v: &Tensor| pre.theta(v);
@@ -993,10 +1151,9 @@ fn fit_batch(
     let mut since_best = vec![0usize; b];
     for it in 0..cfg.max_iter {
         cancel.check_candle()?;
-        if let Some(zv) = &zval {
+        if let Some((vs, _)) = val {
             if it % cfg.check_every == 0 {
-                let (vs, _) = val.expect("validation split");
-                let ev = errors(&zv.matmul(&to_theta(&theta)?)?, &vs.y)?;
+                let ev = errors(&val_logits(&to_theta(&theta)?)?, &vs.y)?;
                 let mut better = vec![false; b];
                 for k in 0..b {
                     if !active[k] {
@@ -1150,13 +1307,12 @@ fn fit_batch(
         g = g_n;
         fh = fnh;
     }
-    if let Some(zv) = &zval {
+    if let Some((vs, _)) = val {
         // A last check, then report each probe at its best validation error.
-        let (vs, _) = val.expect("validation split");
-        let ev = errors(&zv.matmul(&to_theta(&theta)?)?, &vs.y)?;
+        let ev = errors(&val_logits(&to_theta(&theta)?)?, &vs.y)?;
         let better: Vec<bool> = (0..b).map(|k| ev[k] < best_val[k]).collect();
         theta = problem_mask(&better, &theta, &dev)?.where_cond(&theta, &best_theta)?;
-        logits = z.matmul(&to_theta(&theta)?)?;
+        logits = logits_of(&train_x, z.as_ref(), &to_theta(&theta)?)?;
     }
     let theta = to_theta(&theta)?;
     let train_err = errors(&logits, &train.y)?;
@@ -1179,8 +1335,8 @@ fn fit_batch(
         |lg: &Tensor, y: &Tensor, yoh: &Tensor| -> candle_core::Result<(Vec<f64>, Vec<f64>)> {
             Ok((errors(lg, y)?, host(&cross_entropy(lg, yoh)?)?))
         };
-    if let (Some(zv), Some((vs, yoh))) = (&zval, val) {
-        let lg = zv.matmul(&theta)?;
+    if let Some((vs, yoh)) = val {
+        let lg = val_logits(&theta)?;
         let (e, l) = score(&lg, &vs.y, yoh)?;
         confusion_of = Some((lg, vs.y.clone()));
         for k in 0..b {
@@ -1191,9 +1347,11 @@ fn fit_batch(
     let (w, bias) = st.to_raw(&theta)?;
     if let Some(ts) = test {
         cancel.check_candle()?;
-        let lg = match raw_logits(&ts.x, batch, &w, &bias)? {
-            Some(lg) => lg,
-            None => st.apply_rows(&ts.x, batch, cancel)?.matmul(&theta)?,
+        let test_x = refs(&ts.x);
+        let lg = if readable(&test_x) {
+            logits_of(&test_x, None, &theta)?
+        } else {
+            st.apply_rows(&ts.x, batch, cancel)?.matmul(&theta)?
         };
         let (e, l) = score(&lg, &ts.y, &one_hot(&ts.y, classes)?)?;
         confusion_of = Some((lg, ts.y.clone()));
@@ -1222,34 +1380,6 @@ fn fit_batch(
             reading,
         })
         .collect())
-}
-
-/// The logits `[B, n, K]` of the raw-space probes `(w [B, d, K], b [B, 1, K])` on the features
-/// `xs[i]` of the probes `idx`, by the host kernel where the features are f32 in CPU memory
-/// (`None` elsewhere): no centred copy of the features is made.
-fn raw_logits(
-    xs: &[Tensor],
-    idx: &[usize],
-    w: &Tensor,
-    b: &Tensor,
-) -> candle_core::Result<Option<Tensor>> {
-    let refs: Vec<&Tensor> = idx.iter().map(|&i| &xs[i]).collect();
-    if !w.device().is_cpu() {
-        return Ok(None);
-    }
-    let (n, d) = refs[0].dims2()?;
-    let k = w.dim(2)?;
-    let wv: Vec<Vec<Vec<f32>>> = w.to_vec3()?;
-    let bv: Vec<Vec<Vec<f32>>> = b.to_vec3()?;
-    let out = crate::host::with_f32_all(&refs, |views| {
-        views
-            .iter()
-            .zip(wv.iter().zip(&bv))
-            .flat_map(|(x, (w, b))| crate::host::affine_logits(x, d, &w.concat(), &b[0]))
-            .collect::<Vec<f32>>()
-    });
-    out.map(|v| Tensor::from_vec(v, (idx.len(), n, k), w.device()))
-        .transpose()
 }
 
 /// Error and mean cross-entropy of a raw-space probe on features `x` (`[n, width]`) with labels `y`.
@@ -1647,11 +1777,10 @@ impl OnlineProbes {
                     .neg()?,
             );
             let obj = Objective {
-                z: &z,
+                z: Features::Centred(&z),
                 y: &yoh,
                 penalty: g.penalty.clone(),
                 l2: self.cfg.l2,
-                labels: None,
             };
             let grad = obj.gradient_from_softmax(&g.theta, &prob)?;
             g.m = ((&g.m * b1)? + (&grad * (1.0 - b1))?)?;
@@ -1752,51 +1881,95 @@ mod tests {
         }
     }
 
-    /// The host kernel's objective, gradient and predictions are candle's.
+    /// The host kernel's objective, gradient, predictions and variances, read from the stored
+    /// features (f32 and bfloat16), are candle's on the centred copy.
     #[test]
     fn host_objective_matches_candle() {
         let dev = Device::Cpu;
+        let cancel = Cancel::default();
         let mut r = crate::rng::stream(3, "objective");
-        let (b, n, p, k) = (2, 300, 7, 3);
-        let z = Tensor::from_vec(
-            crate::rng::normal_vec(&mut r, b * n * p, 1.0),
-            (b, n, p),
-            &dev,
-        )
-        .unwrap();
+        let (b, n, d, k) = (2, 300, 7, 3);
+        // Features far from zero, so that the centring matters.
+        let xs: Vec<Tensor> = (0..b)
+            .map(|_| {
+                let v: Vec<f32> = crate::rng::normal_vec(&mut r, n * d, 1.0)
+                    .into_iter()
+                    .map(|x| x + 3.0)
+                    .collect();
+                Tensor::from_vec(v, (n, d), &dev).unwrap()
+            })
+            .collect();
         let labels: Vec<u32> = (0..n).map(|i| ((i * 7) % k) as u32).collect();
-        let y = one_hot(&Tensor::from_vec(labels.clone(), n, &dev).unwrap(), k).unwrap();
-        let var = Tensor::from_vec(crate::rng::uniform_vec(&mut r, b * p, 1.0), (b, p, 1), &dev)
-            .unwrap()
-            .abs()
-            .unwrap();
+        let y_idx = Tensor::from_vec(labels, n, &dev).unwrap();
+        let y = one_hot(&y_idx, k).unwrap();
+        let var = Tensor::from_vec(
+            crate::rng::uniform_vec(&mut r, b * (d + 1), 1.0),
+            (b, d + 1, 1),
+            &dev,
+        )
+        .unwrap()
+        .abs()
+        .unwrap();
         let theta = Tensor::from_vec(
-            crate::rng::normal_vec(&mut r, b * p * k, 0.5),
-            (b, p, k),
+            crate::rng::normal_vec(&mut r, b * (d + 1) * k, 0.5),
+            (b, d + 1, k),
             &dev,
         )
         .unwrap();
-        let fast = Objective::new(&z, &y, &var, 0.01).unwrap();
-        assert!(fast.labels.is_some());
-        let slow = Objective {
-            labels: None,
-            ..Objective::new(&z, &y, &var, 0.01).unwrap()
-        };
-        let (f1, l1, g1) = fast.value(&theta).unwrap();
-        let (f2, l2, g2) = slow.value(&theta).unwrap();
-        assert!(g2.is_none());
-        let g2 = slow.gradient(&theta, &l2).unwrap();
         let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        close(&v(&f1), &v(&f2), 1e-5, "objective");
-        close(&v(&g1.unwrap()), &v(&g2), 1e-4, "gradient");
-        let y_idx = Tensor::from_vec(labels, n, &dev).unwrap();
-        assert_eq!(errors(&l1, &y_idx).unwrap(), errors(&l2, &y_idx).unwrap());
-        close(
-            &v(&cross_entropy(&l1, &y).unwrap()),
-            &v(&cross_entropy(&l2, &y).unwrap()),
-            1e-5,
-            "cross-entropy of the logits",
-        );
+        let xs16: Vec<Tensor> = xs
+            .iter()
+            .map(|x| x.to_dtype(DType::BF16).unwrap())
+            .collect();
+        for xs in [&xs, &xs16] {
+            let idx = [0, 1];
+            let st = Centring::fit_rows(xs, &idx, &cancel).unwrap();
+            let x32: Vec<Tensor> = xs.iter().map(|x| x.to_dtype(DType::F32).unwrap()).collect();
+            let z = st.apply_rows(&x32, &idx, &cancel).unwrap();
+            let hb = HostBatch::new(xs, &idx, &st.mean, &y_idx, k)
+                .unwrap()
+                .unwrap();
+            let fast = Objective::new(Features::Host(&hb), &y, &var, 0.01).unwrap();
+            let slow = Objective::new(Features::Centred(&z), &y, &var, 0.01).unwrap();
+            let (f1, l1, g1) = fast.value(&theta).unwrap();
+            let (f2, l2, g2) = slow.value(&theta).unwrap();
+            assert!(g2.is_none());
+            let g2 = slow.gradient(&theta, &l2).unwrap();
+            close(&v(&f1), &v(&f2), 1e-5, "objective");
+            close(&v(&g1.unwrap()), &v(&g2), 1e-4, "gradient");
+            assert_eq!(errors(&l1, &y_idx).unwrap(), errors(&l2, &y_idx).unwrap());
+            close(
+                &v(&cross_entropy(&l1, &y).unwrap()),
+                &v(&cross_entropy(&l2, &y).unwrap()),
+                1e-5,
+                "cross-entropy of the logits",
+            );
+            let refs: Vec<&Tensor> = xs.iter().collect();
+            close(
+                &v(&hb.scores(&refs, &theta).unwrap()),
+                &v(&l2),
+                1e-4,
+                "scores",
+            );
+            close(
+                &v(&hb.centred_rows(10, 20).unwrap()),
+                &v(&z.narrow(1, 10, 20).unwrap()),
+                1e-6,
+                "centred rows",
+            );
+            let want: Vec<f32> = v(&z.sqr().unwrap().mean(1).unwrap())
+                .chunks(d + 1)
+                .flat_map(|c| c[..d].to_vec())
+                .collect();
+            let got: Vec<f32> = hb
+                .variances(&cancel)
+                .unwrap()
+                .concat()
+                .into_iter()
+                .map(|x| x as f32)
+                .collect();
+            close(&got, &want, 1e-5, "variances");
+        }
     }
 
     /// Online probes updated by the host kernel read and learn what the candle form does.

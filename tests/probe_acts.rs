@@ -470,7 +470,8 @@ fn bad_files_are_refused_by_name_before_a_run_log_exists() {
 #[test]
 fn a_run_over_the_memory_budget_is_refused_with_the_settings_that_fit() {
     let dir = tempfile::tempdir().unwrap();
-    let (n, w) = (4000, 4000);
+    // 128 MB of features: with the process's own memory, about 340 MB against a 300 MB limit.
+    let (n, w) = (8000, 4000);
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let wide: Vec<u8> = (0..n * w)
         .flat_map(|_| rng.random::<f32>().to_le_bytes())

@@ -673,6 +673,7 @@ impl ActsRun {
                 let xtr = feats(0)?.expect("training samples");
                 Ok((xtr, feats(1)?, feats(2)?))
             },
+            |_, _, _| Ok(()),
         )?;
         let probes = crate::presets::converged_readings(specs, &fitted, Some(&stats));
         let snap = Snapshot {
@@ -912,8 +913,6 @@ impl Preset for ActsRun {
         // How many samples train does not depend on the seed, only which.
         let rows = self.rows(&self.main, p, 0);
         let ntr = rows[0].len() as u64;
-        // The test split, when it comes from the main file, is scored without a centred copy.
-        let centred = samples as u64 - rows[2].len() as u64;
         let elem = crate::presets::fit_config(p)
             .feature_dtype()
             .size_in_bytes() as u64;
@@ -923,8 +922,14 @@ impl Preset for ActsRun {
             elem as usize,
             p.usize("probe_memory_mb") << 20,
         );
-        let (features, solver) =
-            trained::snapshot_memory(specs, &groups, samples as u64, (ntr, centred), elem);
+        let (features, solver) = trained::snapshot_memory(
+            specs,
+            &groups,
+            samples as u64,
+            ntr,
+            self.classes(p) as u64,
+            elem,
+        );
         // The labels, and one block of decoded f32 rows (64 MB) on its way into the features.
         let other = samples as u64 * 8 + (64 << 20);
         Some(MemoryEstimate {

@@ -259,6 +259,27 @@ type Features = (
     Option<Vec<ActivationStats>>,
 );
 
+/// The graph nodes of the probes `groups`' taps, and the last node a forward pass for them
+/// must reach: only as far into the model as the deepest tap (or the logits, for the model's
+/// own `metrics`).
+fn tap_nodes(
+    model: &Model,
+    groups: &[usize],
+    specs: &[ProbeSpec],
+    metrics: bool,
+) -> (Vec<usize>, usize) {
+    let g = model.graph();
+    let nodes: Vec<usize> = groups
+        .iter()
+        .map(|&i| g.index_of(&specs[i].tap).expect("known tap"))
+        .collect();
+    let mut last = nodes.iter().copied().max().unwrap_or(0);
+    if metrics {
+        last = last.max(g.index_of(&g.output).expect("valid graph"));
+    }
+    (nodes, last)
+}
+
 /// The features of the probes `groups` on `data`, from a forward pass in chunks of [`CHUNK`]
 /// samples. Each probe's features are written into one tensor allocated up front (no chunks
 /// kept and joined, which would hold them twice), and a stop is honoured between chunks.
@@ -273,18 +294,9 @@ fn features_of(
     dtype: DType,
     cancel: &Cancel,
 ) -> candle_core::Result<Features> {
-    let g = model.graph();
     let n = data.len();
     let dev = data.x.device();
-    let nodes: Vec<usize> = groups
-        .iter()
-        .map(|&i| g.index_of(&specs[i].tap).expect("known tap"))
-        .collect();
-    // Only as far into the model as this group's deepest tap (or the logits, for the metrics).
-    let mut last = nodes.iter().copied().max().unwrap_or(0);
-    if metrics {
-        last = last.max(g.index_of(&g.output).expect("valid graph"));
-    }
+    let (nodes, last) = tap_nodes(model, groups, specs, metrics);
     let x = groups
         .iter()
         .map(|&i| Tensor::zeros((n, specs[i].width()), dtype, dev))
@@ -383,7 +395,9 @@ pub fn memory_estimate(
         p.usize("probe_test").min(test) as u64,
     );
     let samples = ntr + nva + nte;
-    let elem = super::fit_config(p).feature_dtype().size_in_bytes() as u64;
+    let fit = super::fit_config(p);
+    let held = held_samples((ntr as usize, nva as usize, nte as usize), &fit) as u64;
+    let elem = fit.feature_dtype().size_in_bytes() as u64;
     // The splits, and the probe sets selected from them.
     let data = (train + val + test) as u64 * input * 4 + samples * input * 4;
     // Weights, gradients and two optimiser moments.
@@ -412,11 +426,12 @@ pub fn memory_estimate(
     let chunk: u64 = (shapes.iter().map(size).sum::<u64>() + selected) * CHUNK as u64 * 4;
     let groups = memory_groups(
         specs,
-        samples as usize,
+        held as usize,
         elem as usize,
         p.usize("probe_memory_mb") << 20,
     );
-    let (features, solver) = snapshot_memory(specs, &groups, samples, (ntr, ntr + nva), elem);
+    let classes = graph.classes as u64;
+    let (features, solver) = snapshot_memory(specs, &groups, held, ntr, classes, elem);
     let snapshot = features + solver;
     MemoryEstimate {
         peak: PROCESS_BASE + data + model + chunk + snapshot,
@@ -426,17 +441,20 @@ pub fn memory_estimate(
 }
 
 /// The memory a converged snapshot fitted in `groups` needs at its peak, in bytes: the largest
-/// group's features for `samples` samples of `elem` bytes each, and the solver's centred f32
-/// copies of that group's widest batch, whitening included: it fits on `ntr` of the samples and
-/// makes centred copies of `centred` of them (training and validation; on the CPU the test
-/// split is scored on the features as they are).
+/// group's features for `samples` samples of `elem` bytes each, and the solver's own memory
+/// for that group's widest batch: the whitening's matrices (probes of at most
+/// [`FitConfig::whiten_max`] features), the L-BFGS state and the logits of `classes` classes.
+/// The solver reads the features where they are stored (fitted on `ntr` of the samples): it
+/// makes no centred copy of them on the host.
 pub(crate) fn snapshot_memory(
     specs: &[ProbeSpec],
     groups: &[Vec<usize>],
     samples: u64,
-    (ntr, centred): (u64, u64),
+    ntr: u64,
+    classes: u64,
     elem: u64,
 ) -> (u64, u64) {
+    let cfg = FitConfig::default();
     let (mut features, mut solver) = (0u64, 0u64);
     for g in groups {
         let feats: u64 = g
@@ -454,13 +472,17 @@ pub(crate) fn snapshot_memory(
             .filter(|&&i| specs[i].width() as u64 == widest)
             .count() as u64;
         let per = ntr * (widest + 1) * 4;
-        let batch = (FitConfig::default().batch_bytes as u64 / per.max(1)).clamp(1, same.max(1));
-        let whiten = if widest as usize <= FitConfig::default().whiten_max {
+        let batch = (cfg.batch_bytes as u64 / per.max(1)).clamp(1, same.max(1));
+        let whiten = if widest as usize <= cfg.whiten_max {
             batch * widest * widest * (8 + 3 * 4)
         } else {
             0
         };
-        let fit = batch * centred * (widest + 1) * 4 + whiten;
+        // Parameters, gradients, the best parameters and the line search's (about 8 copies),
+        // the L-BFGS pairs, and the logits of the splits.
+        let state = batch * (widest + 1) * classes * 4 * (2 * cfg.memory as u64 + 8);
+        let logits = batch * samples * classes * 4 * 3;
+        let fit = whiten + state + logits;
         if feats + fit > features + solver {
             (features, solver) = (feats, fit);
         }
@@ -480,7 +502,9 @@ pub(crate) type GroupFeatures = (Vec<Tensor>, Option<Vec<Tensor>>, Option<Vec<Te
 /// Every probe of `specs` fitted to convergence, group by group (`groups`, from
 /// [`memory_groups`]): `features` gives a group's features (called once per group, in order),
 /// which are fitted against the labels `y` (train, validation, test), warm-started from `warm`,
-/// and dropped before the next group's are made. Transfer rows come back in probe order.
+/// handed to `after` (which may score them further), and dropped before the next group's are
+/// made. Transfer rows come back in probe order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn fit_in_groups(
     specs: &[ProbeSpec],
     groups: &[Vec<usize>],
@@ -489,6 +513,7 @@ pub(crate) fn fit_in_groups(
     warm: Option<&[LinearProbe]>,
     fit: &FitConfig,
     mut features: impl FnMut(usize, &[usize]) -> anyhow::Result<GroupFeatures>,
+    mut after: impl FnMut(usize, &[usize], &mut [Fitted]) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Fitted>> {
     let n = specs.len();
     let mut fitted: Vec<Option<Fitted>> = vec![None; n];
@@ -511,6 +536,8 @@ pub(crate) fn fit_in_groups(
             warm_g.as_deref(),
             fit,
         )?;
+        let mut out = out;
+        after(gi, group, &mut out)?;
         for (&i, mut f) in group.iter().zip(out) {
             // Transfer rows come in the group's order: put them in the probes' (only pairs
             // fitted in one group have an entry).
@@ -530,8 +557,17 @@ pub(crate) fn fit_in_groups(
         .collect())
 }
 
+/// The samples whose features a converged snapshot holds at once: the training and validation
+/// splits, and the test split only where the transfer matrix reads it (otherwise the test split
+/// is scored as the forward pass makes its features, see [`converged`]).
+pub(crate) fn held_samples((train, val, test): (usize, usize, usize), fit: &FitConfig) -> usize {
+    train + val + if fit.transfer { test } else { 0 }
+}
+
 /// Every probe fitted to convergence on the model as it is now, plus the taps' statistics and
-/// the model's loss and errors on the same samples.
+/// the model's loss and errors on the same samples. The test split's features are not held
+/// (unless the transfer matrix needs them): each group's fitted probes score the test split
+/// chunk by chunk from a forward pass.
 pub(crate) fn converged(
     model: &Model,
     specs: &[ProbeSpec],
@@ -539,21 +575,29 @@ pub(crate) fn converged(
     warm: Option<&[LinearProbe]>,
     plan: &Plan,
 ) -> anyhow::Result<(Vec<Fitted>, Vec<ActivationStats>, ModelMetrics)> {
-    let samples = sets.train.len() + sets.val.len() + sets.test.len();
+    let held = held_samples(
+        (sets.train.len(), sets.val.len(), sets.test.len()),
+        &plan.fit,
+    );
+    let stream_test = !plan.fit.transfer;
     let dtype = plan.fit.feature_dtype();
-    let groups = memory_groups(specs, samples, dtype.size_in_bytes(), plan.memory_mb << 20);
-    let mut stats: Vec<ActivationStats> = vec![ActivationStats::default(); specs.len()];
-    let mut metrics = ModelMetrics {
+    let groups = memory_groups(specs, held, dtype.size_in_bytes(), plan.memory_mb << 20);
+    let stats = std::cell::RefCell::new(vec![ActivationStats::default(); specs.len()]);
+    let metrics = std::cell::RefCell::new(ModelMetrics {
         loss: f64::NAN,
         train_error: None,
         test_error: None,
-    };
+    });
     let cancel = &plan.fit.cancel;
     let fitted = fit_in_groups(
         specs,
         &groups,
         sets.train.classes,
-        (&sets.train.y, Some(&sets.val.y), Some(&sets.test.y)),
+        (
+            &sets.train.y,
+            Some(&sets.val.y),
+            (!stream_test).then_some(&sets.test.y),
+        ),
         warm,
         &plan.fit,
         |gi, group| {
@@ -563,22 +607,120 @@ pub(crate) fn converged(
                 features_of(model, group, specs, &sets.train, last, true, dtype, cancel)?;
             let (xva, _, _) =
                 features_of(model, group, specs, &sets.val, false, false, dtype, cancel)?;
-            let (xte, mte, _) =
-                features_of(model, group, specs, &sets.test, last, false, dtype, cancel)?;
-            if let (Some((loss, tre)), Some((_, tee))) = (mtr, mte) {
-                metrics = ModelMetrics {
-                    loss,
-                    train_error: Some(tre),
-                    test_error: Some(tee),
-                };
+            if let Some((loss, tre)) = mtr {
+                let mut m = metrics.borrow_mut();
+                m.loss = loss;
+                m.train_error = Some(tre);
             }
             for (&i, s) in group.iter().zip(st.unwrap_or_default()) {
-                stats[i] = s;
+                stats.borrow_mut()[i] = s;
             }
-            Ok((xtr, Some(xva), Some(xte)))
+            let xte = if stream_test {
+                None
+            } else {
+                let (xte, mte, _) =
+                    features_of(model, group, specs, &sets.test, last, false, dtype, cancel)?;
+                if let Some((_, tee)) = mte {
+                    metrics.borrow_mut().test_error = Some(tee);
+                }
+                Some(xte)
+            };
+            Ok((xtr, Some(xva), xte))
+        },
+        |gi, group, fitted| {
+            if !stream_test {
+                return Ok(());
+            }
+            let last = gi + 1 == groups.len();
+            let probes: Vec<&LinearProbe> = fitted.iter().map(|f| &f.probe).collect();
+            let (scores, mte) =
+                score_streamed(model, group, specs, &sets.test, &probes, last, cancel)?;
+            for (f, (err, loss, confusion)) in fitted.iter_mut().zip(scores) {
+                f.reading.test_error = Some(err);
+                f.reading.test_loss = Some(loss);
+                if confusion.is_some() {
+                    f.reading.confusion = confusion;
+                }
+            }
+            if let Some((_, tee)) = mte {
+                metrics.borrow_mut().test_error = Some(tee);
+            }
+            Ok(())
         },
     )?;
-    Ok((fitted, stats, metrics))
+    Ok((fitted, stats.into_inner(), metrics.into_inner()))
+}
+
+/// Per probe of `group` (fitted: `probes`, in raw activation space), the error, mean
+/// cross-entropy and (for at most [`probe::CONFUSION_MAX_CLASSES`] classes) confusion matrix on
+/// `data`, from a forward pass in chunks of [`CHUNK`] samples, each chunk's features scored and
+/// dropped; and (when asked) the model's own mean loss and error on `data`.
+#[allow(clippy::type_complexity)]
+fn score_streamed(
+    model: &Model,
+    group: &[usize],
+    specs: &[ProbeSpec],
+    data: &Dataset,
+    probes: &[&LinearProbe],
+    metrics: bool,
+    cancel: &Cancel,
+) -> candle_core::Result<(Vec<(f64, f64, Option<Vec<Vec<u32>>>)>, Option<(f64, f64)>)> {
+    let n = data.len();
+    let dev = data.x.device();
+    let (nodes, last) = tap_nodes(model, group, specs, metrics);
+    let params = probes
+        .iter()
+        .map(|p| {
+            Ok((
+                Tensor::from_slice(&p.weight, (p.width, p.classes), dev)?,
+                Tensor::from_slice(&p.bias, (1, p.classes), dev)?,
+            ))
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let classes = data.classes;
+    let confusions = classes <= probe::CONFUSION_MAX_CLASSES;
+    let mut wrong = vec![0f64; group.len()];
+    let mut loss = vec![0f64; group.len()];
+    let mut confusion = vec![vec![vec![0u32; classes]; classes]; group.len()];
+    let (mut mloss, mut mwrong) = (0f64, 0f64);
+    for b in cancel.blocks(n, CHUNK) {
+        let (start, len) = b?;
+        let outs = model.forward_until(&data.x.narrow(0, start, len)?, last)?;
+        let y = data.y.narrow(0, start, len)?;
+        let yoh = probe::one_hot(&y, classes)?;
+        let truth: Vec<u32> = y.to_vec1()?;
+        for (k, &i) in group.iter().enumerate() {
+            let (w, bias) = &params[k];
+            let x = specs[i].select(&outs[nodes[k]])?.to_dtype(DType::F32)?;
+            let lg = x.matmul(w)?.broadcast_add(bias)?.unsqueeze(0)?;
+            wrong[k] += probe::errors(&lg, &y)?[0] * len as f64;
+            loss[k] +=
+                f64::from(probe::cross_entropy(&lg, &yoh)?.to_vec1::<f32>()?[0]) * len as f64;
+            if confusions {
+                let pred: Vec<u32> = lg.squeeze(0)?.argmax(1)?.to_vec1()?;
+                for (&t, &p) in truth.iter().zip(&pred) {
+                    confusion[k][t as usize][p as usize] += 1;
+                }
+            }
+        }
+        if metrics {
+            let logits = model.logits(&outs);
+            mloss +=
+                candle_nn::loss::cross_entropy(logits, &y)?.to_scalar::<f32>()? as f64 * len as f64;
+            mwrong += probe::errors(&logits.unsqueeze(0)?, &y)?[0] * len as f64;
+        }
+    }
+    let m = n.max(1) as f64;
+    let scores = (0..group.len())
+        .map(|k| {
+            (
+                wrong[k] / m,
+                loss[k] / m,
+                confusions.then(|| confusion[k].clone()),
+            )
+        })
+        .collect();
+    Ok((scores, metrics.then(|| (mloss / m, mwrong / m))))
 }
 
 /// The model's error on `data`, in chunks.

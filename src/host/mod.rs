@@ -5,17 +5,20 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 
-/// `fn NAME(args) -> R = BODY;` defines `NAME`, which calls the `#[inline(always)]` function
-/// `BODY` compiled for AVX2 and FMA when the machine has them (the vector instructions the
-/// loops here are written for), and as built otherwise.
+mod pass;
+pub(crate) use pass::{scores_raw, softmax_fit_raw, Feature};
+
+/// `fn NAME(args) -> R = BODY;` (or `fn NAME<E: Bound>(args)`) defines `NAME`, which calls the
+/// `#[inline(always)]` function `BODY` compiled for AVX2 and FMA when the machine has them (the
+/// vector instructions the loops here are written for), and as built otherwise.
 macro_rules! vectorised {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
+    ($(#[$m:meta])* fn $name:ident $(<$g:ident: $bound:path>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
         $(#[$m])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        fn $name $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                fn fast($($arg: $ty),*) $(-> $ret)? {
+                fn fast $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -47,6 +50,33 @@ pub(crate) fn with_f32_all<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) ->
         }
     }
     Some(f(&views))
+}
+
+/// The elements of CPU tensors that hold stored features, for the kernels generic over
+/// [`Feature`]: all f32 or all bfloat16.
+pub(crate) enum Views<'a> {
+    F32(Vec<&'a [f32]>),
+    Bf16(Vec<&'a [half::bf16]>),
+}
+
+/// Calls `f` with the elements of `ts` when every one is a contiguous CPU tensor and all are f32
+/// or all bfloat16; `None` otherwise.
+pub(crate) fn with_views<R>(ts: &[&Tensor], f: impl FnOnce(Views<'_>) -> R) -> Option<R> {
+    let held: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let (mut f32s, mut bf16s) = (Vec::new(), Vec::new());
+    for (storage, layout) in &held {
+        let (start, end) = layout.contiguous_offsets()?;
+        match &**storage {
+            Storage::Cpu(CpuStorage::F32(v)) => f32s.push(&v[start..end]),
+            Storage::Cpu(CpuStorage::BF16(v)) => bf16s.push(&v[start..end]),
+            _ => return None,
+        }
+    }
+    match (f32s.is_empty(), bf16s.is_empty()) {
+        (_, true) => Some(f(Views::F32(f32s))),
+        (true, false) => Some(f(Views::Bf16(bf16s))),
+        (false, false) => None,
+    }
 }
 
 /// While alive, candle's CPU operations run on one thread each: for callers that run several
@@ -288,41 +318,8 @@ fn softmax_rows(
                 }
             }
         }
-        // Softmax over the block's rows: the exponentials and logarithms as flat passes over the
-        // block, which the compiler vectorises (a library call each costs more than the row's
-        // dot product with two classes).
         let rows = yb.len();
-        let (mut top, mut sum, mut lse) = ([0f32; ROW_BLOCK], [0f32; ROW_BLOCK], [0f32; ROW_BLOCK]);
-        for ((t, l), r) in top
-            .iter_mut()
-            .zip(lb.chunks_exact(k))
-            .zip(res.chunks_exact_mut(k))
-        {
-            *t = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            for (rc, &lc) in r.iter_mut().zip(l) {
-                *rc = lc - *t;
-            }
-        }
-        for rc in res[..rows * k].iter_mut() {
-            *rc = exp_fast(*rc);
-        }
-        for (s, r) in sum.iter_mut().zip(res.chunks_exact(k)).take(rows) {
-            *s = r.iter().sum();
-        }
-        for (e, &s) in lse.iter_mut().zip(&sum).take(rows) {
-            *e = ln_fast(s);
-        }
-        for (((l, &y), r), ((&t, &s), &e)) in lb
-            .chunks_exact(k)
-            .zip(yb)
-            .zip(res.chunks_exact_mut(k))
-            .zip(top.iter().zip(&sum).zip(&lse))
-        {
-            loss += f64::from(t - l[y as usize] + e);
-            for (c, rc) in r.iter_mut().enumerate() {
-                *rc = *rc / s - if c == y as usize { 1.0 } else { 0.0 };
-            }
-        }
+        loss += softmax_residuals(lb, yb, k, &mut res[..rows * k]);
         // The residuals of a row sum to zero, so the last class's gradient is minus the sum of
         // the others' (filled in by the caller): one pass a row fewer.
         for f0 in (0..p).step_by(FEATURE_BLOCK) {
@@ -334,6 +331,48 @@ fn softmax_rows(
                     }
                 }
             }
+        }
+    }
+    loss
+}
+
+/// The softmax residuals `softmax(l_i) - e_{y_i}` of the logits `lb` (rows of `k`) with labels
+/// `yb`, written to `res` (rows of `k`); returns the summed cross-entropy. The exponentials and
+/// logarithms go as flat passes over the block, which the compiler vectorises (a library call
+/// each costs more than a row's dot product with two classes).
+#[inline(always)]
+fn softmax_residuals(lb: &[f32], yb: &[u32], k: usize, res: &mut [f32]) -> f64 {
+    let rows = yb.len();
+    let mut loss = 0f64;
+    let (mut top, mut sum, mut lse) = ([0f32; ROW_BLOCK], [0f32; ROW_BLOCK], [0f32; ROW_BLOCK]);
+    for ((t, l), r) in top
+        .iter_mut()
+        .zip(lb.chunks_exact(k))
+        .zip(res.chunks_exact_mut(k))
+    {
+        *t = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        for (rc, &lc) in r.iter_mut().zip(l) {
+            *rc = lc - *t;
+        }
+    }
+    for rc in res[..rows * k].iter_mut() {
+        *rc = exp_fast(*rc);
+    }
+    for (s, r) in sum.iter_mut().zip(res.chunks_exact(k)).take(rows) {
+        *s = r.iter().sum();
+    }
+    for (e, &s) in lse.iter_mut().zip(&sum).take(rows) {
+        *e = ln_fast(s);
+    }
+    for (((l, &y), r), ((&t, &s), &e)) in lb
+        .chunks_exact(k)
+        .zip(yb)
+        .zip(res.chunks_exact_mut(k))
+        .zip(top.iter().zip(&sum).zip(&lse))
+    {
+        loss += f64::from(t - l[y as usize] + e);
+        for (c, rc) in r.iter_mut().enumerate() {
+            *rc = *rc / s - if c == y as usize { 1.0 } else { 0.0 };
         }
     }
     loss
@@ -479,40 +518,6 @@ pub(crate) fn softmax_fit(
         }
     }
     (loss, grad, logits)
-}
-
-#[inline(always)]
-fn affine_rows(x: &[f32], d: usize, w_t: &[f32], b: &[f32], out: &mut [f32]) {
-    let k = b.len();
-    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(k)) {
-        for ((oc, wc), &bc) in o.iter_mut().zip(w_t.chunks_exact(d)).zip(b) {
-            *oc = dot(row, wc) + bc;
-        }
-    }
-}
-
-vectorised! {
-    /// [`affine_rows`], vectorised.
-    fn affine_rows_best(x: &[f32], d: usize, w_t: &[f32], b: &[f32], out: &mut [f32]) = affine_rows;
-}
-
-/// `x W + b` for the row-major `n x d` matrix `x`, `W` `d x K` row-major and `b` of `K`: the
-/// `n x K` logits of a probe in raw activation space, `K` dot products a row (a product with
-/// few columns is where blocked products are slowest).
-pub(crate) fn affine_logits(x: &[f32], d: usize, w: &[f32], b: &[f32]) -> Vec<f32> {
-    use rayon::prelude::*;
-    let k = b.len();
-    let mut w_t = vec![0f32; k * d];
-    for j in 0..d {
-        for c in 0..k {
-            w_t[c * d + j] = w[j * k + c];
-        }
-    }
-    let mut out = vec![0f32; x.len() / d.max(1) * k];
-    out.par_chunks_mut(FIT_ROWS * k)
-        .zip(x.par_chunks(FIT_ROWS * d.max(1)))
-        .for_each(|(o, xr)| affine_rows_best(xr, d, &w_t, b, o));
-    out
 }
 
 /// Adam's settings for one step of [`online_step`], the bias corrections folded in (see
@@ -697,24 +702,45 @@ pub(crate) fn norms_and_max_abs(v: &[f32], cols: usize) -> (f64, Vec<f32>) {
 const CENTRE_ROWS: usize = 256;
 
 #[inline(always)]
-fn column_sums(block: &[f32], d: usize, s: &mut [f64]) {
+fn column_sums<E: Feature>(block: &[E], d: usize, s: &mut [f64]) {
     for row in block.chunks_exact(d.max(1)) {
         for (a, &v) in s.iter_mut().zip(row) {
-            *a += f64::from(v);
+            *a += f64::from(v.widen());
         }
     }
 }
 
 vectorised! {
     /// [`column_sums`], vectorised.
-    fn column_sums_best(block: &[f32], d: usize, s: &mut [f64]) = column_sums;
+    fn column_sums_best<E: Feature>(block: &[E], d: usize, s: &mut [f64]) = column_sums;
+}
+
+/// Adds to `s` the squares of the block's rows less `mean`, summed per column: in f32 within
+/// the block (a few hundred rows), in f64 across blocks.
+#[inline(always)]
+fn centred_square_sums<E: Feature>(block: &[E], d: usize, mean: &[f32], s: &mut [f64]) {
+    let mut part = vec![0f32; d];
+    for row in block.chunks_exact(d.max(1)) {
+        for ((a, &v), &m) in part.iter_mut().zip(row).zip(mean) {
+            let z = v.widen() - m;
+            *a += z * z;
+        }
+    }
+    s.iter_mut()
+        .zip(&part)
+        .for_each(|(a, &b)| *a += f64::from(b));
+}
+
+vectorised! {
+    /// [`centred_square_sums`], vectorised.
+    fn centred_square_sums_best<E: Feature>(block: &[E], d: usize, mean: &[f32], s: &mut [f64]) = centred_square_sums;
 }
 
 #[inline(always)]
-fn centre_rows(out: &mut [f32], x: &[f32], mean: &[f32], d: usize) {
+fn centre_rows<E: Feature>(out: &mut [f32], x: &[E], mean: &[f32], d: usize) {
     for (o, r) in out.chunks_exact_mut(d + 1).zip(x.chunks_exact(d.max(1))) {
         for ((o, &v), &m) in o.iter_mut().zip(r).zip(mean) {
-            *o = v - m;
+            *o = v.widen() - m;
         }
         o[d] = 1.0;
     }
@@ -722,26 +748,29 @@ fn centre_rows(out: &mut [f32], x: &[f32], mean: &[f32], d: usize) {
 
 vectorised! {
     /// [`centre_rows`], vectorised.
-    fn centre_rows_best(out: &mut [f32], x: &[f32], mean: &[f32], d: usize) = centre_rows;
+    fn centre_rows_best<E: Feature>(out: &mut [f32], x: &[E], mean: &[f32], d: usize) = centre_rows;
 }
 
-/// Each matrix's column means: `xs` are row-major `n x d`, the sums taken in f64 over blocks of
-/// rows (in parallel), with a check for a stop between blocks.
-pub(crate) fn column_means(
-    xs: &[&[f32]],
+/// Per matrix `i` of `xs` (row-major `n x d`), the column sums that `sum(block, i, sums)` adds
+/// up over blocks of rows (in parallel, in f64), divided by `n`, with a check for a stop between
+/// blocks.
+fn block_column_means<E: Feature>(
+    xs: &[&[E]],
     d: usize,
     cancel: &crate::cancel::Cancel,
+    sum: impl Fn(&[E], usize, &mut [f64]) + Sync,
 ) -> candle_core::Result<Vec<Vec<f64>>> {
     use rayon::prelude::*;
     xs.iter()
-        .map(|x| {
+        .enumerate()
+        .map(|(i, x)| {
             let n = x.len() / d.max(1);
             let sums = x
                 .par_chunks(CENTRE_ROWS * d.max(1))
                 .map(|block| {
                     cancel.check_candle()?;
                     let mut s = vec![0f64; d];
-                    column_sums_best(block, d, &mut s);
+                    sum(block, i, &mut s);
                     Ok::<_, candle_core::Error>(s)
                 })
                 .try_reduce(
@@ -756,11 +785,34 @@ pub(crate) fn column_means(
         .collect()
 }
 
+/// Each matrix's mean square about `means` per column (the variances, for the training means):
+/// `xs` are row-major `n x d`, in parallel blocks of rows with a check for a stop between them.
+pub(crate) fn centred_variances<E: Feature>(
+    xs: &[&[E]],
+    means: &[Vec<f32>],
+    d: usize,
+    cancel: &crate::cancel::Cancel,
+) -> candle_core::Result<Vec<Vec<f64>>> {
+    block_column_means(xs, d, cancel, |block, i, s| {
+        centred_square_sums_best(block, d, &means[i], s)
+    })
+}
+
+/// Each matrix's column means: `xs` are row-major `n x d`, the sums taken in f64 over blocks of
+/// rows (in parallel), with a check for a stop between blocks.
+pub(crate) fn column_means<E: Feature>(
+    xs: &[&[E]],
+    d: usize,
+    cancel: &crate::cancel::Cancel,
+) -> candle_core::Result<Vec<Vec<f64>>> {
+    block_column_means(xs, d, cancel, |block, _, s| column_sums_best(block, d, s))
+}
+
 /// `[x - mean, 1]` of each row-major `n x d` matrix of `xs` with its `means`, as one
 /// `[xs.len(), n, d + 1]` buffer, written in parallel blocks of rows with a check for a stop
 /// between blocks.
-pub(crate) fn centred_with_ones(
-    xs: &[&[f32]],
+pub(crate) fn centred_with_ones<E: Feature>(
+    xs: &[&[E]],
     means: &[Vec<f32>],
     d: usize,
     cancel: &crate::cancel::Cancel,
@@ -924,15 +976,18 @@ mod tests {
     }
 
     #[test]
-    fn affine_logits_by_hand() {
-        // x = [[1, 2], [3, -1]], W = [[1, 0, 2], [0, 1, -1]], b = (0.5, 0, -1).
-        let out = affine_logits(
-            &[1.0, 2.0, 3.0, -1.0],
+    fn scores_by_hand() {
+        // x = [[1, 2], [3, -1]], W = [[1, 0, 2], [0, 1, -1]], b = (0.5, 0, -1), means (1, 0):
+        // the centred rows (0, 2) and (2, -1).
+        let theta = [1.0, 0.0, 2.0, 0.0, 1.0, -1.0, 0.5, 0.0, -1.0];
+        let out = scores_raw(
+            &[&[1.0f32, 2.0, 3.0, -1.0][..]],
+            &[vec![1.0, 0.0]],
+            &theta,
             2,
-            &[1.0, 0.0, 2.0, 0.0, 1.0, -1.0],
-            &[0.5, 0.0, -1.0],
+            3,
         );
-        assert_eq!(out, vec![1.5, 2.0, -1.0, 3.5, -1.0, 6.0]);
+        assert_eq!(out, vec![0.5, 2.0, -3.0, 2.5, -1.0, 4.0]);
     }
 
     #[test]

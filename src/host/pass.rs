@@ -1,0 +1,824 @@
+//! The converged fit's pass over a tap's features, read as they are stored (f32, or bfloat16
+//! widened as it is read) and centred as they are read: no centred copy of the features is
+//! made, so a fit holds nothing the size of its features beyond the features themselves.
+//!
+//! The products are register-blocked: a tile of 4 rows x 3 classes of logits (2 classes
+//! without AVX-512) keeps its running sums in registers while the features stream past, and a
+//! tile of 4 classes x 2 vectors of features does the same for the gradient, so that each
+//! number read from memory feeds several multiply-adds (a dot product per row and class reads
+//! two numbers per multiply-add and ran at a tenth of the machine's speed).
+
+use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// A stored feature: f32, or bfloat16 widened to f32 as it is read.
+pub(crate) trait Feature: Copy + Send + Sync {
+    /// The value as f32.
+    fn widen(self) -> f32;
+
+    /// Sixteen values from `p`, widened.
+    ///
+    /// # Safety
+    /// `p` must point to sixteen readable values, and the machine must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> __m512;
+}
+
+impl Feature for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+}
+
+impl Feature for half::bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        // SAFETY: the caller's contract; a bfloat16 is the high half of its f32.
+        unsafe {
+            let h = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+        }
+    }
+}
+
+/// Most rows per block: a block's logits are finished (every feature read) before its
+/// softmax, and its gradient is summed after, reading the block a second time.
+const ROW_BLOCK: usize = 64;
+
+/// Bytes of stored features per block, so that the gradient's second read of a block finds it
+/// in the second-level cache (64 rows of a 25,088-wide tap are 6 MB; measured on that tap, 16
+/// rows made the bfloat16 pass 1.3x faster, and narrow taps were best with 64).
+const BLOCK_BYTES: usize = 512 << 10;
+
+/// Rows per block of features `d` wide, `bytes` each: a multiple of 4 from 16 to [`ROW_BLOCK`].
+fn block_rows(d: usize, bytes: usize) -> usize {
+    (BLOCK_BYTES / (d * bytes).max(1)).clamp(16, ROW_BLOCK) / 4 * 4
+}
+
+/// Features per segment of the logits: the parameters' slice of a segment (`K - 1` x 1,024
+/// floats, 36 KB at ten classes) stays in cache while the block's rows stream past it.
+const SEGMENT: usize = 1024;
+
+/// Rows per task handed to rayon (each task keeps its own gradient sums).
+const TASK_ROWS: usize = 1024;
+
+/// Most classes of the pass (the tiles' per-row buffers are sized for it).
+pub(crate) const MAX_CLASSES: usize = super::SOFTMAX_FIT_MAX_CLASSES;
+
+/// `a b + c`, as one fused instruction where the machine has FMA (`F`).
+#[inline(always)]
+fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// `L` features of the row `x` from `at`, widened, less their means.
+#[inline(always)]
+fn load<E: Feature, const L: usize>(x: &[E], mean: &[f32], at: usize) -> [f32; L] {
+    let (xs, ms) = (&x[at..at + L], &mean[at..at + L]);
+    let mut out = [0f32; L];
+    for l in 0..L {
+        out[l] = xs[l].widen() - ms[l];
+    }
+    out
+}
+
+/// Adds to the logits `lg` (`R` rows of `k`) of the rows `x` (row stride `d`) their products with
+/// the classes `c0..c0 + C` of `theta_t` (class-major, `d` a class) over the features `f0..f1`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn logits_tile<E: Feature, const R: usize, const C: usize, const L: usize, const F: bool>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    theta_t: &[f32],
+    c0: usize,
+    (f0, f1): (usize, usize),
+    k: usize,
+    lg: &mut [f32],
+) {
+    let mut acc = [[[0f32; L]; C]; R];
+    let mut j = f0;
+    while j + L <= f1 {
+        let mut z = [[0f32; L]; R];
+        for (r, zr) in z.iter_mut().enumerate() {
+            *zr = load::<E, L>(&x[r * d..], mean, j);
+        }
+        for c in 0..C {
+            let t = &theta_t[(c0 + c) * d + j..][..L];
+            for r in 0..R {
+                for l in 0..L {
+                    acc[r][c][l] = madd::<F>(z[r][l], t[l], acc[r][c][l]);
+                }
+            }
+        }
+        j += L;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let mut s: f32 = acc[r][c].iter().sum();
+            let t = &theta_t[(c0 + c) * d..];
+            for jj in j..f1 {
+                s = madd::<F>(x[r * d + jj].widen() - mean[jj], t[jj], s);
+            }
+            lg[r * k + c0 + c] += s;
+        }
+    }
+}
+
+/// Adds to the gradient `g_t` (class-major, `d` a class) of the classes `c0..c0 + C` the sums
+/// over the rows `x` (row stride `d`) of their residuals `res` (`k` a row) times their features
+/// `j..j + V L`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_tile<E: Feature, const C: usize, const V: usize, const L: usize, const F: bool>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    res: &[f32],
+    k: usize,
+    c0: usize,
+    j: usize,
+    g_t: &mut [f32],
+) {
+    let mut acc = [[[0f32; L]; V]; C];
+    for (row, r) in x.chunks_exact(d).zip(res.chunks_exact(k)) {
+        let mut z = [[0f32; L]; V];
+        for (v, zv) in z.iter_mut().enumerate() {
+            *zv = load::<E, L>(row, mean, j + v * L);
+        }
+        for c in 0..C {
+            let s = r[c0 + c];
+            for v in 0..V {
+                for l in 0..L {
+                    acc[c][v][l] = madd::<F>(s, z[v][l], acc[c][v][l]);
+                }
+            }
+        }
+    }
+    for c in 0..C {
+        for v in 0..V {
+            let g = &mut g_t[(c0 + c) * d + j + v * L..][..L];
+            for l in 0..L {
+                g[l] += acc[c][v][l];
+            }
+        }
+    }
+}
+
+/// [`logits_tile`] with AVX-512 registers (16 lanes), where the generic form's running sums
+/// did not stay in registers.
+///
+/// # Safety
+/// The machine must have AVX-512F and FMA; the slices must hold what [`logits_tile`] reads.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn logits_tile16<E: Feature, const R: usize, const C: usize>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    theta_t: &[f32],
+    c0: usize,
+    (f0, f1): (usize, usize),
+    k: usize,
+    lg: &mut [f32],
+) {
+    assert!(x.len() >= (R - 1) * d + f1 && mean.len() >= f1 && theta_t.len() >= (c0 + C) * d);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut j = f0;
+    // SAFETY: every read below is within the lengths asserted above (`j + 16 <= f1`).
+    unsafe {
+        let (xp, mp, tp) = (x.as_ptr(), mean.as_ptr(), theta_t.as_ptr());
+        while j + 16 <= f1 {
+            let m = _mm512_loadu_ps(mp.add(j));
+            let mut z = [_mm512_setzero_ps(); R];
+            for (r, zr) in z.iter_mut().enumerate() {
+                *zr = _mm512_sub_ps(E::load16(xp.add(r * d + j)), m);
+            }
+            for c in 0..C {
+                let t = _mm512_loadu_ps(tp.add((c0 + c) * d + j));
+                for (a, zr) in acc.iter_mut().zip(&z) {
+                    a[c] = _mm512_fmadd_ps(*zr, t, a[c]);
+                }
+            }
+            j += 16;
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let mut s = _mm512_reduce_add_ps(acc[r][c]);
+            let t = &theta_t[(c0 + c) * d..];
+            for jj in j..f1 {
+                s = (x[r * d + jj].widen() - mean[jj]).mul_add(t[jj], s);
+            }
+            lg[r * k + c0 + c] += s;
+        }
+    }
+}
+
+/// [`grad_tile`] with AVX-512 registers, two vectors of 16 features.
+///
+/// # Safety
+/// As for [`logits_tile16`], with `j + 32 <= d`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn grad_tile16<E: Feature, const C: usize>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    res: &[f32],
+    k: usize,
+    c0: usize,
+    j: usize,
+    g_t: &mut [f32],
+) {
+    let rows = x.len() / d;
+    assert!(j + 32 <= d && mean.len() >= d && res.len() >= rows * k && g_t.len() >= (c0 + C) * d);
+    // SAFETY: every access below is within the lengths asserted above.
+    unsafe {
+        let (xp, rp, gp) = (x.as_ptr(), res.as_ptr(), g_t.as_mut_ptr());
+        let m0 = _mm512_loadu_ps(mean.as_ptr().add(j));
+        let m1 = _mm512_loadu_ps(mean.as_ptr().add(j + 16));
+        let mut acc = [[_mm512_setzero_ps(); 2]; C];
+        for r in 0..rows {
+            let row = xp.add(r * d + j);
+            let z0 = _mm512_sub_ps(E::load16(row), m0);
+            let z1 = _mm512_sub_ps(E::load16(row.add(16)), m1);
+            for (c, a) in acc.iter_mut().enumerate() {
+                let s = _mm512_set1_ps(*rp.add(r * k + c0 + c));
+                a[0] = _mm512_fmadd_ps(s, z0, a[0]);
+                a[1] = _mm512_fmadd_ps(s, z1, a[1]);
+            }
+        }
+        for (c, a) in acc.iter().enumerate() {
+            let g = gp.add((c0 + c) * d + j);
+            _mm512_storeu_ps(g, _mm512_add_ps(_mm512_loadu_ps(g), a[0]));
+            _mm512_storeu_ps(g.add(16), _mm512_add_ps(_mm512_loadu_ps(g.add(16)), a[1]));
+        }
+    }
+}
+
+/// Adds to the logits `lg` (`rows` x `k`, already holding the biases) the products of the
+/// centred rows `x` with the first `kc` classes of `theta_t`: tiles of 4 rows by `CG` classes.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    theta_t: &[f32],
+    kc: usize,
+    k: usize,
+    lg: &mut [f32],
+) {
+    let rows = lg.len() / k;
+    for f0 in (0..d).step_by(SEGMENT) {
+        let seg = (f0, (f0 + SEGMENT).min(d));
+        let mut r0 = 0;
+        while r0 < rows {
+            let four = rows - r0 >= 4;
+            let (xr, lr) = (&x[r0 * d..], &mut lg[r0 * k..]);
+            let mut c0 = 0;
+            while c0 < kc {
+                let c = (kc - c0).min(CG);
+                macro_rules! tile {
+                    ($r:literal, $c:literal) => {{
+                        #[cfg(target_arch = "x86_64")]
+                        if L == 16 && F {
+                            // SAFETY: `L == 16 && F` only in the dispatch's AVX-512 build.
+                            unsafe {
+                                logits_tile16::<E, $r, $c>(xr, d, mean, theta_t, c0, seg, k, lr)
+                            };
+                            c0 += c;
+                            continue;
+                        }
+                        logits_tile::<E, $r, $c, L, F>(xr, d, mean, theta_t, c0, seg, k, lr)
+                    }};
+                }
+                match (four, c) {
+                    (true, 1) => tile!(4, 1),
+                    (true, 2) => tile!(4, 2),
+                    (true, _) => tile!(4, 3),
+                    (false, 1) => tile!(1, 1),
+                    (false, 2) => tile!(1, 2),
+                    (false, _) => tile!(1, 3),
+                }
+                c0 += c;
+            }
+            r0 += if four { 4 } else { 1 };
+        }
+    }
+}
+
+/// One problem's softmax-regression pass over some rows (see [`softmax_fit_raw`]), with the
+/// parameters relative to the last class (`theta_t`: `K - 1` classes of `d`; `bias_t`: `K - 1`):
+/// the summed cross-entropy is returned, the summed gradient of the first `K - 1` classes added
+/// to `grad_t` and `gbias`, and the logits less the last class's written to `logits`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pass_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    theta_t: &[f32],
+    bias_t: &[f32],
+    labels: &[u32],
+    grad_t: &mut [f32],
+    gbias: &mut [f32],
+    logits: &mut [f32],
+) -> f64 {
+    let kc = bias_t.len();
+    let k = kc + 1;
+    let mut loss = 0f64;
+    let mut res = [0f32; ROW_BLOCK * MAX_CLASSES];
+    let rb = block_rows(d, std::mem::size_of::<E>());
+    for ((xb, yb), lb) in x
+        .chunks(rb * d)
+        .zip(labels.chunks(rb))
+        .zip(logits.chunks_mut(rb * k))
+    {
+        let rows = yb.len();
+        for l in lb.chunks_exact_mut(k) {
+            l[..kc].copy_from_slice(bias_t);
+            l[kc] = 0.0;
+        }
+        block_logits::<E, CG, L, F>(xb, d, mean, theta_t, kc, k, lb);
+        let res = &mut res[..rows * k];
+        loss += super::softmax_residuals(lb, yb, k, res);
+        for r in res.chunks_exact(k) {
+            for (g, &rc) in gbias.iter_mut().zip(r) {
+                *g += rc;
+            }
+        }
+        // Segments of 2 vectors of features by 4 classes; the block's segment stays in the
+        // first-level cache across the class groups.
+        const V: usize = 2;
+        let mut j = 0;
+        while j + V * L <= d {
+            let mut c0 = 0;
+            while c0 < kc {
+                let c = (kc - c0).min(4);
+                macro_rules! tile {
+                    ($c:literal) => {{
+                        #[cfg(target_arch = "x86_64")]
+                        if L == 16 && F {
+                            // SAFETY: `L == 16 && F` only in the dispatch's AVX-512 build.
+                            unsafe { grad_tile16::<E, $c>(xb, d, mean, res, k, c0, j, grad_t) };
+                            c0 += c;
+                            continue;
+                        }
+                        grad_tile::<E, $c, V, L, F>(xb, d, mean, res, k, c0, j, grad_t)
+                    }};
+                }
+                match c {
+                    1 => tile!(1),
+                    2 => tile!(2),
+                    3 => tile!(3),
+                    _ => tile!(4),
+                }
+                c0 += c;
+            }
+            j += V * L;
+        }
+        for jj in j..d {
+            for (row, r) in xb.chunks_exact(d).zip(res.chunks_exact(k)) {
+                let z = row[jj].widen() - mean[jj];
+                for (c, &rc) in r[..kc].iter().enumerate() {
+                    grad_t[c * d + jj] = madd::<F>(rc, z, grad_t[c * d + jj]);
+                }
+            }
+        }
+    }
+    loss
+}
+
+/// The logits `(x - mean) theta_t^T + bias` of the rows `x`, `k` classes (`theta_t` class-major,
+/// `d` a class), written to `out` (`k` a row).
+#[inline(always)]
+fn scores_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    theta_t: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    let k = bias.len();
+    for o in out.chunks_exact_mut(k) {
+        o.copy_from_slice(bias);
+    }
+    let rb = block_rows(d, std::mem::size_of::<E>());
+    for (xb, ob) in x.chunks(rb * d).zip(out.chunks_mut(rb * k)) {
+        block_logits::<E, CG, L, F>(xb, d, mean, theta_t, k, k, ob);
+    }
+}
+
+/// Calls `$f::<E, CG, L, F>($args)` compiled for the best vector instructions this machine has:
+/// AVX-512 (16 lanes, tiles of 3 classes), AVX2 with FMA (8 lanes, tiles of 2 classes), or as
+/// built.
+macro_rules! dispatch {
+    ($f:ident::<$e:ty>($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn v4<E: Feature>($($arg: $ty),*) $(-> $ret)? {
+                $f::<E, 3, 16, true>($($arg),*)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            fn v3<E: Feature>($($arg: $ty),*) $(-> $ret)? {
+                $f::<E, 2, 8, true>($($arg),*)
+            }
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the features `v4` is compiled for were detected on this machine.
+                return unsafe { v4::<$e>($($arg),*) };
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: as above, for `v3`.
+                return unsafe { v3::<$e>($($arg),*) };
+            }
+        }
+        $f::<$e, 2, 8, false>($($arg),*)
+    }};
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pass_rows_best<E: Feature>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    theta_t: &[f32],
+    bias_t: &[f32],
+    labels: &[u32],
+    grad_t: &mut [f32],
+    gbias: &mut [f32],
+    logits: &mut [f32],
+) -> f64 {
+    dispatch!(pass_rows::<E>(
+        x: &[E],
+        d: usize,
+        mean: &[f32],
+        theta_t: &[f32],
+        bias_t: &[f32],
+        labels: &[u32],
+        grad_t: &mut [f32],
+        gbias: &mut [f32],
+        logits: &mut [f32]
+    ) -> f64)
+}
+
+fn scores_rows_best<E: Feature>(
+    x: &[E],
+    d: usize,
+    mean: &[f32],
+    theta_t: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    dispatch!(scores_rows::<E>(
+        x: &[E],
+        d: usize,
+        mean: &[f32],
+        theta_t: &[f32],
+        bias: &[f32],
+        out: &mut [f32]
+    ))
+}
+
+/// Softmax regression on a batch of problems of one width, in one pass over each problem's
+/// stored features: `xs[b]` is problem b's `[n, d]` row-major features, `means[b]` their
+/// training means (the problem is fitted on `x - mean`, which is centred on the fly), `theta`
+/// the parameters `[B, d + 1, K]` in centred coordinates (the last row the bias), `labels` the
+/// `n` classes (below `K`, at least two classes). Returns per problem the mean cross-entropy,
+/// its mean gradient (`[B, d + 1, K]`) and the logits (`[B, n, K]`) less each row's last logit:
+/// the same predictions, errors and cross-entropy as the logits themselves.
+pub(crate) fn softmax_fit_raw<E: Feature>(
+    xs: &[&[E]],
+    means: &[Vec<f32>],
+    theta: &[f32],
+    labels: &[u32],
+    d: usize,
+    k: usize,
+) -> (Vec<f64>, Vec<f32>, Vec<f32>) {
+    let n = labels.len();
+    let (b, kc, p) = (xs.len(), k - 1, d + 1);
+    let mut loss = vec![0f64; b];
+    let mut grad = vec![0f32; b * p * k];
+    let mut logits = vec![0f32; b * n * k];
+    for (((x, mean), (th, gb)), (lb, lossb)) in xs
+        .iter()
+        .zip(means)
+        .zip(theta.chunks_exact(p * k).zip(grad.chunks_exact_mut(p * k)))
+        .zip(logits.chunks_exact_mut((n * k).max(1)).zip(loss.iter_mut()))
+    {
+        // Class-major parameters relative to the last class's.
+        let mut theta_t = vec![0f32; kc * d];
+        for j in 0..d {
+            for c in 0..kc {
+                theta_t[c * d + j] = th[j * k + c] - th[j * k + kc];
+            }
+        }
+        let bias_t: Vec<f32> = (0..kc).map(|c| th[d * k + c] - th[d * k + kc]).collect();
+        let zero = || (0f64, vec![0f32; kc * d], vec![0f32; kc]);
+        let (l, g_t, g_b) = x
+            .par_chunks(TASK_ROWS * d.max(1))
+            .zip(labels.par_chunks(TASK_ROWS))
+            .zip(lb.par_chunks_mut(TASK_ROWS * k))
+            .fold(zero, |(l, mut g, mut gbias), ((xr, yr), lr)| {
+                let part =
+                    pass_rows_best(xr, d, mean, &theta_t, &bias_t, yr, &mut g, &mut gbias, lr);
+                (l + part, g, gbias)
+            })
+            .reduce(zero, |(la, mut ga, mut ba), (lb, gb, bb)| {
+                ga.iter_mut().zip(&gb).for_each(|(a, b)| *a += b);
+                ba.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
+                (la + lb, ga, ba)
+            });
+        *lossb = l / n.max(1) as f64;
+        let inv = 1.0 / n.max(1) as f32;
+        // The residuals of a row sum to zero: the last class's gradient is minus the others'.
+        for j in 0..d {
+            let row = &mut gb[j * k..(j + 1) * k];
+            let mut last = 0f32;
+            for c in 0..kc {
+                row[c] = g_t[c * d + j] * inv;
+                last -= g_t[c * d + j];
+            }
+            row[kc] = last * inv;
+        }
+        let row = &mut gb[d * k..];
+        row[..kc]
+            .iter_mut()
+            .zip(&g_b)
+            .for_each(|(r, g)| *r = g * inv);
+        row[kc] = -g_b.iter().sum::<f32>() * inv;
+    }
+    (loss, grad, logits)
+}
+
+/// The logits `[B, n, K]` of a batch of problems in centred coordinates: `(x_b - means[b])
+/// W_b + bias_b`, with `theta` `[B, d + 1, K]` (the last row the bias) as in
+/// [`softmax_fit_raw`].
+pub(crate) fn scores_raw<E: Feature>(
+    xs: &[&[E]],
+    means: &[Vec<f32>],
+    theta: &[f32],
+    d: usize,
+    k: usize,
+) -> Vec<f32> {
+    let p = d + 1;
+    let n = xs.first().map_or(0, |x| x.len() / d.max(1));
+    let mut out = vec![0f32; xs.len() * n * k];
+    for ((x, mean), (th, ob)) in xs.iter().zip(means).zip(
+        theta
+            .chunks_exact(p * k)
+            .zip(out.chunks_exact_mut((n * k).max(1))),
+    ) {
+        let mut theta_t = vec![0f32; k * d];
+        for j in 0..d {
+            for c in 0..k {
+                theta_t[c * d + j] = th[j * k + c];
+            }
+        }
+        let bias = &th[d * k..];
+        ob.par_chunks_mut(TASK_ROWS * k)
+            .zip(x.par_chunks(TASK_ROWS * d.max(1)))
+            .for_each(|(o, xr)| scores_rows_best(xr, d, mean, &theta_t, bias, o));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Random features (some rows shifted far from zero, so centring matters), means, parameters
+    /// and labels.
+    fn problem(
+        n: usize,
+        d: usize,
+        k: usize,
+        seed: u64,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let x: Vec<f32> = (0..n * d)
+            .map(|i| rng.random_range(-1.0..1.0f32) + (i % d) as f32 * 0.01)
+            .collect();
+        let mean: Vec<f32> = (0..d)
+            .map(|j| (0..n).map(|i| x[i * d + j] as f64).sum::<f64>() as f32 / n as f32)
+            .collect();
+        let theta: Vec<f32> = (0..(d + 1) * k)
+            .map(|_| rng.random_range(-0.5..0.5f32))
+            .collect();
+        let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
+        (x, mean, theta, y)
+    }
+
+    /// The same pass in f64, written plainly: logits, softmax, cross-entropy and gradient.
+    fn reference(
+        x: &[f32],
+        mean: &[f32],
+        theta: &[f32],
+        y: &[u32],
+        d: usize,
+        k: usize,
+    ) -> (f64, Vec<f64>, Vec<Vec<f64>>) {
+        let n = y.len();
+        let mut loss = 0.0;
+        let mut grad = vec![0f64; (d + 1) * k];
+        let mut logits = Vec::new();
+        for i in 0..n {
+            let z: Vec<f64> = (0..d)
+                .map(|j| (x[i * d + j] - mean[j]) as f64)
+                .chain([1.0])
+                .collect();
+            let l: Vec<f64> = (0..k)
+                .map(|c| (0..=d).map(|j| z[j] * theta[j * k + c] as f64).sum())
+                .collect();
+            let top = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = l.iter().map(|v| (v - top).exp()).sum();
+            loss += top + s.ln() - l[y[i] as usize];
+            for c in 0..k {
+                let r = (l[c] - top).exp() / s - if c == y[i] as usize { 1.0 } else { 0.0 };
+                for j in 0..=d {
+                    grad[j * k + c] += r * z[j] / n as f64;
+                }
+            }
+            logits.push(l);
+        }
+        (loss / n as f64, grad, logits)
+    }
+
+    #[test]
+    fn the_pass_matches_a_plain_f64_computation() {
+        // Widths around the vector and segment lengths, class counts around the tiles', row
+        // counts that leave partial tiles, blocks and tasks.
+        for (n, d, k) in [
+            (130, 37, 10),
+            (67, 16, 2),
+            (5, 1, 3),
+            (1100, 48, 11),
+            (70, 1030, 4),
+            (9, 64, 5),
+        ] {
+            let (x, mean, theta, y) = problem(n, d, k, (n * d * k) as u64);
+            let (want_loss, want_grad, want_logits) = reference(&x, &mean, &theta, &y, d, k);
+            let (loss, grad, logits) =
+                softmax_fit_raw(&[&x[..]], std::slice::from_ref(&mean), &theta, &y, d, k);
+            let what = format!("n {n} d {d} k {k}");
+            assert!(
+                (loss[0] - want_loss).abs() < 1e-4 * want_loss.max(1.0),
+                "{what} loss"
+            );
+            let top = want_grad.iter().fold(0f64, |a, b| a.max(b.abs()));
+            for (i, (g, w)) in grad.iter().zip(&want_grad).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() < 1e-4 * top.max(1.0),
+                    "{what} grad {i}: {g} vs {w}"
+                );
+            }
+            // Logits less the last class's.
+            for (i, wl) in want_logits.iter().enumerate() {
+                for c in 0..k {
+                    let got = logits[i * k + c] as f64;
+                    let want = wl[c] - wl[k - 1];
+                    assert!(
+                        (got - want).abs() < 1e-3 * want.abs().max(1.0),
+                        "{what} logit {i},{c}"
+                    );
+                }
+            }
+            // Scores: the logits themselves.
+            let s = scores_raw(&[&x[..]], std::slice::from_ref(&mean), &theta, d, k);
+            for (i, wl) in want_logits.iter().enumerate() {
+                for c in 0..k {
+                    let got = s[i * k + c] as f64;
+                    assert!(
+                        (got - wl[c]).abs() < 1e-3 * wl[c].abs().max(1.0),
+                        "{what} score {i},{c}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bfloat16_features_read_as_their_f32_values() {
+        let (n, d, k) = (150, 70, 10);
+        let (x, mean, theta, y) = problem(n, d, k, 7);
+        let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        let widened: Vec<f32> = xb.iter().map(|v| v.to_f32()).collect();
+        let (l16, g16, lg16) =
+            softmax_fit_raw(&[&xb[..]], std::slice::from_ref(&mean), &theta, &y, d, k);
+        let (l32, g32, lg32) = softmax_fit_raw(
+            &[&widened[..]],
+            std::slice::from_ref(&mean),
+            &theta,
+            &y,
+            d,
+            k,
+        );
+        assert_eq!(l16, l32);
+        assert_eq!(g16, g32);
+        assert_eq!(lg16, lg32);
+    }
+
+    #[test]
+    fn a_batch_is_its_problems_one_by_one() {
+        let (n, d, k) = (200, 33, 10);
+        let (x1, m1, t1, y) = problem(n, d, k, 1);
+        let (x2, m2, t2, _) = problem(n, d, k, 2);
+        let theta: Vec<f32> = t1.iter().chain(&t2).copied().collect();
+        let (l, g, lg) = softmax_fit_raw(
+            &[&x1[..], &x2[..]],
+            &[m1.clone(), m2.clone()],
+            &theta,
+            &y,
+            d,
+            k,
+        );
+        let (la, ga, lga) = softmax_fit_raw(&[&x1[..]], &[m1], &t1, &y, d, k);
+        let (lb, gb, lgb) = softmax_fit_raw(&[&x2[..]], &[m2], &t2, &y, d, k);
+        assert_eq!(l, [la[0], lb[0]]);
+        assert_eq!(g, [ga, gb].concat());
+        assert_eq!(lg, [lga, lgb].concat());
+    }
+
+    /// Not a test: the pass against the dot-product kernel it replaces, on a conv1-wide tap
+    /// (`cargo test --release -- --ignored --nocapture pass_speed`).
+    #[test]
+    #[ignore]
+    fn pass_speed() {
+        for (n, d) in [(4096, 25088), (20000, 784), (20000, 128)] {
+            let k = 10;
+            let (x, mean, theta, y) = problem(n, d, k, 3);
+            let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let mut z = Vec::with_capacity(n * (d + 1));
+            for row in x.chunks_exact(d) {
+                z.extend(row.iter().zip(&mean).map(|(a, m)| a - m));
+                z.push(1.0);
+            }
+            let time = |f: &dyn Fn()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..3 {
+                    f();
+                }
+                t.elapsed().as_secs_f64() / 3.0
+            };
+            let old = time(&|| {
+                std::hint::black_box(crate::host::softmax_fit(&z, &theta, &y, 1, d + 1, k));
+            });
+            let new = time(&|| {
+                std::hint::black_box(softmax_fit_raw(
+                    &[&x[..]],
+                    std::slice::from_ref(&mean),
+                    &theta,
+                    &y,
+                    d,
+                    k,
+                ));
+            });
+            let b16 = time(&|| {
+                std::hint::black_box(softmax_fit_raw(
+                    &[&xb[..]],
+                    std::slice::from_ref(&mean),
+                    &theta,
+                    &y,
+                    d,
+                    k,
+                ));
+            });
+            let gflop = (n * d * (k - 1) * 4) as f64 / 1e9;
+            println!(
+                "n {n} d {d}: dot kernel {:.1} ms ({:.1} GFLOP/s), tiles f32 {:.1} ms ({:.1}), bf16 {:.1} ms ({:.1})",
+                old * 1e3, gflop / old, new * 1e3, gflop / new, b16 * 1e3, gflop / b16
+            );
+        }
+    }
+}
