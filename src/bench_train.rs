@@ -6,6 +6,8 @@
 //!    of the second run timed around their updates.
 //! 2. One converged snapshot of the 10 probes on the trained model: its time, its memory groups
 //!    and every probe's test error.
+//! 3. The paper's procedure (minibatch RMSProp) on the same snapshot, as the baseline: its time,
+//!    the ratio, and every probe's test error beside the converged one.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -43,6 +45,8 @@ pub struct Settings<'a> {
     pub bf16: bool,
     /// Take the snapshot with bfloat16 activations only.
     pub bf16_only: bool,
+    /// Skip the paper's RMSProp procedure on the snapshot (the baseline).
+    pub skip_rmsprop: bool,
     /// Steps between online-probe updates (the presets' `online_update_every`).
     pub update_every: usize,
 }
@@ -234,7 +238,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         memory_mb: s.memory_mb,
         fit: Default::default(),
     };
-    let mut first: Option<Vec<f64>> = None;
+    let mut first: Option<(Vec<f64>, f64, Plan)> = None;
     for bf16 in [false, true] {
         if (bf16 && !(s.bf16 || s.bf16_only)) || (!bf16 && s.bf16_only) {
             continue;
@@ -302,8 +306,8 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
             .map(|f| f.reading.test_error.unwrap_or(f64::NAN))
             .collect();
         match &first {
-            None => first = Some(errs),
-            Some(f32_errs) => {
+            None => first = Some((errs, secs, plan.clone())),
+            Some((f32_errs, _, _)) => {
                 let worst = f32_errs
                     .iter()
                     .zip(&errs)
@@ -315,6 +319,30 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
                     100.0 * worst
                 )?;
             }
+        }
+    }
+    if let (Some((errs, secs, plan)), false) = (first, s.skip_rmsprop) {
+        // The paper's procedure on the same features, memory groups and forward passes.
+        let (epochs, batch, lr) = (8, 100, 1e-3);
+        let cancel = plan.fit.cancel.clone();
+        let t = Instant::now();
+        let base = trained::fit_each_and_test(&model, &specs, &sets, &plan, |x, y| {
+            crate::bench::rmsprop_probe(x, y, 10, epochs, batch, lr, 0, &cancel)
+        })?;
+        let base_s = t.elapsed().as_secs_f64();
+        writeln!(
+            out,
+            "the paper's procedure on the same snapshot (RMSProp, {epochs} epochs, batch {batch}, lr {lr}, standardised features, {} activations): {base_s:.1} s; the converged snapshot took {:.2}x its time",
+            if plan.fit.bf16_features { "bf16" } else { "f32" },
+            secs / base_s
+        )?;
+        writeln!(
+            out,
+            "  {:<15} {:>10} {:>10}",
+            "probe", "converged", "rmsprop"
+        )?;
+        for ((sp, a), b) in specs.iter().zip(&errs).zip(&base) {
+            writeln!(out, "  {:<15} {a:>10.4} {b:>10.4}", sp.name)?;
         }
     }
     Ok(())

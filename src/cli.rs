@@ -172,6 +172,9 @@ pub enum BenchWhat {
         /// Take the snapshot with bfloat16 activations only.
         #[arg(long, conflicts_with = "bf16")]
         bf16_only: bool,
+        /// Skip the baseline: the paper's RMSProp procedure on the same snapshot.
+        #[arg(long)]
+        skip_rmsprop: bool,
         /// Steps between online-probe updates (as the presets' online_update_every).
         #[arg(long, default_value_t = 1)]
         update_every: usize,
@@ -467,6 +470,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     rounds,
                     bf16,
                     bf16_only,
+                    skip_rmsprop,
                     update_every,
                 },
         }) => {
@@ -487,6 +491,7 @@ pub fn main_with(cli: Cli) -> i32 {
                         rounds,
                         bf16,
                         bf16_only,
+                        skip_rmsprop,
                         update_every,
                     })
                 })

@@ -651,6 +651,51 @@ pub(crate) fn converged(
     Ok((fitted, stats.into_inner(), metrics.into_inner()))
 }
 
+/// Every probe of `specs` fitted by `fit_one` (a probe's training features `[n, width]` and the
+/// labels in, a raw-space probe out) on the training split, group by group as [`converged`]
+/// does, and scored on the test split as the forward pass makes it: per probe, the test error.
+/// For benchmarks: another procedure on the same features, memory groups and forward passes.
+pub(crate) fn fit_each_and_test(
+    model: &Model,
+    specs: &[ProbeSpec],
+    sets: &ProbeSets,
+    plan: &Plan,
+    mut fit_one: impl FnMut(&Tensor, &Tensor) -> anyhow::Result<LinearProbe>,
+) -> anyhow::Result<Vec<f64>> {
+    let dtype = plan.fit.feature_dtype();
+    let cancel = &plan.fit.cancel;
+    let groups = memory_groups(
+        specs,
+        sets.train.len(),
+        dtype.size_in_bytes(),
+        plan.memory_mb << 20,
+    );
+    let mut errors = vec![f64::NAN; specs.len()];
+    for group in &groups {
+        let (xtr, _, _) = features_of(
+            model,
+            group,
+            specs,
+            &sets.train,
+            false,
+            false,
+            dtype,
+            cancel,
+        )?;
+        let probes = xtr
+            .iter()
+            .map(|x| fit_one(x, &sets.train.y))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        drop(xtr);
+        let refs: Vec<&LinearProbe> = probes.iter().collect();
+        let (scores, _) = score_streamed(model, group, specs, &sets.test, &refs, false, cancel)?;
+        for (&i, (err, _, _)) in group.iter().zip(scores) {
+            errors[i] = err;
+        }
+    }
+    Ok(errors)
+}
+
 /// Per probe of `group` (fitted: `probes`, in raw activation space), the error, mean
 /// cross-entropy and (for at most [`probe::CONFUSION_MAX_CLASSES`] classes) confusion matrix on
 /// `data`, from a forward pass in chunks of [`CHUNK`] samples, each chunk's features scored and
