@@ -765,21 +765,24 @@ fn block_column_means<E: Feature>(
         .enumerate()
         .map(|(i, x)| {
             let n = x.len() / d.max(1);
-            let sums = x
-                .par_chunks(CENTRE_ROWS * d.max(1))
-                .map(|block| {
-                    cancel.check_candle()?;
+            // At most 32 groups of rows, fixed by `n`, summed block by block in order and then
+            // added in order: the same rounding whatever the threads do.
+            let group = n.div_ceil(32).max(CENTRE_ROWS);
+            let parts = x
+                .par_chunks(group * d.max(1))
+                .map(|rows| {
                     let mut s = vec![0f64; d];
-                    sum(block, i, &mut s);
+                    for block in rows.chunks(CENTRE_ROWS * d.max(1)) {
+                        cancel.check_candle()?;
+                        sum(block, i, &mut s);
+                    }
                     Ok::<_, candle_core::Error>(s)
                 })
-                .try_reduce(
-                    || vec![0f64; d],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        Ok(a)
-                    },
-                )?;
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let mut sums = vec![0f64; d];
+            for p in parts {
+                sums.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+            }
             Ok(sums.into_iter().map(|s| s / n.max(1) as f64).collect())
         })
         .collect()

@@ -77,8 +77,18 @@ fn block_rows(d: usize, bytes: usize) -> usize {
 /// floats, 36 KB at ten classes) stays in cache while the block's rows stream past it.
 const SEGMENT: usize = 1024;
 
-/// Rows per task handed to rayon (each task keeps its own gradient sums).
+/// Fewest rows per task handed to rayon (each task keeps its own gradient sums).
 const TASK_ROWS: usize = 1024;
+
+/// Most tasks of a pass: with more rows the tasks grow, so that their gradient sums (`K - 1` x
+/// width floats each) stay a small multiple of the parameters.
+const MAX_TASKS: usize = 32;
+
+/// Rows per task of a pass over `n` rows: fixed by `n` alone, so the sums are grouped the same
+/// way on any machine.
+fn task_rows(n: usize) -> usize {
+    n.div_ceil(MAX_TASKS).max(TASK_ROWS)
+}
 
 /// Most classes of the pass (the tiles' per-row buffers are sized for it).
 pub(crate) const MAX_CLASSES: usize = super::SOFTMAX_FIT_MAX_CLASSES;
@@ -543,21 +553,27 @@ pub(crate) fn softmax_fit_raw<E: Feature>(
             }
         }
         let bias_t: Vec<f32> = (0..kc).map(|c| th[d * k + c] - th[d * k + kc]).collect();
-        let zero = || (0f64, vec![0f32; kc * d], vec![0f32; kc]);
-        let (l, g_t, g_b) = x
-            .par_chunks(TASK_ROWS * d.max(1))
-            .zip(labels.par_chunks(TASK_ROWS))
-            .zip(lb.par_chunks_mut(TASK_ROWS * k))
-            .fold(zero, |(l, mut g, mut gbias), ((xr, yr), lr)| {
-                let part =
-                    pass_rows_best(xr, d, mean, &theta_t, &bias_t, yr, &mut g, &mut gbias, lr);
-                (l + part, g, gbias)
+        // Fixed groups of rows, each summed in order, and the groups' sums added in order: the
+        // same rounding whatever the threads do (rayon's fold and reduce group the rows as the
+        // work is stolen, and an early-stopped fit can follow a last-bit difference elsewhere:
+        // two runs of one build differed by 0.1 points on a probe).
+        let group = task_rows(n);
+        let parts: Vec<(f64, Vec<f32>, Vec<f32>)> = x
+            .par_chunks(group * d.max(1))
+            .zip(labels.par_chunks(group))
+            .zip(lb.par_chunks_mut(group * k))
+            .map(|((xr, yr), lr)| {
+                let (mut g, mut gbias) = (vec![0f32; kc * d], vec![0f32; kc]);
+                let l = pass_rows_best(xr, d, mean, &theta_t, &bias_t, yr, &mut g, &mut gbias, lr);
+                (l, g, gbias)
             })
-            .reduce(zero, |(la, mut ga, mut ba), (lb, gb, bb)| {
-                ga.iter_mut().zip(&gb).for_each(|(a, b)| *a += b);
-                ba.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
-                (la + lb, ga, ba)
-            });
+            .collect();
+        let (mut l, mut g_t, mut g_b) = (0f64, vec![0f32; kc * d], vec![0f32; kc]);
+        for (pl, pg, pb) in parts {
+            l += pl;
+            g_t.iter_mut().zip(&pg).for_each(|(a, b)| *a += b);
+            g_b.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+        }
         *lossb = l / n.max(1) as f64;
         let inv = 1.0 / n.max(1) as f32;
         // The residuals of a row sum to zero: the last class's gradient is minus the others'.
@@ -767,6 +783,36 @@ mod tests {
         assert_eq!(l, [la[0], lb[0]]);
         assert_eq!(g, [ga, gb].concat());
         assert_eq!(lg, [lga, lgb].concat());
+    }
+
+    /// The sums are grouped by the number of rows alone: one, two and three threads give the
+    /// same bits (a fit that stops early can follow a last-bit difference).
+    #[test]
+    fn the_pass_gives_the_same_bits_on_any_number_of_threads() {
+        let (n, d, k) = (5000, 40, 10);
+        let (x, mean, theta, y) = problem(n, d, k, 11);
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let fit =
+                        softmax_fit_raw(&[&x[..]], std::slice::from_ref(&mean), &theta, &y, d, k);
+                    let xs = [&x[..]];
+                    let vars = crate::host::centred_variances(
+                        &xs,
+                        std::slice::from_ref(&mean),
+                        d,
+                        &crate::cancel::Cancel::default(),
+                    )
+                    .unwrap();
+                    (fit, vars)
+                })
+        };
+        let one = on(1);
+        assert_eq!(one, on(2));
+        assert_eq!(one, on(3));
     }
 
     /// Not a test: the pass against the dot-product kernel it replaces, on a conv1-wide tap
