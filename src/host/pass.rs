@@ -785,6 +785,107 @@ mod tests {
         assert_eq!(lg, [lga, lgb].concat());
     }
 
+    /// The portable tiles (the AVX2 build's and the one for machines without vector FMA),
+    /// which the dispatch only picks on machines without AVX-512: the same numbers as the
+    /// plain f64 computation, called directly so that every machine tests them.
+    #[test]
+    fn the_portable_tiles_match_a_plain_f64_computation() {
+        for (n, d, k) in [(130, 37, 10), (67, 48, 2), (70, 1030, 4)] {
+            let (x, mean, theta, y) = problem(n, d, k, (n + d + k) as u64);
+            let (want_loss, want_grad, want_logits) = reference(&x, &mean, &theta, &y, d, k);
+            let kc = k - 1;
+            let mut theta_t = vec![0f32; kc * d];
+            for j in 0..d {
+                for c in 0..kc {
+                    theta_t[c * d + j] = theta[j * k + c] - theta[j * k + kc];
+                }
+            }
+            let bias_t: Vec<f32> = (0..kc)
+                .map(|c| theta[d * k + c] - theta[d * k + kc])
+                .collect();
+            for fma in [false, true] {
+                let (mut g, mut gb, mut lg) =
+                    (vec![0f32; kc * d], vec![0f32; kc], vec![0f32; n * k]);
+                let loss = if fma {
+                    pass_rows::<f32, 2, 8, true>(
+                        &x, d, &mean, &theta_t, &bias_t, &y, &mut g, &mut gb, &mut lg,
+                    )
+                } else {
+                    pass_rows::<f32, 2, 8, false>(
+                        &x, d, &mean, &theta_t, &bias_t, &y, &mut g, &mut gb, &mut lg,
+                    )
+                };
+                let what = format!("n {n} d {d} k {k} fma {fma}");
+                let loss = loss / n as f64;
+                assert!(
+                    (loss - want_loss).abs() < 1e-4 * want_loss.max(1.0),
+                    "{what}"
+                );
+                let top = want_grad.iter().fold(0f64, |a, b| a.max(b.abs()));
+                for j in 0..d {
+                    for c in 0..kc {
+                        let got = g[c * d + j] as f64 / n as f64;
+                        // Relative to the last class, as the pass sums them.
+                        let want = want_grad[j * k + c];
+                        assert!(
+                            (got - want).abs() < 1e-4 * top.max(1.0),
+                            "{what} grad {j},{c}"
+                        );
+                    }
+                }
+                for (c, &v) in gb.iter().enumerate() {
+                    let want = want_grad[d * k + c];
+                    assert!((v as f64 / n as f64 - want).abs() < 1e-4, "{what} bias {c}");
+                }
+                for (i, wl) in want_logits.iter().enumerate() {
+                    for c in 0..k {
+                        let want = wl[c] - wl[k - 1];
+                        let got = lg[i * k + c] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-3 * want.abs().max(1.0),
+                            "{what} logit"
+                        );
+                    }
+                }
+                let mut out = vec![0f32; n * k];
+                let mut full_t = vec![0f32; k * d];
+                for j in 0..d {
+                    for c in 0..k {
+                        full_t[c * d + j] = theta[j * k + c];
+                    }
+                }
+                if fma {
+                    scores_rows::<f32, 2, 8, true>(
+                        &x,
+                        d,
+                        &mean,
+                        &full_t,
+                        &theta[d * k..],
+                        &mut out,
+                    );
+                } else {
+                    scores_rows::<f32, 2, 8, false>(
+                        &x,
+                        d,
+                        &mean,
+                        &full_t,
+                        &theta[d * k..],
+                        &mut out,
+                    );
+                }
+                for (i, wl) in want_logits.iter().enumerate() {
+                    for c in 0..k {
+                        let got = out[i * k + c] as f64;
+                        assert!(
+                            (got - wl[c]).abs() < 1e-3 * wl[c].abs().max(1.0),
+                            "{what} score"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// The sums are grouped by the number of rows alone: one, two and three threads give the
     /// same bits (a fit that stops early can follow a last-bit difference).
     #[test]
