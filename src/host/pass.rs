@@ -519,6 +519,24 @@ fn scores_rows_best<E: Feature>(
     ))
 }
 
+/// One problem's parameters `th` (`[d + 1, K]` row-major, the bias row last) as the tiles read
+/// them: class-major weights (`d` a class) and the biases; with `relative`, each class's less
+/// the last class's, for the first `K - 1` classes (softmax does not change under the shift,
+/// and the last class's logit is then 0: one dot product a row fewer).
+fn class_major(th: &[f32], d: usize, k: usize, relative: bool) -> (Vec<f32>, Vec<f32>) {
+    let kc = if relative { k - 1 } else { k };
+    let less = |row: &[f32]| if relative { row[k - 1] } else { 0.0 };
+    let mut theta_t = vec![0f32; kc * d];
+    for (j, row) in th.chunks_exact(k).take(d).enumerate() {
+        for c in 0..kc {
+            theta_t[c * d + j] = row[c] - less(row);
+        }
+    }
+    let b = &th[d * k..(d + 1) * k];
+    let bias = (0..kc).map(|c| b[c] - less(b)).collect();
+    (theta_t, bias)
+}
+
 /// Softmax regression on a batch of problems of one width, in one pass over each problem's
 /// stored features: `xs[b]` is problem b's `[n, d]` row-major features, `means[b]` their
 /// training means (the problem is fitted on `x - mean`, which is centred on the fly), `theta`
@@ -545,14 +563,7 @@ pub(crate) fn softmax_fit_raw<E: Feature>(
         .zip(theta.chunks_exact(p * k).zip(grad.chunks_exact_mut(p * k)))
         .zip(logits.chunks_exact_mut((n * k).max(1)).zip(loss.iter_mut()))
     {
-        // Class-major parameters relative to the last class's.
-        let mut theta_t = vec![0f32; kc * d];
-        for j in 0..d {
-            for c in 0..kc {
-                theta_t[c * d + j] = th[j * k + c] - th[j * k + kc];
-            }
-        }
-        let bias_t: Vec<f32> = (0..kc).map(|c| th[d * k + c] - th[d * k + kc]).collect();
+        let (theta_t, bias_t) = class_major(th, d, k, true);
         // Fixed groups of rows, each summed in order, and the groups' sums added in order: the
         // same rounding whatever the threads do (rayon's fold and reduce group the rows as the
         // work is stolen, and an early-stopped fit can follow a last-bit difference elsewhere:
@@ -614,16 +625,10 @@ pub(crate) fn scores_raw<E: Feature>(
             .chunks_exact(p * k)
             .zip(out.chunks_exact_mut((n * k).max(1))),
     ) {
-        let mut theta_t = vec![0f32; k * d];
-        for j in 0..d {
-            for c in 0..k {
-                theta_t[c * d + j] = th[j * k + c];
-            }
-        }
-        let bias = &th[d * k..];
+        let (theta_t, bias) = class_major(th, d, k, false);
         ob.par_chunks_mut(TASK_ROWS * k)
             .zip(x.par_chunks(TASK_ROWS * d.max(1)))
-            .for_each(|(o, xr)| scores_rows_best(xr, d, mean, &theta_t, bias, o));
+            .for_each(|(o, xr)| scores_rows_best(xr, d, mean, &theta_t, &bias, o));
     }
     out
 }
@@ -690,6 +695,21 @@ mod tests {
         (loss / n as f64, grad, logits)
     }
 
+    /// `got` (rows of `K`) against the reference logits `want`, each row less its last logit
+    /// where `relative` (as the pass writes them), as they are otherwise (as the scores are).
+    fn assert_logits(what: &str, got: &[f32], want: &[Vec<f64>], relative: bool) {
+        for (i, (g, w)) in got.chunks_exact(want[0].len()).zip(want).enumerate() {
+            let shift = if relative { w[w.len() - 1] } else { 0.0 };
+            for (c, (&gc, &wc)) in g.iter().zip(w).enumerate() {
+                let want = wc - shift;
+                assert!(
+                    (gc as f64 - want).abs() < 1e-3 * want.abs().max(1.0),
+                    "{what} logit {i},{c}: {gc} vs {want}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_pass_matches_a_plain_f64_computation() {
         // Widths around the vector and segment lengths, class counts around the tiles', row
@@ -718,28 +738,9 @@ mod tests {
                     "{what} grad {i}: {g} vs {w}"
                 );
             }
-            // Logits less the last class's.
-            for (i, wl) in want_logits.iter().enumerate() {
-                for c in 0..k {
-                    let got = logits[i * k + c] as f64;
-                    let want = wl[c] - wl[k - 1];
-                    assert!(
-                        (got - want).abs() < 1e-3 * want.abs().max(1.0),
-                        "{what} logit {i},{c}"
-                    );
-                }
-            }
-            // Scores: the logits themselves.
+            assert_logits(&what, &logits, &want_logits, true);
             let s = scores_raw(&[&x[..]], std::slice::from_ref(&mean), &theta, d, k);
-            for (i, wl) in want_logits.iter().enumerate() {
-                for c in 0..k {
-                    let got = s[i * k + c] as f64;
-                    assert!(
-                        (got - wl[c]).abs() < 1e-3 * wl[c].abs().max(1.0),
-                        "{what} score {i},{c}"
-                    );
-                }
-            }
+            assert_logits(&what, &s, &want_logits, false);
         }
     }
 
@@ -794,15 +795,8 @@ mod tests {
             let (x, mean, theta, y) = problem(n, d, k, (n + d + k) as u64);
             let (want_loss, want_grad, want_logits) = reference(&x, &mean, &theta, &y, d, k);
             let kc = k - 1;
-            let mut theta_t = vec![0f32; kc * d];
-            for j in 0..d {
-                for c in 0..kc {
-                    theta_t[c * d + j] = theta[j * k + c] - theta[j * k + kc];
-                }
-            }
-            let bias_t: Vec<f32> = (0..kc)
-                .map(|c| theta[d * k + c] - theta[d * k + kc])
-                .collect();
+            let (theta_t, bias_t) = class_major(&theta, d, k, true);
+            let (full_t, bias) = class_major(&theta, d, k, false);
             for fma in [false, true] {
                 let (mut g, mut gb, mut lg) =
                     (vec![0f32; kc * d], vec![0f32; kc], vec![0f32; n * k]);
@@ -837,51 +831,14 @@ mod tests {
                     let want = want_grad[d * k + c];
                     assert!((v as f64 / n as f64 - want).abs() < 1e-4, "{what} bias {c}");
                 }
-                for (i, wl) in want_logits.iter().enumerate() {
-                    for c in 0..k {
-                        let want = wl[c] - wl[k - 1];
-                        let got = lg[i * k + c] as f64;
-                        assert!(
-                            (got - want).abs() < 1e-3 * want.abs().max(1.0),
-                            "{what} logit"
-                        );
-                    }
-                }
+                assert_logits(&what, &lg, &want_logits, true);
                 let mut out = vec![0f32; n * k];
-                let mut full_t = vec![0f32; k * d];
-                for j in 0..d {
-                    for c in 0..k {
-                        full_t[c * d + j] = theta[j * k + c];
-                    }
-                }
                 if fma {
-                    scores_rows::<f32, 2, 8, true>(
-                        &x,
-                        d,
-                        &mean,
-                        &full_t,
-                        &theta[d * k..],
-                        &mut out,
-                    );
+                    scores_rows::<f32, 2, 8, true>(&x, d, &mean, &full_t, &bias, &mut out);
                 } else {
-                    scores_rows::<f32, 2, 8, false>(
-                        &x,
-                        d,
-                        &mean,
-                        &full_t,
-                        &theta[d * k..],
-                        &mut out,
-                    );
+                    scores_rows::<f32, 2, 8, false>(&x, d, &mean, &full_t, &bias, &mut out);
                 }
-                for (i, wl) in want_logits.iter().enumerate() {
-                    for c in 0..k {
-                        let got = out[i * k + c] as f64;
-                        assert!(
-                            (got - wl[c]).abs() < 1e-3 * wl[c].abs().max(1.0),
-                            "{what} score"
-                        );
-                    }
-                }
+                assert_logits(&what, &out, &want_logits, false);
             }
         }
     }
