@@ -205,18 +205,26 @@ impl CustomOp3 for Linear {
                 bl.dims()
             );
         }
-        // The bias rows, by doubling copies (one small copy per row costs more than the bytes).
+        // A zero bias (an untrained layer's) adds nothing: gemm then writes the output without
+        // reading it, and the buffer needs no bias rows first (the copy was 5% of
+        // `untrained-mlp`). The sums are the same either way: zero plus the product is the product.
+        let read_bias = k == 0 || b.iter().any(|&v| v != 0.0);
         let mut out: Vec<f32> = Vec::with_capacity(m * n);
-        if m > 0 {
-            out.extend_from_slice(b);
+        if read_bias {
+            // The bias rows, by doubling copies (one small copy per row costs more than the bytes).
+            if m > 0 {
+                out.extend_from_slice(b);
+            }
+            while out.len() < m * n {
+                let more = out.len().min(m * n - out.len());
+                out.extend_from_within(..more);
+            }
         }
-        while out.len() < m * n {
-            let more = out.len().min(m * n - out.len());
-            out.extend_from_within(..more);
-        }
-        // SAFETY: `out` is `m x n` row-major, `x` `m x k` row-major and `W^T` read through
-        // `w`'s `n x k` row-major buffer with swapped strides: every index gemm forms from these
-        // sizes and strides lies inside the slices checked above.
+        // SAFETY: `out` has room for `m x n` row-major values, `x` is `m x k` row-major and `W^T`
+        // is read through `w`'s `n x k` row-major buffer with swapped strides: every index gemm
+        // forms from these sizes and strides lies inside the slices checked above. Without
+        // `read_bias` (so `k > 0`) gemm does not read the output and writes every one of its
+        // `m x n` values, so the length set after it covers initialised values only.
         unsafe {
             gemm::gemm(
                 m,
@@ -225,7 +233,7 @@ impl CustomOp3 for Linear {
                 out.as_mut_ptr(),
                 1,
                 n as isize,
-                true,
+                read_bias,
                 x.as_ptr(),
                 1,
                 k as isize,
@@ -239,6 +247,7 @@ impl CustomOp3 for Linear {
                 false,
                 parallelism(),
             );
+            out.set_len(m * n);
         }
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
@@ -905,6 +914,15 @@ mod tests {
         assert_eq!(
             y.to_vec2::<f32>().unwrap(),
             vec![vec![14.5, -4.0], vec![17.0, -9.0]]
+        );
+        // A zero bias takes the path where gemm writes a fresh buffer without reading it: the
+        // products alone, whatever the allocator left in the memory (filled before it is freed).
+        drop(vec![f32::NAN; 4096]);
+        let zero = Tensor::zeros(2, DType::F32, &dev).unwrap();
+        let plain = linear(&x, &w, &zero).unwrap().unwrap();
+        assert_eq!(
+            plain.to_vec2::<f32>().unwrap(),
+            vec![vec![4.5, 6.0], vec![7.0, 1.0]]
         );
         let reference = x
             .matmul(&w.t().unwrap())

@@ -878,8 +878,12 @@ mod tests {
     #[test]
     #[ignore]
     fn pass_speed() {
-        for (n, d) in [(4096, 25088), (20000, 784), (20000, 128)] {
-            let k = 10;
+        for (n, d, k) in [
+            (4096, 25088, 10),
+            (20000, 784, 10),
+            (20000, 128, 10),
+            (10000, 128, 2),
+        ] {
             let (x, mean, theta, y) = problem(n, d, k, 3);
             let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
             let mut z = Vec::with_capacity(n * (d + 1));
