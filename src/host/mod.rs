@@ -5,7 +5,9 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 
+mod conv;
 mod pass;
+pub(crate) use conv::conv2d;
 pub(crate) use pass::{scores_raw, softmax_fit_raw, Feature};
 
 /// `fn NAME(args) -> R = BODY;` (or `fn NAME<E: Bound>(args)`) defines `NAME`, which calls the

@@ -308,7 +308,7 @@ fn features_of(
     let (mut loss, mut wrong) = (0f64, 0f64);
     for b in cancel.blocks(n, CHUNK) {
         let (start, len) = b?;
-        let outs = model.forward_until(&data.x.narrow(0, start, len)?, last)?;
+        let outs = model.infer_until(&data.x.narrow(0, start, len)?, last)?;
         for (k, &i) in groups.iter().enumerate() {
             let part = specs[i].select(&outs[nodes[k]])?;
             if stats {
@@ -730,7 +730,7 @@ fn score_streamed(
     let (mut mloss, mut mwrong) = (0f64, 0f64);
     for b in cancel.blocks(n, CHUNK) {
         let (start, len) = b?;
-        let outs = model.forward_until(&data.x.narrow(0, start, len)?, last)?;
+        let outs = model.infer_until(&data.x.narrow(0, start, len)?, last)?;
         let y = data.y.narrow(0, start, len)?;
         let yoh = probe::one_hot(&y, classes)?;
         let truth: Vec<u32> = y.to_vec1()?;
@@ -773,7 +773,8 @@ fn model_error(model: &Model, data: &Dataset, cancel: &Cancel) -> candle_core::R
     let (n, mut wrong) = (data.len(), 0f64);
     for b in cancel.blocks(n, CHUNK) {
         let (start, len) = b?;
-        let outs = model.forward(&data.x.narrow(0, start, len)?)?;
+        let last = model.graph().nodes.len() - 1;
+        let outs = model.infer_until(&data.x.narrow(0, start, len)?, last)?;
         let y = data.y.narrow(0, start, len)?;
         wrong += probe::errors(&model.logits(&outs).unsqueeze(0)?, &y)?[0] * len as f64;
     }
