@@ -49,6 +49,8 @@ pub struct Settings<'a> {
     pub skip_rmsprop: bool,
     /// Steps between online-probe updates (the presets' `online_update_every`).
     pub update_every: usize,
+    /// The snapshot's early-stopping patience (the presets' `probe_patience`).
+    pub patience: usize,
 }
 
 fn train_steps(
@@ -246,6 +248,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         let plan = Plan {
             fit: crate::probe::FitConfig {
                 bf16_features: bf16,
+                patience: s.patience,
                 ..Default::default()
             },
             ..plan.clone()
@@ -268,14 +271,15 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "converged snapshot ({} activations), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}): {secs:.1} s{peak}",
+            "converged snapshot ({} activations), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}, probe_patience {}): {secs:.1} s{peak}",
             if bf16 { "bf16" } else { "f32" },
             specs.len(),
             sets.train.len(),
             sets.val.len(),
             sets.test.len(),
             groups,
-            s.memory_mb
+            s.memory_mb,
+            s.patience
         )?;
         writeln!(
             out,

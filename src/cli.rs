@@ -178,6 +178,9 @@ pub enum BenchWhat {
         /// Steps between online-probe updates (as the presets' online_update_every).
         #[arg(long, default_value_t = 1)]
         update_every: usize,
+        /// The snapshot's early-stopping patience (as the presets' probe_patience).
+        #[arg(long, default_value_t = crate::probe::FitConfig::default().patience, value_parser = clap::value_parser!(usize))]
+        patience: usize,
     },
     /// How long a run takes to stop: each preset started headless, signalled (SIGTERM, SIGINT,
     /// SIGHUP) at set moments (inside converged fits, forward passes, training steps), timed to
@@ -214,7 +217,7 @@ metadata may list the taps in model order (\"taps\": \"a,b,c\") and what a tap r
 (\"reads.c\": \"a\"). See docs/activations.md.
 
 --set takes: classes, val_fraction, test_fraction, subset, probe_memory_mb, probe_dtype, \
-probe_l2, probe_max_iter, selectivity, transfer (`probescope presets` shows their defaults)."
+probe_l2, probe_max_iter, probe_patience, selectivity, transfer (`probescope presets` shows their defaults)."
 )]
 pub struct ProbeArgs {
     /// The activations: a .safetensors file, or a folder of .npy files named by tap.
@@ -472,6 +475,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     bf16_only,
                     skip_rmsprop,
                     update_every,
+                    patience,
                 },
         }) => {
             let dir = data_dir.unwrap_or_else(crate::mnist::default_data_dir);
@@ -493,6 +497,7 @@ pub fn main_with(cli: Cli) -> i32 {
                         bf16_only,
                         skip_rmsprop,
                         update_every,
+                        patience: patience.max(1),
                     })
                 })
         }
