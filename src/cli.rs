@@ -484,7 +484,7 @@ pub fn main_with(cli: Cli) -> i32 {
                 .and_then(|()| parse_device(&device))
                 .map_err(anyhow::Error::new)
                 .and_then(|device| {
-                    crate::bench_train::run(&crate::bench_train::Settings {
+                    crate::bench::train::run(&crate::bench::train::Settings {
                         data_dir: &dir,
                         steps: steps.max(1),
                         probe_samples,
@@ -509,7 +509,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     width,
                     seed,
                 },
-        }) => crate::bench_acts::run(&crate::bench_acts::Sizes {
+        }) => crate::bench::acts::run(&crate::bench::acts::Sizes {
             samples: samples.max(10),
             taps: taps.max(1),
             width: width.max(1),
@@ -518,7 +518,7 @@ pub fn main_with(cli: Cli) -> i32 {
         .map(|report| print!("{report}")),
         Some(Command::Bench {
             what: BenchWhat::Stop { data_dir, only },
-        }) => crate::bench_stop::run(
+        }) => crate::bench::stop::run(
             &data_dir.unwrap_or_else(crate::mnist::default_data_dir),
             only.as_deref(),
         )
@@ -530,7 +530,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     frames,
                     rounds,
                 },
-        }) => crate::bench_ui::ui(steps, frames, rounds.max(1)).map(|report| print!("{report}")),
+        }) => crate::bench::ui::ui(steps, frames, rounds.max(1)).map(|report| print!("{report}")),
     };
     match result {
         Ok(()) => 0,

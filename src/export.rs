@@ -298,7 +298,7 @@ pub fn plot(log: &RunLog, figure: Figure, steps: &[u64]) -> anyhow::Result<Plot>
     let taps: Vec<String> = log.header.probes.iter().map(|p| p.name.clone()).collect();
     let n = taps.len();
     let preset = &log.header.preset;
-    let theme = crate::tui::theme::Theme::default_theme();
+    let theme = crate::theme::Theme::default_theme();
     let rgb = |c: ratatui::style::Color| match c {
         ratatui::style::Color::Rgb(r, g, b) => (r, g, b),
         _ => (128, 128, 128),
@@ -681,7 +681,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
         } => {
             anyhow::ensure!(!panels.is_empty(), "no snapshot to draw");
             let n = taps.len();
-            let theme = crate::tui::theme::Theme::default_theme();
+            let theme = crate::theme::Theme::default_theme();
             let top = y_top(panels.iter().flat_map(|p| p.1.iter()), *chance);
             let body = root.titled(title, ("sans-serif", 22)).map_err(err)?;
             let (rows, cols) = grid(panels.len());
@@ -754,7 +754,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
                 .y_label_formatter(&ylabel)
                 .draw()
                 .map_err(err)?;
-            let theme = crate::tui::theme::Theme::default_theme();
+            let theme = crate::theme::Theme::default_theme();
             let cells: Vec<_> = rows
                 .iter()
                 .enumerate()

@@ -15,10 +15,6 @@
 pub mod acts;
 pub mod alerts;
 pub mod bench;
-pub mod bench_acts;
-pub mod bench_stop;
-pub mod bench_train;
-pub mod bench_ui;
 pub mod cancel;
 pub mod cli;
 pub mod compare;
@@ -31,7 +27,7 @@ pub mod graph;
 pub(crate) mod host;
 pub mod memory;
 pub mod mnist;
-pub mod modelfile;
+pub use presets::modelfile;
 pub mod monitor;
 pub mod paper;
 pub mod params;
@@ -42,6 +38,7 @@ pub mod rng;
 pub mod runlog;
 pub mod status;
 pub mod text;
+pub mod theme;
 pub mod train;
 pub mod tui;
 

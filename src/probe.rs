@@ -103,15 +103,22 @@ pub struct LinearProbe {
     pub bias: Vec<f32>,
 }
 
+/// Reads a number that may be `null`: JSON has no NaN or infinity, and serde_json writes them as
+/// `null`, so a reading that came out NaN (a fit that failed on degenerate features) reads back
+/// as NaN instead of making the whole log unreadable.
+pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// One probe's readings at one moment. Errors are prediction errors in [0, 1] (the paper's figure
 /// of merit); losses are mean cross-entropy in nats.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReading {
     /// Error on the probe-training split.
-    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
+    #[serde(deserialize_with = "f64_or_nan")]
     pub train_error: f64,
     /// Mean cross-entropy on the probe-training split.
-    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
+    #[serde(deserialize_with = "f64_or_nan")]
     pub train_loss: f64,
     /// Error on the validation split (early stopping), if there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1401,10 +1408,10 @@ pub fn evaluate(probe: &LinearProbe, x: &Tensor, y: &Tensor) -> candle_core::Res
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActivationStats {
     /// Mean over samples of the activation vector's Euclidean norm (the paper's underflow check).
-    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
+    #[serde(deserialize_with = "f64_or_nan")]
     pub mean_norm: f64,
     /// Fraction of units that are exactly zero on every sample ("dead" units of the ReLU family).
-    #[serde(deserialize_with = "crate::runlog::f64_or_nan")]
+    #[serde(deserialize_with = "f64_or_nan")]
     pub dead_fraction: f64,
 }
 

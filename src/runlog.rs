@@ -69,12 +69,8 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Reads a number that may be `null`: JSON has no NaN or infinity, and serde_json writes them as
-/// `null`, so a reading that came out NaN (a fit that failed on degenerate features) reads back
-/// as NaN instead of making the whole log unreadable.
-pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
+/// Reads a number that may be `null` (defined with the readings it serves, in the engine).
+pub use crate::probe::f64_or_nan;
 
 /// Which schedule produced a snapshot's readings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

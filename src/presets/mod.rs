@@ -17,6 +17,7 @@ pub mod bifurcation;
 pub mod deep_mlp;
 pub mod feature_subset;
 pub mod mnist_convnet;
+pub mod modelfile;
 pub mod trained;
 pub mod untrained_mlp;
 
@@ -92,7 +93,7 @@ pub fn find(name: &str) -> Result<Box<dyn Preset>, ParamError> {
 pub fn prepare(name: &str, sets: &[String]) -> Result<(Box<dyn Preset>, Params), ParamError> {
     // A model file: its [train] settings come first, so --set overrides them.
     if name.ends_with(".toml") {
-        let file = crate::modelfile::ModelFile::load(std::path::Path::new(name))?;
+        let file = modelfile::ModelFile::load(std::path::Path::new(name))?;
         let mut all = file.settings();
         all.extend(sets.iter().cloned());
         let params = Params::resolve(file.name(), &file.params(), &all)?;

@@ -9,7 +9,7 @@ pub mod diagram;
 pub mod keys;
 pub mod sample;
 pub mod state;
-pub mod theme;
+pub use crate::theme;
 pub mod view;
 
 use std::io::{IsTerminal, Write};

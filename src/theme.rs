@@ -9,14 +9,14 @@ use serde::Deserialize;
 
 /// The built-in themes, in the order `t` cycles through them; the first is the default.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("dark", include_str!("../../themes/dark.toml")),
-    ("light", include_str!("../../themes/light.toml")),
+    ("dark", include_str!("../themes/dark.toml")),
+    ("light", include_str!("../themes/light.toml")),
     (
         "high-contrast",
-        include_str!("../../themes/high-contrast.toml"),
+        include_str!("../themes/high-contrast.toml"),
     ),
-    ("viridis", include_str!("../../themes/viridis.toml")),
-    ("mono", include_str!("../../themes/mono.toml")),
+    ("viridis", include_str!("../themes/viridis.toml")),
+    ("mono", include_str!("../themes/mono.toml")),
 ];
 
 /// What the terminal can show.

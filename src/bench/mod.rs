@@ -1,5 +1,14 @@
-//! `probescope bench probes`: the converged fit of all probes of one `untrained-mlp` dataset
-//! against the paper's procedure (minibatch RMSProp) run in the same invocation.
+//! The benchmarks behind `probescope bench`: each times its subject against a baseline run in
+//! the same invocation and prints the ratio. This file is `bench probes`, the converged fit of
+//! all probes of one `untrained-mlp` dataset against the paper's procedure (minibatch RMSProp);
+//! [`train`] is `bench train` (mnist-convnet's training with and without online probes, and a
+//! converged snapshot against RMSProp), [`ui`] `bench ui`, [`acts`] `bench acts` and [`stop`]
+//! `bench stop`.
+
+pub mod acts;
+pub mod stop;
+pub mod train;
+pub mod ui;
 
 use std::fmt::Write;
 use std::time::Instant;

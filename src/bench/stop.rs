@@ -260,4 +260,4 @@ fn end_of(log: &PathBuf) -> (bool, String) {
 }
 
 /// The example model file with branches (argmax task), run long enough to be stopped.
-const BRANCHES: &str = include_str!("../examples/models/branches.toml");
+const BRANCHES: &str = include_str!("../../examples/models/branches.toml");
