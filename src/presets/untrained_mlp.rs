@@ -114,7 +114,7 @@ impl Preset for UntrainedMlp {
     }
 
     fn defaults_note(&self) -> Option<&'static str> {
-        Some("the paper's 100 datasets (about 35 s on 2 cores; datasets=20 for a quick look)")
+        Some("the paper's 100 datasets (about 30 s on 2 cores; datasets=20 for a quick look)")
     }
 
     fn params(&self) -> Vec<ParamSpec> {
