@@ -55,21 +55,7 @@ fn key_file() -> &'static str {
     FILE.get_or_init(|| {
         let mut text = String::from("[keys]\n");
         for b in Keymap::default().bindings {
-            let keys: Vec<String> = b
-                .keys
-                .iter()
-                .map(|k| {
-                    // The help shows arrow keys as arrows; the file names them.
-                    let name = match k.label().as_str() {
-                        "←" => "Left".to_string(),
-                        "→" => "Right".to_string(),
-                        "↑" => "Up".to_string(),
-                        "↓" => "Down".to_string(),
-                        other => other.to_string(),
-                    };
-                    format!("{name:?}")
-                })
-                .collect();
+            let keys: Vec<String> = b.keys.iter().map(|k| format!("{:?}", k.label())).collect();
             text.push_str(&format!("{} = [{}]\n", b.name, keys.join(", ")));
         }
         text

@@ -275,13 +275,23 @@ const NAMED: &[(&str, KeyCode)] = &[
 ];
 
 impl KeySpec {
-    /// Parses "h", "G", "?", "Space", "Left", "S-Tab", "F5", "C-c".
+    /// Parses "h", "G", "?", "Space", "Left", "S-Tab", "F5", "C-c", and the arrows as the help
+    /// shows them ("←" is Left), so a key copied from the help reads back as itself.
     pub fn parse(s: &str) -> Result<Self, String> {
         let (ctrl, rest) = match s.strip_prefix("C-") {
             Some(r) if !r.is_empty() => (true, r),
             _ => (false, s),
         };
-        let code = if let Some((_, c)) = NAMED.iter().find(|(n, _)| *n == rest) {
+        let arrow = match rest {
+            "←" => Some(KeyCode::Left),
+            "→" => Some(KeyCode::Right),
+            "↑" => Some(KeyCode::Up),
+            "↓" => Some(KeyCode::Down),
+            _ => None,
+        };
+        let code = if let Some(c) = arrow {
+            c
+        } else if let Some((_, c)) = NAMED.iter().find(|(n, _)| *n == rest) {
             *c
         } else if let Some(n) = rest
             .strip_prefix('F')
@@ -602,6 +612,21 @@ mod tests {
         assert!(
             e.contains("difference") && e.contains("step_forward"),
             "{e}"
+        );
+    }
+
+    /// Every default key's help label reads back as that key: a table copied from the help
+    /// (arrows as arrows) is the defaults again.
+    #[test]
+    fn help_labels_read_back() {
+        for b in Keymap::default().bindings {
+            for k in &b.keys {
+                assert_eq!(KeySpec::parse(&k.label()), Ok(*k), "{}", k.label());
+            }
+        }
+        assert_eq!(
+            KeySpec::parse("C-←").map(|k| (k.code, k.ctrl)),
+            Ok((KeyCode::Left, true))
         );
     }
 
