@@ -179,7 +179,7 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 1)]
         update_every: usize,
         /// The snapshot's early-stopping patience (as the presets' probe_patience).
-        #[arg(long, default_value_t = crate::probe::FitConfig::default().patience, value_parser = clap::value_parser!(usize))]
+        #[arg(long, default_value_t = crate::probe::FitConfig::default().patience)]
         patience: usize,
     },
     /// How long a run takes to stop: each preset started headless, signalled (SIGTERM, SIGINT,

@@ -14,40 +14,31 @@ use probescope::theme::Theme;
 use probescope::tui::keys::Keymap;
 use proptest::prelude::*;
 
+/// The texts of the `.toml` files in the repository's folder `dir`, by name.
+fn toml_files(dir: &str) -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
 /// The real files the mutations start from: the example model files, the built-in themes, a
 /// key table binding every action, and an IDX images and labels file (plain and gzip).
 fn model_files() -> &'static [String] {
     static FILES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    FILES.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect()
-    })
+    FILES.get_or_init(|| toml_files("examples/models"))
 }
 
 fn theme_files() -> &'static [String] {
     static FILES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    FILES.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("themes");
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect()
-    })
+    FILES.get_or_init(|| toml_files("themes"))
 }
 
 fn key_file() -> &'static str {

@@ -8,7 +8,7 @@
 //! It has no backward pass: [`crate::graph::Model::infer_until`] uses it, and training keeps
 //! candle's convolution (and so its numbers).
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `conv2d(x, W) + b` with square stride and zero padding, dilation 1, one group.
@@ -77,17 +77,7 @@ impl CustomOp3 for Conv2d {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (xs, ws, bs) else {
-            candle_core::bail!("conv2d: f32 tensors are expected");
-        };
-        let (Some((xo, xe)), Some((wo, we)), Some((bo, be))) = (
-            xl.contiguous_offsets(),
-            wl.contiguous_offsets(),
-            bl.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("conv2d: contiguous tensors are expected");
-        };
-        let (x, w, b) = (&x[xo..xe], &w[wo..we], &b[bo..be]);
+        let (x, w, b) = super::f32_operands("conv2d", (xs, xl), (ws, wl), (bs, bl))?;
         let (n, ci, ih, iw) = xl.shape().dims4()?;
         let (co, ci2, kh, kw) = wl.shape().dims4()?;
         let (s, pad) = (self.stride, self.padding);
@@ -164,9 +154,8 @@ pub(crate) fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Option<candle_core::Result<Tensor>> {
-    let host = [x, w, b].iter().all(|t| {
-        t.device().is_cpu() && t.dtype() == DType::F32 && t.layout().contiguous_offsets().is_some()
-    }) && x.rank() == 4
+    let host = [x, w, b].into_iter().all(super::host_f32)
+        && x.rank() == 4
         && w.rank() == 4
         && b.rank() == 1
         && stride > 0;
@@ -176,7 +165,7 @@ pub(crate) fn conv2d(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
         let mut r = crate::rng::stream(seed, "conv-test");
@@ -210,16 +199,7 @@ mod tests {
                 .broadcast_add(&b.reshape((1, co, 1, 1)).unwrap())
                 .unwrap();
             assert_eq!(ours.dims(), theirs.dims(), "case {i}");
-            let diff: f32 = (ours - &theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = crate::host::max_abs_diff(&ours, &theirs);
             // Sums of up to 800 products of numbers in [-1, 1]: f32 rounding in another order.
             assert!(diff < 1e-4, "case {i}: largest difference {diff}");
         }

@@ -152,12 +152,37 @@ vectorised! {
     fn leaky_best(x: &[f32], s: f32) -> Vec<f32> = leaky;
 }
 
+/// Whether the host kernels can read `t` in place: an f32 tensor in CPU memory laid out
+/// contiguously.
+fn host_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32 && t.layout().contiguous_offsets().is_some()
+}
+
+/// The elements of the three f32 storages of a custom op (`op`, for the messages), each laid
+/// out contiguously.
+fn f32_operands<'a>(
+    op: &str,
+    (xs, xl): (&'a CpuStorage, &Layout),
+    (ws, wl): (&'a CpuStorage, &Layout),
+    (bs, bl): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<(&'a [f32], &'a [f32], &'a [f32])> {
+    let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (xs, ws, bs) else {
+        candle_core::bail!("{op}: f32 tensors are expected");
+    };
+    let (Some((xo, xe)), Some((wo, we)), Some((bo, be))) = (
+        xl.contiguous_offsets(),
+        wl.contiguous_offsets(),
+        bl.contiguous_offsets(),
+    ) else {
+        candle_core::bail!("{op}: contiguous tensors are expected");
+    };
+    Ok((&x[xo..xe], &w[wo..we], &b[bo..be]))
+}
+
 /// LeakyReLU with slope `slope` (see [`LeakyRelu`]) as one host pass where `x` is an f32 tensor
 /// in CPU memory; `None` elsewhere (the caller uses candle's operations).
 pub(crate) fn leaky_relu(x: &Tensor, slope: f64) -> Option<candle_core::Result<Tensor>> {
-    let host =
-        x.device().is_cpu() && x.dtype() == DType::F32 && x.layout().contiguous_offsets().is_some();
-    host.then(|| x.apply_op1(LeakyRelu(slope as f32)))
+    host_f32(x).then(|| x.apply_op1(LeakyRelu(slope as f32)))
 }
 
 /// The products' parallelism as candle chooses it (see [`SerialProducts`]).
@@ -186,19 +211,9 @@ impl CustomOp3 for Linear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (xs, ws, bs) else {
-            candle_core::bail!("linear: f32 tensors are expected");
-        };
-        let (Some((xo, xe)), Some((wo, we)), Some((bo, be))) = (
-            xl.contiguous_offsets(),
-            wl.contiguous_offsets(),
-            bl.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("linear: contiguous tensors are expected");
-        };
+        let (x, w, b) = f32_operands("linear", (xs, xl), (ws, wl), (bs, bl))?;
         let (m, k) = xl.shape().dims2()?;
         let (n, k2) = wl.shape().dims2()?;
-        let (x, w, b) = (&x[xo..xe], &w[wo..we], &b[bo..be]);
         if k2 != k || b.len() != n {
             candle_core::bail!(
                 "linear: shapes {:?} {:?} {:?}",
@@ -269,11 +284,8 @@ impl CustomOp3 for Linear {
 /// `x W^T + b` as one host product where `x` (`[m, k]`), `W` and `b` are f32 tensors in CPU
 /// memory laid out contiguously; `None` elsewhere (the caller uses candle's operations).
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Option<candle_core::Result<Tensor>> {
-    let host = [x, w, b].iter().all(|t| {
-        t.device().is_cpu() && t.dtype() == DType::F32 && t.layout().contiguous_offsets().is_some()
-    }) && x.rank() == 2
-        && w.rank() == 2
-        && b.rank() == 1;
+    let host =
+        [x, w, b].into_iter().all(host_f32) && x.rank() == 2 && w.rank() == 2 && b.rank() == 1;
     host.then(|| x.apply_op3(w, b, Linear))
 }
 
@@ -845,6 +857,14 @@ pub(crate) fn centred_with_ones<E: Feature>(
             })?;
     }
     Ok(z)
+}
+
+/// The largest absolute difference between two tensors of one shape (for tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar())
+        .unwrap()
 }
 
 #[cfg(test)]
