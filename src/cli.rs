@@ -34,8 +34,16 @@ pub enum Command {
     /// file, or a folder of .npy files), and show them as a run; with --watch, a snapshot per
     /// file a training loop writes.
     Probe(ProbeArgs),
-    /// List the presets, their parameters and defaults.
-    Presets,
+    /// List the presets, their parameters and defaults; with --show NAME, print the model file
+    /// that a preset runs, to copy and edit (`probescope run my-model.toml`).
+    Presets {
+        /// Print this preset's model file instead of the list.
+        #[arg(long, value_name = "NAME")]
+        show: Option<String>,
+        /// With --show, the settings of a generated file (deep-mlp), e.g. --set variant=skip.
+        #[arg(long = "set", value_name = "KEY=VALUE", requires = "show")]
+        sets: Vec<String>,
+    },
     /// Replay a run log in the UI, with a timeline: [ ] one snapshot, { } ten, Home End, Space
     /// plays (+ - speed).
     Replay(ViewArgs),
@@ -453,10 +461,14 @@ pub fn main_with(cli: Cli) -> i32 {
                 },
         }) => crate::fetch::fetch_command(&dataset, dir, &mirror, only_given),
         Some(Command::Paper(args)) => paper(&args),
-        Some(Command::Presets) => {
+        Some(Command::Presets { show: None, .. }) => {
             print!("{}", presets_text());
             Ok(())
         }
+        Some(Command::Presets {
+            show: Some(name),
+            sets,
+        }) => show_preset(&name, &sets).map(|text| print!("{text}")),
         Some(Command::Bench {
             what: BenchWhat::Probes { seed, epochs },
         }) => crate::bench::probes(seed, epochs).map(|report| print!("{report}")),
@@ -703,6 +715,32 @@ fn export(
     Ok(())
 }
 
+/// The model file that preset `name` runs with `sets` (`probescope presets --show`).
+pub fn show_preset(name: &str, sets: &[String]) -> anyhow::Result<String> {
+    let (preset, params) = presets::prepare(name, sets)?;
+    if preset.source().is_some() && !sets.is_empty() {
+        return Err(ParamError(format!(
+            "--show {name} prints {name}'s own file, which --set does not change; edit the \
+             printed file instead (or run `probescope run {name} --set ...`)"
+        ))
+        .into());
+    }
+    preset.model_file(&params).map_err(|why| {
+        let files: Vec<String> = presets::all()
+            .iter()
+            .filter_map(|p| {
+                let (_, params) = presets::prepare(p.name(), &[]).ok()?;
+                p.model_file(&params).ok().map(|_| p.name().to_string())
+            })
+            .collect();
+        ParamError(format!(
+            "{name} has no model file: {why}. The presets that are model files: {}",
+            files.join(", ")
+        ))
+        .into()
+    })
+}
+
 /// The text of `probescope presets`.
 pub fn presets_text() -> String {
     let line = |name: &str, about: &str, specs: &[crate::params::ParamSpec]| {
@@ -713,7 +751,7 @@ pub fn presets_text() -> String {
                     format!("{}={}", s.key, s.default)
                 } else {
                     // The default first, then the other words.
-                    format!("{}={}", s.key, s.choices.join("|"))
+                    format!("{}={}", s.key, s.choices_default_first().join("|"))
                 }
             })
             .collect();

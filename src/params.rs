@@ -105,6 +105,27 @@ impl ParamSpec {
         }
     }
 
+    /// The same parameter with its default read from `text` (as `--set` reads values): a model
+    /// file's `[train]` values are its defaults.
+    pub fn with_default(&self, text: &str) -> Result<Self, String> {
+        Ok(Self {
+            default: self.parse(text)?,
+            ..self.clone()
+        })
+    }
+
+    /// The accepted words of a word parameter, its default first (empty for numbers).
+    pub fn choices_default_first(&self) -> Vec<&'static str> {
+        let mut words = self.choices.to_vec();
+        if let ParamValue::Text(d) = &self.default {
+            if let Some(i) = words.iter().position(|w| w == d) {
+                let w = words.remove(i);
+                words.insert(0, w);
+            }
+        }
+        words
+    }
+
     fn parse(&self, text: &str) -> Result<ParamValue, String> {
         let range = || format!("{} must be between {} and {}", self.key, self.min, self.max);
         let check = |v: f64| -> Result<(), String> {

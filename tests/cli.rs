@@ -183,6 +183,60 @@ fn presets_lists_every_preset_with_its_defaults() {
     );
 }
 
+/// `presets --show NAME` prints the file a preset runs; saved and run, it is a model file like
+/// any other. Presets without one, and --set on a preset's own file, are bad input.
+#[test]
+fn presets_show_prints_the_file_a_preset_runs() {
+    let (code, out, err) = probescope(&["presets", "--show", "mnist-convnet"]);
+    assert_eq!(code, 0, "{err}");
+    let file = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/presets/files/mnist-convnet.toml"),
+    )
+    .unwrap();
+    assert_eq!(out, file);
+    // A generated file follows --set, and runs as a user's file.
+    let (code, out, err) = probescope(&[
+        "presets",
+        "--show",
+        "untrained-mlp",
+        "--set",
+        "depth=3",
+        "--set",
+        "width=8",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("name = \"h03\"") && !out.contains("h04"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mine.toml");
+    std::fs::write(&path, out.replace("datasets = 100", "datasets = 2")).unwrap();
+    let (code, out, err) = probescope(&["run", path.to_str().unwrap(), "--headless"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(2 datasets"), "{out}");
+    for (args, needle) in [
+        (
+            vec!["presets", "--show", "bifurcation"],
+            "bifurcation has no model file: it runs its own loop",
+        ),
+        (
+            vec!["presets", "--show", "mnist-convnet", "--set", "epochs=1"],
+            "which --set does not change",
+        ),
+        (vec!["presets", "--show", "nope"], "unknown preset `nope`"),
+        (
+            vec!["presets", "--show", "deep-mlp", "--set", "depht=3"],
+            "`depht` is not a parameter of deep-mlp",
+        ),
+    ] {
+        let (code, _, err) = probescope(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn ctrl_c_stops_the_run_and_the_log_ends_with_stopped() {
     let dir = tempfile::tempdir().unwrap();

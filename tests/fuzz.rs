@@ -29,11 +29,16 @@ fn toml_files(dir: &str) -> Vec<String> {
         .collect()
 }
 
-/// The real files the mutations start from: the example model files, the built-in themes, a
-/// key table binding every action, and an IDX images and labels file (plain and gzip).
+/// The real files the mutations start from: the example and built-in model files, the built-in
+/// themes, a key table binding every action, and an IDX images and labels file (plain and
+/// gzip).
 fn model_files() -> &'static [String] {
     static FILES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    FILES.get_or_init(|| toml_files("examples/models"))
+    FILES.get_or_init(|| {
+        let mut files = toml_files("examples/models");
+        files.extend(toml_files("src/presets/files"));
+        files
+    })
 }
 
 fn theme_files() -> &'static [String] {

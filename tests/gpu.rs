@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use probescope::data::{self, Dataset};
 use probescope::graph::Model;
-use probescope::presets::mnist_convnet;
+use probescope::presets;
 use probescope::probe::{self, FitConfig, OnlineConfig, OnlineProbes, ProbeSpec, Split};
 use probescope::train::{Optim, OptimKind};
 
@@ -177,7 +177,7 @@ fn online_probes_agree_between_cpu_and_gpu() {
 
 #[test]
 fn the_mnist_convnet_trains_the_same_on_cpu_and_gpu() {
-    let g = mnist_convnet::graph();
+    let g = presets::default_graph("mnist-convnet").unwrap();
     let x = Tensor::rand(0f32, 1f32, (64, 1, 28, 28), &Device::Cpu).unwrap();
     let y: Vec<u32> = (0..64).map(|i| (i * 7 % 10) as u32).collect();
     let y = Tensor::from_vec(y, 64, &Device::Cpu).unwrap();

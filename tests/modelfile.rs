@@ -137,29 +137,385 @@ fn idx_folders_and_the_sign_task_run() {
     );
 }
 
+/// The records of a run, with the times taken out (they are all that may differ between two
+/// runs of one seed).
+fn timeless(records: &[probescope::runlog::Record]) -> Vec<serde_json::Value> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("elapsed_s");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    records
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap();
+            strip(&mut v);
+            v
+        })
+        .collect()
+}
+
+/// Runs `f` with a run context on the CPU that collects its records, reading data from `dir`.
+fn collect(
+    dir: &Path,
+    seed: u64,
+    f: impl FnOnce(&mut presets::RunCtx<'_>) -> anyhow::Result<()>,
+) -> Vec<probescope::runlog::Record> {
+    let mut sink = probescope::report::Collect::default();
+    let mut ctx = presets::RunCtx {
+        device: candle_core::Device::Cpu,
+        seed,
+        sink: &mut sink,
+        started: std::time::Instant::now(),
+        controls: Default::default(),
+        opts: presets::RunOptions {
+            data_dir: dir.to_path_buf(),
+            checkpoint: Default::default(),
+        },
+    };
+    f(&mut ctx).unwrap();
+    sink.records
+}
+
+/// The convnet as the built-in preset's own code built it before the preset became a model file.
+fn reference_convnet() -> probescope::graph::Graph {
+    use probescope::graph::{Activation, Graph, Init, Node, Op};
+    let node = |name: &str, op, probe| Node {
+        name: name.into(),
+        op,
+        probe,
+    };
+    let conv = |input: &str, out_channels| Op::Conv2d {
+        input: input.into(),
+        out_channels,
+        kernel: 5,
+        stride: 1,
+        padding: 2,
+        init: Init::HeNormal,
+    };
+    let relu = |input: &str| Op::Activation {
+        input: input.into(),
+        activation: Activation::Relu,
+    };
+    let pool = |input: &str| Op::MaxPool2d {
+        input: input.into(),
+        kernel: 2,
+        stride: 2,
+    };
+    let linear = |input: &str, out, init| Op::Linear {
+        input: input.into(),
+        out,
+        init,
+    };
+    Graph {
+        nodes: vec![
+            node(
+                "input",
+                Op::Input {
+                    shape: vec![1, 28, 28],
+                },
+                true,
+            ),
+            node("conv1_preact", conv("input", 32), true),
+            node("conv1_postact", relu("conv1_preact"), true),
+            node("pool1", pool("conv1_postact"), true),
+            node("conv2_preact", conv("pool1", 64), true),
+            node("conv2_postact", relu("conv2_preact"), true),
+            node("pool2", pool("conv2_postact"), true),
+            node(
+                "flat",
+                Op::Flatten {
+                    input: "pool2".into(),
+                },
+                false,
+            ),
+            node("fc1_preact", linear("flat", 512, Init::HeNormal), true),
+            node("fc1_postact", relu("fc1_preact"), true),
+            node(
+                "logits",
+                linear("fc1_postact", 10, Init::GlorotNormal),
+                true,
+            ),
+        ],
+        output: "logits".into(),
+        classes: 10,
+    }
+}
+
+/// `mnist-convnet` is its embedded model file, run by the code that runs a user's file: the
+/// file's graph is the one the preset's code built, its defaults are the tutorial's training,
+/// and a run gives the same log on a fixed seed as the preset's own code did (the graph, the
+/// probes and the plan it made, handed to the same training loop).
 #[test]
-fn the_convnet_file_is_the_built_in_presets_graph() {
-    let file = ModelFile::load(&root().join("examples/models/mnist-convnet.toml")).unwrap();
-    let (preset, params) = presets::prepare("mnist-convnet", &[]).unwrap();
-    let (_, fparams) = presets::prepare(
-        root()
-            .join("examples/models/mnist-convnet.toml")
-            .to_str()
-            .unwrap(),
-        &[],
-    )
-    .unwrap();
-    assert_eq!(file.graph(&fparams), preset.graph(&params));
-    // And the file's [train] gives the preset's training settings.
-    for key in [
-        "epochs",
-        "batch",
-        "lr",
-        "lr_decay",
-        "momentum",
-        "weight_decay",
+fn the_convnet_preset_is_its_file_and_logs_what_its_code_did() {
+    use probescope::params::ParamValue as V;
+    use probescope::presets::trained::{self, Plan};
+    let (preset, p) = presets::prepare("mnist-convnet", &[]).unwrap();
+    assert!(preset.source().is_some(), "mnist-convnet is not a file");
+    assert_eq!(preset.graph(&p), reference_convnet());
+    for (key, v) in [
+        ("epochs", V::Int(10)),
+        ("batch", V::Int(64)),
+        ("optimizer", V::Text("sgd".into())),
+        ("momentum", V::Float(0.9)),
+        ("lr", V::Float(0.01)),
+        ("lr_decay", V::Float(0.95)),
+        ("weight_decay", V::Float(5e-4)),
+        ("dataset", V::Text("mnist".into())),
+        ("subset", V::Int(0)),
+        ("snapshot_every", V::Int(0)),
     ] {
-        assert_eq!(fparams.0[key], params.0[key], "{key}");
+        assert_eq!(p.0[key], v, "{key}");
+    }
+    // A short run: 3 minibatches of 32 per epoch of the fake data's 100 training images.
+    let dir = tempfile::tempdir().unwrap();
+    fake_mnist(dir.path());
+    let sets: Vec<String> = [
+        "epochs=2",
+        "batch=32",
+        "snapshot_every=2",
+        "subset=300",
+        "probe_train=100",
+        "probe_val=100",
+        "probe_test=100",
+        "probe_max_iter=15",
+        "online_every=1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let seed = 11;
+    let now = collect(dir.path(), seed, |ctx| {
+        let (preset, p) = presets::prepare("mnist-convnet", &sets)?;
+        preset.run(&p, ctx)
+    });
+    let before = collect(dir.path(), seed, |ctx| {
+        let (_, p) = presets::prepare("mnist-convnet", &sets)?;
+        let g = reference_convnet();
+        let specs = presets::probes_with_subset(&g, p.usize("subset"), ctx.seed);
+        let total = p.usize("epochs") * (50_000 / p.usize("batch"));
+        let plan = Plan {
+            epochs: Some(p.usize("epochs")),
+            snapshot_steps: trained::snapshot_steps(total, p.usize("snapshot_every")),
+            snapshot_each_epoch: true,
+            ..Plan::from_params(&p, false)
+        };
+        trained::run("mnist-convnet", &plan, &p, &g, &specs, ctx)
+    });
+    let converged: Vec<u64> = now
+        .iter()
+        .filter_map(|r| match r {
+            probescope::runlog::Record::Snapshot(s) if s.kind == SnapshotKind::Converged => {
+                Some(s.step)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(converged, [0, 2, 3, 4, 6], "steps 2 4 6, epoch ends 3 6");
+    assert_eq!(timeless(&now), timeless(&before));
+}
+
+/// `deep-mlp` runs the model file that `presets --show deep-mlp` prints for its settings: the
+/// printed file reads back as the preset's graph, and the run gives the same log on a fixed seed
+/// as the preset's own code did before (its graph, probes and plan, handed to the training loop).
+#[test]
+fn deep_mlp_runs_the_file_it_shows_and_logs_what_its_code_did() {
+    use probescope::presets::trained::{self, Plan};
+    for variant in ["plain", "aux", "skip"] {
+        let sets = [
+            format!("variant={variant}"),
+            "depth=6".into(),
+            "aux_every=2".into(),
+        ];
+        let (preset, p) = presets::prepare("deep-mlp", &sets).unwrap();
+        let text = preset.model_file(&p).unwrap();
+        let file = ModelFile::parse(Path::new("shown.toml"), &text).unwrap();
+        let (_, fp) = presets::prepare_file(file.clone(), &[]).unwrap();
+        assert_eq!(file.graph(&fp), preset.graph(&p), "{variant}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fake_mnist(dir.path());
+    let sets: Vec<String> = [
+        "variant=skip",
+        "depth=6",
+        "steps=5",
+        "snapshots=0,2,5,9",
+        "snapshot_every=4",
+        "batch=16",
+        "probe_train=100",
+        "probe_val=100",
+        "probe_test=100",
+        "probe_max_iter=15",
+        "online_every=2",
+        "lr=0.001",
+    ]
+    .map(String::from)
+    .to_vec();
+    let seed = 5;
+    let now = collect(dir.path(), seed, |ctx| {
+        let (preset, p) = presets::prepare("deep-mlp", &sets)?;
+        preset.run(&p, ctx)
+    });
+    let before = collect(dir.path(), seed, |ctx| {
+        let (preset, p) = presets::prepare("deep-mlp", &sets)?;
+        let g = preset.graph(&p);
+        let specs = presets::probe_every_tap(&g);
+        let plan = Plan {
+            steps: 5,
+            snapshot_steps: vec![0, 2, 4, 5],
+            ..Plan::from_params(&p, true)
+        };
+        trained::run("deep-mlp", &plan, &p, &g, &specs, ctx)
+    });
+    assert_eq!(timeless(&now), timeless(&before));
+    assert!(now.len() > 4, "{} records", now.len());
+}
+
+/// `untrained-mlp` runs the model file that `presets --show untrained-mlp` prints: the file
+/// reads back as the preset's MLP, and the run gives the same log on a fixed seed as the preset's
+/// own loop on its graph and sign task (fresh data from `dataset/K`, fresh weights, per
+/// dataset).
+#[test]
+fn untrained_mlp_runs_the_file_it_shows_and_logs_what_its_code_did() {
+    let sets: Vec<String> = ["depth=4", "width=16", "datasets=3", "train=300", "test=200"]
+        .map(String::from)
+        .to_vec();
+    let (preset, p) = presets::prepare("untrained-mlp", &sets).unwrap();
+    let text = preset.model_file(&p).unwrap();
+    assert!(text.contains("datasets = 3"), "{text}");
+    let file = ModelFile::parse(Path::new("shown.toml"), &text).unwrap();
+    let (_, fp) = presets::prepare_file(file.clone(), &[]).unwrap();
+    assert_eq!(file.graph(&fp), preset.graph(&p));
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 9;
+    let now = collect(dir.path(), seed, |ctx| {
+        let (preset, p) = presets::prepare("untrained-mlp", &sets)?;
+        preset.run(&p, ctx)
+    });
+    let before = collect(dir.path(), seed, |ctx| {
+        let (preset, p) = presets::prepare("untrained-mlp", &sets)?;
+        let g = preset.graph(&p);
+        let specs = presets::probe_every_tap(&g);
+        let fit = ctx.fit_config(&p);
+        let dev = ctx.device.clone();
+        let draw = |seed: u64, stream: &str, n: usize, c: &probescope::cancel::Cancel| {
+            probescope::data::sign_task(seed, stream, n, 16, &dev, c)
+        };
+        presets::datasets::run("untrained-mlp", &g, &specs, &fit, 3, (300, 200), &draw, ctx)
+    });
+    assert_eq!(now.len(), 4, "3 datasets and a summary");
+    assert_eq!(timeless(&now), timeless(&before));
+}
+
+/// `[data] kind = "two_halves"` with `datasets`: a probe on either half alone errs as the closed
+/// form says (atan(ratio) / pi for the first half, atan(1 / ratio) / pi for the second), one on
+/// the whole input far less.
+#[test]
+fn the_two_halves_task_gives_each_half_its_closed_form_error() {
+    let src = r#"
+input = [16]
+classes = 2
+[data]
+kind = "two_halves"
+ratio = 0.6
+train = 4000
+test = 6000
+[[layer]]
+name = "first"
+type = "narrow"
+input = "input"
+len = 8
+[[layer]]
+name = "second"
+type = "narrow"
+input = "input"
+start = 8
+len = 8
+[[layer]]
+name = "both"
+type = "concat"
+inputs = ["first", "second"]
+[[layer]]
+name = "logits"
+type = "linear"
+out = 2
+probe = false
+[train]
+epochs = 0
+datasets = 2
+"#;
+    let file = ModelFile::parse(Path::new("halves.toml"), src).unwrap();
+    let (preset, p) = presets::prepare_file(file, &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let records = collect(dir.path(), 4, |ctx| preset.run(&p, ctx));
+    let Some(probescope::runlog::Record::Summary(sum)) = records.last() else {
+        panic!("no summary: {records:?}");
+    };
+    let test = |name: &str| {
+        sum.probes
+            .iter()
+            .find(|r| r.probe == name)
+            .and_then(|r| r.test_error.as_ref())
+            .map(|s| s.mean)
+            .unwrap()
+    };
+    let pi = std::f64::consts::PI;
+    let first = 0.6f64.atan() / pi; // 0.172
+    let second = (1.0 / 0.6f64).atan() / pi; // 0.328
+    assert!(
+        (test("first") - first).abs() < 0.025,
+        "{} vs {first}",
+        test("first")
+    );
+    assert!(
+        (test("second") - second).abs() < 0.025,
+        "{} vs {second}",
+        test("second")
+    );
+    assert!(test("both") < 0.03, "{}", test("both"));
+    assert!(test("input") < 0.03, "{}", test("input"));
+}
+
+/// Every graph a model file can hold is written out and read back unchanged: the example
+/// files', and the built-in presets' at their defaults.
+#[test]
+fn written_model_files_read_back_as_the_same_graph() {
+    use probescope::graph::Op;
+    use probescope::modelfile::{write, FileText};
+    let mut graphs = Vec::new();
+    for f in toml_files(&root().join("examples/models")) {
+        let (preset, p) = presets::prepare(f.to_str().unwrap(), &[]).unwrap();
+        graphs.push((f.display().to_string(), preset.graph(&p)));
+    }
+    for preset in presets::all() {
+        let (_, p) = presets::prepare(preset.name(), &[]).unwrap();
+        graphs.push((preset.name().to_string(), preset.graph(&p)));
+    }
+    assert!(graphs.len() >= 8);
+    for (what, g) in graphs {
+        let text = FileText {
+            comment: "written by the test",
+            name: "written",
+            about: "a \"quoted\" about",
+            note: Some("a note"),
+            data: match (g.classes, &g.nodes[0].op) {
+                (2, _) => "sign",
+                (_, Op::Input { shape }) if shape == &[784] || shape == &[1, 28, 28] => "mnist",
+                _ => "argmax",
+            },
+            data_settings: Vec::new(),
+            train: Vec::new(),
+        };
+        let written = write(&g, &text).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let back = ModelFile::parse(Path::new("written.toml"), &written)
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{written}"));
+        let (_, p) = presets::prepare_file(back.clone(), &[]).unwrap();
+        assert_eq!(back.graph(&p), g, "{what}");
+        assert_eq!(back.about(), "a \"quoted\" about");
     }
 }
 
@@ -207,7 +563,11 @@ fn every_bad_model_file_names_its_line_and_problem() {
             .next()
             .and_then(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{}: no `# expect:` line", f.display()));
-        let err = ModelFile::load(&f).expect_err(&f.display().to_string()).0;
+        // Read and checked with its settings, as `probescope run` does.
+        let Err(err) = presets::prepare(f.to_str().unwrap(), &[]) else {
+            panic!("{}: accepted", f.display());
+        };
+        let err = err.0;
         assert!(
             err.starts_with(&f.display().to_string()) && err.contains(want),
             "{}:\n  got  {err}\n  want {want}",

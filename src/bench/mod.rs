@@ -170,13 +170,16 @@ pub fn probes(seed: u64, epochs: usize) -> anyhow::Result<String> {
         .iter()
         .map(|t| ProbeSpec::full(&t.name, t.features))
         .collect();
-    let (train, test, _) = untrained_mlp::dataset_splits(
+    let draw = |seed: u64, stream: &str, n: usize, cancel: &crate::cancel::Cancel| {
+        crate::data::sign_task(seed, stream, n, 128, &Device::Cpu, cancel)
+    };
+    let (train, test, _) = crate::presets::datasets::dataset_splits(
         &g,
         &specs,
         seed,
         0,
-        10_000,
-        10_000,
+        (10_000, 10_000),
+        &draw,
         &dev,
         &Default::default(),
     )?;

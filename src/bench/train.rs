@@ -18,7 +18,6 @@ use candle_nn::VarBuilder;
 
 use crate::graph::Model;
 use crate::mnist::{self, Which};
-use crate::presets::mnist_convnet;
 use crate::presets::trained::{self, Plan, ProbeSets};
 use crate::probe::{OnlineConfig, OnlineProbes, ProbeSpec};
 use crate::train::{Batches, Optim, OptimKind};
@@ -115,7 +114,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
     let dev = s.device.clone();
     let loaded = mnist::load(s.data_dir, Which::Mnist)?;
     let splits = loaded.splits(false, &dev)?;
-    let g = mnist_convnet::graph();
+    let g = crate::presets::default_graph("mnist-convnet")?;
     let specs = crate::presets::probes_with_subset(&g, s.subset, 0);
     let mut out = Out;
     let threads = if dev.is_cpu() {

@@ -223,6 +223,15 @@ impl Preset for Bifurcation {
         Ok(())
     }
 
+    fn model_file(&self, _p: &Params) -> Result<String, &'static str> {
+        Err(
+            "it runs its own loop (Adam on minibatches of the whole training set, no validation \
+             split, converged probes at the start and the end against the closed-form bounds); a \
+             model file with [data] kind = \"two_halves\" trains a graph like it by the model \
+             files' loop",
+        )
+    }
+
     fn graph(&self, p: &Params) -> Graph {
         graph(
             p.usize("half"),

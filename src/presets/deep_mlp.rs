@@ -14,8 +14,8 @@ use crate::graph::{Activation, Graph, Init, Node, Op};
 use crate::params::{ParamError, ParamSpec, Params};
 use crate::probe::ProbeSpec;
 
-use super::trained::{self, Plan};
-use super::{Preset, RunCtx};
+use super::trained;
+use super::{modelfile, Preset, RunCtx};
 
 /// The preset.
 pub struct DeepMlp;
@@ -123,6 +123,63 @@ pub fn graph(
         nodes,
         output: "logits".into(),
         classes,
+    }
+}
+
+/// The minibatches at which converged probes are fitted.
+fn snapshot_steps(p: &Params) -> Vec<usize> {
+    let steps = steps_of(p);
+    let every = p.usize("snapshot_every");
+    let mut snaps: Vec<usize> = p
+        .list("snapshots")
+        .into_iter()
+        .filter(|&s| s <= steps)
+        .collect();
+    if every > 0 {
+        snaps.extend((0..=steps).step_by(every));
+    }
+    snaps.sort_unstable();
+    snaps.dedup();
+    snaps
+}
+
+impl DeepMlp {
+    /// The model file that this preset runs with `p`: the graph the parameters make, and the
+    /// training settings as a model file's `[train]`.
+    pub fn file_text(&self, p: &Params) -> String {
+        use crate::params::ParamValue as V;
+        let mut train: Vec<(String, V)> = modelfile::train_values(p)
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "steps" | "snapshots" | "snapshot_every"))
+            .collect();
+        train.push(("steps".into(), V::Int(steps_of(p) as u64)));
+        train.push((
+            "snapshots".into(),
+            V::List(snapshot_steps(p).into_iter().map(|s| s as u64).collect()),
+        ));
+        train.push(("epoch_snapshots".into(), V::Text("off".into())));
+        let settings: Vec<String> = ["variant", "depth", "width", "slope"]
+            .iter()
+            .chain(if Variant::of(p) == Variant::Aux {
+                &["aux_every", "aux_weight"][..]
+            } else {
+                &[]
+            })
+            .map(|k| format!("{k}={}", p.0[*k]))
+            .collect();
+        let comment = format!(
+            "The built-in `deep-mlp` preset at {}, as the model file it runs:\n\
+             `probescope run deep-mlp` with these settings runs exactly this file. To change it,\n\
+             save it under a new name, edit it and run it: probescope run my-deep-mlp.toml\n",
+            settings.join(" ")
+        );
+        modelfile::generated(
+            self,
+            &self.graph(p),
+            &comment,
+            (p.text("dataset"), Vec::new()),
+            train,
+        )
     }
 }
 
@@ -259,27 +316,14 @@ impl Preset for DeepMlp {
         super::probe_every_tap(g)
     }
 
+    fn model_file(&self, p: &Params) -> Result<String, &'static str> {
+        Ok(self.file_text(p))
+    }
+
+    /// Runs the model file of these parameters ([`DeepMlp::file_text`]), by the code that runs
+    /// a user's file.
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
-        let g = self.graph(p);
-        let specs = self.probes(p, &g, ctx.seed);
-        let steps = steps_of(p);
-        let every = p.usize("snapshot_every");
-        let mut snaps: Vec<usize> = p
-            .list("snapshots")
-            .into_iter()
-            .filter(|&s| s <= steps)
-            .collect();
-        if every > 0 {
-            snaps.extend((0..=steps).step_by(every));
-        }
-        snaps.sort_unstable();
-        snaps.dedup();
-        let plan = Plan {
-            steps,
-            snapshot_steps: snaps,
-            ..Plan::from_params(p, true)
-        };
-        trained::run(self.name(), &plan, p, &g, &specs, ctx)
+        modelfile::run_generated(self.name(), &self.file_text(p), ctx)
     }
 }
 

@@ -64,6 +64,14 @@ impl Preset for FeatureSubset {
         Ok(())
     }
 
+    fn model_file(&self, _p: &Params) -> Result<String, &'static str> {
+        Err(
+            "it fits probes on random subsets of one wide layer's features, with no model to \
+             train; in a model file, [data] kind = \"argmax\" is its task and --set subset=N \
+             reads every tap wider than N through N random features",
+        )
+    }
+
     fn graph(&self, p: &Params) -> Graph {
         // The model is only its input: the layer being probed. Its output layer is never trained.
         let mut c = Chain::new(vec![p.usize("dim")]);

@@ -14,9 +14,9 @@ use crate::report::Sink;
 use crate::runlog::{ProbeSummary, Record, Snapshot, Stat, Summary, TapReading};
 
 pub mod bifurcation;
+pub mod datasets;
 pub mod deep_mlp;
 pub mod feature_subset;
-pub mod mnist_convnet;
 pub mod modelfile;
 pub mod trained;
 pub mod untrained_mlp;
@@ -64,6 +64,34 @@ pub trait Preset: Send + Sync {
     fn probes(&self, params: &Params, graph: &Graph, seed: u64) -> Vec<ProbeSpec>;
     /// Runs it, sending records to `ctx.sink`.
     fn run(&self, params: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()>;
+    /// The model file it is, for a built-in preset that is one (`probescope presets --show`).
+    fn source(&self) -> Option<&'static str> {
+        None
+    }
+    /// The model file that runs as this preset with `params` (`probescope presets --show NAME
+    /// --set ...`): its own file, or one generated from the parameters; else why no model file
+    /// describes its run.
+    fn model_file(&self, _params: &Params) -> Result<String, &'static str> {
+        self.source()
+            .map(str::to_string)
+            .ok_or("it runs its own loop, which a model file cannot describe")
+    }
+}
+
+/// The built-in presets that are model files, embedded in the binary: (name, text). They run
+/// by the same code as a user's file (`probescope run FILE.toml`).
+pub const FILES: &[(&str, &str)] = &[("mnist-convnet", include_str!("files/mnist-convnet.toml"))];
+
+/// The built-in model file of preset `name`.
+fn builtin_file(name: &str) -> Box<dyn Preset> {
+    let (_, src) = FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("a built-in model file of that name");
+    Box::new(
+        modelfile::ModelFile::builtin(&format!("{name}.toml (built in)"), src)
+            .expect("the built-in model files are valid (tested)"),
+    )
 }
 
 /// Every built-in preset; the first is the default.
@@ -72,7 +100,7 @@ pub fn all() -> Vec<Box<dyn Preset>> {
         Box::new(untrained_mlp::UntrainedMlp),
         Box::new(bifurcation::Bifurcation),
         Box::new(feature_subset::FeatureSubset),
-        Box::new(mnist_convnet::MnistConvnet),
+        builtin_file("mnist-convnet"),
         Box::new(deep_mlp::DeepMlp),
     ]
 }
@@ -91,18 +119,32 @@ pub fn find(name: &str) -> Result<Box<dyn Preset>, ParamError> {
 /// The preset called `name` with its parameters: defaults, overridden by `sets` (`key=value`),
 /// checked.
 pub fn prepare(name: &str, sets: &[String]) -> Result<(Box<dyn Preset>, Params), ParamError> {
-    // A model file: its [train] settings come first, so --set overrides them.
     if name.ends_with(".toml") {
-        let file = modelfile::ModelFile::load(std::path::Path::new(name))?;
-        let mut all = file.settings();
-        all.extend(sets.iter().cloned());
-        let params = Params::resolve(file.name(), &file.params(), &all)?;
-        return Ok((Box::new(file), params));
+        return prepare_file(
+            modelfile::ModelFile::load(std::path::Path::new(name))?,
+            sets,
+        );
     }
     let preset = find(name)?;
     let params = Params::resolve(preset.name(), &preset.params(), sets)?;
     preset.check(&params)?;
     Ok((preset, params))
+}
+
+/// A model file with its parameters: its `[train]` values, overridden by `sets`.
+pub fn prepare_file(
+    file: modelfile::ModelFile,
+    sets: &[String],
+) -> Result<(Box<dyn Preset>, Params), ParamError> {
+    let params = Params::resolve(file.name(), &file.params(), sets)?;
+    file.check(&params)?;
+    Ok((Box::new(file), params))
+}
+
+/// The model graph of preset `name` with its default parameters.
+pub fn default_graph(name: &str) -> Result<Graph, ParamError> {
+    let (preset, params) = prepare(name, &[])?;
+    Ok(preset.graph(&params))
 }
 
 /// The peak memory of preset `name` with `sets`, estimated (see [`Preset::memory`]).

@@ -2,11 +2,15 @@
 //!
 //! ```toml
 //! name = "small-convnet"          # shown in the UI and the run log
+//! about = "..."                   # one line for `probescope presets`
+//! note = "..."                    # why the defaults are what they are (optional)
 //! input = [1, 28, 28]             # one sample's shape
 //! classes = 10
 //!
 //! [data]
-//! kind = "mnist"                  # mnist | fashion-mnist | argmax (synthetic, flat input)
+//! kind = "mnist"                  # mnist | fashion-mnist | idx (dir = "FOLDER") | synthetic,
+//!                                 # flat input: sign, argmax, two_halves (ratio = 0.6)
+//! # train = 10000, val = 2000, test = 2000: a synthetic task's sizes
 //!
 //! [[layer]]
 //! name = "conv1"
@@ -18,10 +22,13 @@
 //!
 //! [probes]
 //! taps = ["conv*", "fc1"]         # globs; default: every layer
+//! # taps wider than `--set subset=N` are read through N random features
 //!
 //! [train]                         # any `--set` key of the run (see `probescope run FILE --set x=`)
 //! epochs = 1
 //! lr = 0.01
+//! # datasets = 100, epochs = 0: no training; N fresh draws of the synthetic data and of the
+//! # weights, converged probes on each (train and test samples), a summary (sec 3.3)
 //! ```
 //!
 //! Errors name the file, the line and the key; shape errors name the layer and its line.
@@ -42,6 +49,7 @@ use crate::probe::ProbeSpec;
 struct FileDef {
     name: Option<String>,
     about: Option<String>,
+    note: Option<String>,
     input: Spanned<Vec<usize>>,
     classes: Spanned<usize>,
     output: Option<Spanned<String>>,
@@ -86,6 +94,8 @@ struct DataDef {
     kind: Spanned<String>,
     /// `kind = "idx"`: the folder with the four IDX files (relative to the model file).
     dir: Option<PathBuf>,
+    /// `kind = "two_halves"`: the second half's signal relative to the first's.
+    ratio: Option<Spanned<f64>>,
     /// Synthetic data: samples to train on, to early-stop the probes on, to test on.
     #[serde(default = "ten_thousand")]
     train: usize,
@@ -100,6 +110,7 @@ impl Default for DataDef {
         Self {
             kind: mnist_spanned(),
             dir: None,
+            ratio: None,
             train: ten_thousand(),
             val: two_thousand(),
             test: two_thousand(),
@@ -145,6 +156,9 @@ pub struct ModelFile {
     path: PathBuf,
     name: &'static str,
     about: &'static str,
+    note: Option<&'static str>,
+    /// The text of a built-in preset's file (`probescope presets --show NAME`).
+    source: Option<&'static str>,
     graph: Graph,
     /// Globs of the probed taps (None: every layer).
     taps: Option<Vec<String>>,
@@ -170,6 +184,28 @@ enum Data {
         val: usize,
         test: usize,
     },
+    /// x = [a, b] ~ N(0, I), y = [a.u + ratio b.v > 0] (2 classes; see
+    /// [`crate::data::two_source_task`]).
+    TwoHalves {
+        train: usize,
+        val: usize,
+        test: usize,
+        ratio: f64,
+    },
+}
+
+impl Data {
+    /// The synthetic task's sizes (train, val, test); `None` for files.
+    fn sizes(&self) -> Option<(usize, usize, usize)> {
+        match *self {
+            Data::Argmax { train, val, test }
+            | Data::Sign { train, val, test }
+            | Data::TwoHalves {
+                train, val, test, ..
+            } => Some((train, val, test)),
+            Data::Mnist(_) | Data::Idx(_) => None,
+        }
+    }
 }
 
 /// 1-based line of a byte offset.
@@ -198,6 +234,18 @@ pub fn glob_match(pat: &str, name: &str) -> bool {
 }
 
 impl ModelFile {
+    /// A built-in preset's file, `src` (embedded in the binary), shown as `file` in messages.
+    pub fn builtin(file: &str, src: &'static str) -> Result<Self, ParamError> {
+        let mut f = Self::parse(Path::new(file), src)?;
+        f.source = Some(src);
+        Ok(f)
+    }
+
+    /// The text of a built-in preset's file (`None` for a user's file).
+    pub fn source(&self) -> Option<&'static str> {
+        self.source
+    }
+
     /// Reads and checks the model file at `path`.
     pub fn load(path: &Path) -> Result<Self, ParamError> {
         let src = std::fs::read_to_string(path)
@@ -397,13 +445,44 @@ impl ModelFile {
             }
             "argmax" => Data::Argmax { train, val, test },
             "sign" => Data::Sign { train, val, test },
+            "two_halves" => Data::TwoHalves {
+                train,
+                val,
+                test,
+                ratio: match &def.data.ratio {
+                    None => 0.6,
+                    Some(r) if r.get_ref().is_finite() && *r.get_ref() > 0.0 => *r.get_ref(),
+                    Some(r) => {
+                        return Err(ParamError(format!(
+                            "{}: [data] ratio = {}; it is the second half's signal over the \
+                             first's, a number above 0",
+                            at(r.span()),
+                            r.get_ref()
+                        )))
+                    }
+                },
+            },
             other => {
                 return Err(ParamError(format!(
-                    "{kind_at}: [data] kind `{other}`; expected mnist, fashion-mnist, idx, argmax \
-                     or sign"
+                    "{kind_at}: [data] kind `{other}`; expected mnist, fashion-mnist, idx, argmax, \
+                     sign or two_halves"
                 )))
             }
         };
+        if let (Some(r), false) = (&def.data.ratio, matches!(data, Data::TwoHalves { .. })) {
+            return Err(ParamError(format!(
+                "{}: [data] ratio is a setting of kind = \"two_halves\" only",
+                at(r.span())
+            )));
+        }
+        if let Some((train, _, test)) = data.sizes() {
+            if train < 2 || test < 1 {
+                return Err(ParamError(format!(
+                    "{kind_at}: [data] train = {train}, test = {test}; a synthetic task needs at \
+                     least 2 training samples and 1 test sample"
+                )));
+            }
+        }
         let input = def.input.get_ref();
         let input_at = at(def.input.span());
         match data {
@@ -412,15 +491,24 @@ impl ModelFile {
                     "{input_at}: input = {input:?}, but MNIST images are [1, 28, 28] (or [784] flat)"
                 )))
             }
-            Data::Argmax { .. } | Data::Sign { .. } if input.len() != 1 => {
+            Data::Argmax { .. } | Data::Sign { .. } | Data::TwoHalves { .. }
+                if input.len() != 1 =>
+            {
                 return Err(ParamError(format!(
                     "{input_at}: input = {input:?}; the synthetic tasks' samples are flat: input = [D]"
                 )))
             }
-            Data::Sign { .. } if classes != 2 => {
+            Data::TwoHalves { .. } if !input[0].is_multiple_of(2) => {
                 return Err(ParamError(format!(
-                    "{}: classes = {classes}, but the sign task has 2",
-                    at(def.classes.span())
+                    "{input_at}: input = {input:?}; the two_halves task's samples are two halves \
+                     of equal width: an even input size"
+                )))
+            }
+            Data::Sign { .. } | Data::TwoHalves { .. } if classes != 2 => {
+                return Err(ParamError(format!(
+                    "{}: classes = {classes}, but the {} task has 2",
+                    at(def.classes.span()),
+                    def.data.kind.get_ref()
                 )))
             }
             _ => {}
@@ -479,25 +567,70 @@ impl ModelFile {
                     .unwrap_or_else(|| format!("the model in {shown}"))
                     .into_boxed_str(),
             ),
+            note: def.note.map(|n| &*Box::leak(n.into_boxed_str())),
+            source: None,
             graph,
             taps,
             data,
             train,
         };
         for (set, line) in &file.train {
-            Params::resolve(file.name, &file.params(), std::slice::from_ref(set)).map_err(|e| {
-                ParamError(format!(
-                    "{shown} line {line}: [train] {}",
-                    e.0.trim_start_matches("--set ")
-                ))
-            })?;
+            Params::resolve(file.name, &Self::base_params(), std::slice::from_ref(set)).map_err(
+                |e| {
+                    ParamError(format!(
+                        "{shown} line {line}: [train] {}",
+                        e.0.trim_start_matches("--set ")
+                    ))
+                },
+            )?;
         }
         Ok(file)
     }
 
-    /// The `[train]` settings as `key=value`, to apply before the command line's `--set`.
-    pub fn settings(&self) -> Vec<String> {
-        self.train.iter().map(|(s, _)| s.clone()).collect()
+    /// The parameters every model file takes, with the program's defaults.
+    fn base_params() -> Vec<ParamSpec> {
+        let mut p = vec![
+            ParamSpec::int("epochs", 1, 0, 10_000, "training epochs"),
+            ParamSpec::int(
+                "steps",
+                0,
+                0,
+                1_000_000_000,
+                "training minibatches, in place of epochs (0: use epochs)",
+            ),
+            trained::snapshot_every_param(),
+            ParamSpec::list(
+                "snapshots",
+                &[0],
+                0,
+                1_000_000_000,
+                "minibatches at which to fit converged probes (besides every snapshot_every, \
+                 each epoch's end, and the last of `steps`)",
+            ),
+            ParamSpec::choice(
+                "epoch_snapshots",
+                &["on", "off"],
+                "also fit converged probes at the end of every epoch",
+            ),
+            ParamSpec::int(
+                "subset",
+                0,
+                0,
+                1_000_000,
+                "features per probe on taps wider than this, drawn at random (0 = all)",
+            ),
+            ParamSpec::int(
+                "datasets",
+                0,
+                0,
+                100_000,
+                "with a synthetic [data] kind and epochs=0: this many fresh draws of the data and \
+                 the weights, converged probes on each untrained network, a summary (sec 3.3); \
+                 0: the data once, trained as set",
+            ),
+        ];
+        p.extend(trained::training_params(64, 0.01, 1.0, 0.0, 0.0, 100));
+        p
     }
 
     /// The file it came from.
@@ -519,7 +652,36 @@ impl ModelFile {
             Data::Idx(ref dir) => crate::mnist::training_samples_in(dir)
                 .unwrap_or(60_000)
                 .saturating_sub(crate::mnist::VALIDATION),
-            Data::Argmax { train, .. } | Data::Sign { train, .. } => train,
+            Data::Argmax { train, .. }
+            | Data::Sign { train, .. }
+            | Data::TwoHalves { train, .. } => train,
+        }
+    }
+
+    /// `n` samples of the synthetic task, drawn from the seeded stream `stream`.
+    fn draw(
+        &self,
+        seed: u64,
+        stream: &str,
+        n: usize,
+        device: &candle_core::Device,
+        cancel: &crate::cancel::Cancel,
+    ) -> candle_core::Result<crate::data::Dataset> {
+        let d = match &self.graph.nodes[0].op {
+            Op::Input { shape } => shape.iter().product(),
+            _ => 0,
+        };
+        match self.data {
+            Data::Sign { .. } => crate::data::sign_task(seed, stream, n, d, device, cancel),
+            Data::Argmax { .. } => {
+                crate::data::argmax_task(seed, stream, n, d, self.graph.classes, device, cancel)
+            }
+            Data::TwoHalves { ratio, .. } => {
+                crate::data::two_source_task(seed, stream, n, d / 2, ratio, device, cancel)
+            }
+            Data::Mnist(_) | Data::Idx(_) => {
+                Err(candle_core::Error::Msg("not a synthetic data kind".into()))
+            }
         }
     }
 
@@ -553,20 +715,60 @@ impl Preset for ModelFile {
         self.about
     }
 
+    fn defaults_note(&self) -> Option<&'static str> {
+        self.note
+    }
+
+    fn source(&self) -> Option<&'static str> {
+        self.source
+    }
+
+    fn model_file(&self, _p: &Params) -> Result<String, &'static str> {
+        match self.source {
+            Some(src) => Ok(src.to_string()),
+            None => {
+                std::fs::read_to_string(&self.path).map_err(|_| "its file cannot be read again")
+            }
+        }
+    }
+
+    /// The file's `[data]` kind and `[train]` values are the defaults (checked when the file
+    /// was read), so `probescope presets` shows them and `--set` overrides them.
     fn params(&self) -> Vec<ParamSpec> {
-        let mut p = vec![
-            ParamSpec::int("epochs", 1, 0, 10_000, "training epochs"),
-            ParamSpec::int(
-                "steps",
-                0,
-                0,
-                1_000_000_000,
-                "training minibatches, in place of epochs (0: use epochs)",
-            ),
-            trained::snapshot_every_param(),
-        ];
-        p.extend(trained::training_params(64, 0.01, 1.0, 0.0, 0.0, 100));
+        let mut p = Self::base_params();
+        for (set, _) in &self.train {
+            let Some((key, value)) = set.split_once('=') else {
+                continue;
+            };
+            if let Some(spec) = p.iter_mut().find(|s| s.key == key.trim()) {
+                if let Ok(with) = spec.with_default(value) {
+                    *spec = with;
+                }
+            }
+        }
         p
+    }
+
+    fn check(&self, p: &Params) -> Result<(), ParamError> {
+        let n = p.usize("datasets");
+        if n == 0 {
+            return Ok(());
+        }
+        if self.data.sizes().is_none() {
+            return Err(ParamError(format!(
+                "{}: datasets = {n} draws fresh data for each dataset, which needs a synthetic \
+                 [data] kind (sign, argmax or two_halves); use datasets = 0 for this data",
+                self.path.display()
+            )));
+        }
+        if p.usize("epochs") > 0 || p.usize("steps") > 0 {
+            return Err(ParamError(format!(
+                "{}: datasets = {n} fits probes on untrained networks, so it takes no training: \
+                 set epochs = 0 (and steps = 0), or datasets = 0 to train",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     fn check_data(&self, p: &Params, data_dir: &Path) -> Result<(), ParamError> {
@@ -576,7 +778,7 @@ impl Preset for ModelFile {
                 .load_idx(dir)
                 .map(|_| ())
                 .map_err(|e| ParamError(format!("{e:#}"))),
-            Data::Argmax { .. } | Data::Sign { .. } => Ok(()),
+            Data::Argmax { .. } | Data::Sign { .. } | Data::TwoHalves { .. } => Ok(()),
         }
     }
 
@@ -602,9 +804,9 @@ impl Preset for ModelFile {
         g: &Graph,
         probes: &[ProbeSpec],
     ) -> Option<crate::presets::trained::MemoryEstimate> {
-        let (val, test) = match self.data {
-            Data::Argmax { val, test, .. } | Data::Sign { val, test, .. } => (val, test),
-            _ => (crate::mnist::VALIDATION, 10_000),
+        let (val, test) = match self.data.sizes() {
+            Some((_, val, test)) => (val, test),
+            None => (crate::mnist::VALIDATION, 10_000),
         };
         Some(crate::presets::trained::memory_estimate(
             p,
@@ -614,32 +816,57 @@ impl Preset for ModelFile {
         ))
     }
 
-    fn probes(&self, _p: &Params, g: &Graph, _seed: u64) -> Vec<ProbeSpec> {
-        g.taps()
-            .expect("checked graph")
-            .iter()
-            .filter(|t| {
+    fn probes(&self, p: &Params, g: &Graph, seed: u64) -> Vec<ProbeSpec> {
+        crate::presets::probes_with_subset(g, p.usize("subset"), seed)
+            .into_iter()
+            .filter(|s| {
                 self.taps
                     .as_ref()
-                    .is_none_or(|pats| pats.iter().any(|p| glob_match(p, &t.name)))
+                    .is_none_or(|pats| pats.iter().any(|p| glob_match(p, &s.tap)))
             })
-            .map(|t| ProbeSpec::full(&t.name, t.features))
             .collect()
     }
 
     fn run(&self, p: &Params, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
         let g = self.graph.clone();
         let specs = self.probes(p, &g, ctx.seed);
+        let datasets = p.usize("datasets");
+        if datasets > 0 {
+            self.check(p)?;
+            let (train, _, test) = self.data.sizes().expect("checked: synthetic data");
+            let device = ctx.device.clone();
+            let draw = |seed: u64, stream: &str, n: usize, cancel: &crate::cancel::Cancel| {
+                self.draw(seed, stream, n, &device, cancel)
+            };
+            let fit = ctx.fit_config(p);
+            return crate::presets::datasets::run(
+                self.name,
+                &g,
+                &specs,
+                &fit,
+                datasets,
+                (train, test),
+                &draw,
+                ctx,
+            );
+        }
         let total = self.total_steps(p).unwrap_or(0) as usize;
-        let mut snapshot_steps = trained::snapshot_steps(total, p.usize("snapshot_every"));
+        let every = p.usize("snapshot_every");
+        let mut snapshot_steps: Vec<usize> = p.list("snapshots");
+        if every > 0 {
+            snapshot_steps.extend((every..=total).step_by(every));
+        }
         if p.usize("steps") > 0 {
             snapshot_steps.push(total);
         }
+        snapshot_steps.retain(|&s| s <= total);
+        snapshot_steps.sort_unstable();
+        snapshot_steps.dedup();
         let plan = Plan {
             epochs: (p.usize("steps") == 0).then(|| p.usize("epochs")),
             steps: p.usize("steps"),
             snapshot_steps,
-            snapshot_each_epoch: true,
+            snapshot_each_epoch: p.text("epoch_snapshots") == "on",
             ..Plan::from_params(p, self.flat())
         };
         match self.data {
@@ -649,31 +876,20 @@ impl Preset for ModelFile {
                 let name = dir.display().to_string();
                 trained::run_on(self.name, &plan, &g, &specs, splits, &name, ctx)
             }
-            Data::Argmax { train, val, test } | Data::Sign { train, val, test } => {
-                let d = g.taps()?[0].features;
-                let n = train + val + test;
-                let (all, name) = if let Data::Sign { .. } = self.data {
-                    let all = crate::data::sign_task(
-                        ctx.seed,
-                        "model-file/sign",
-                        n,
-                        d,
-                        &ctx.device,
-                        &ctx.cancel(),
-                    )?;
-                    (all, "sign task")
-                } else {
-                    let all = crate::data::argmax_task(
-                        ctx.seed,
-                        "model-file/argmax",
-                        n,
-                        d,
-                        g.classes,
-                        &ctx.device,
-                        &ctx.cancel(),
-                    )?;
-                    (all, "argmax task")
+            Data::Argmax { .. } | Data::Sign { .. } | Data::TwoHalves { .. } => {
+                let (train, val, test) = self.data.sizes().expect("synthetic");
+                let (stream, name) = match self.data {
+                    Data::Sign { .. } => ("model-file/sign", "sign task"),
+                    Data::Argmax { .. } => ("model-file/argmax", "argmax task"),
+                    _ => ("model-file/two_halves", "two-halves task"),
                 };
+                let all = self.draw(
+                    ctx.seed,
+                    stream,
+                    train + val + test,
+                    &ctx.device,
+                    &ctx.cancel(),
+                )?;
                 let splits = crate::mnist::Splits {
                     train: all.slice(0, train)?,
                     val: all.slice(train, val)?,
@@ -683,6 +899,252 @@ impl Preset for ModelFile {
             }
         }
     }
+}
+
+/// What a written model file says besides its layers.
+#[derive(Debug, Clone)]
+pub struct FileText<'a> {
+    /// Comment lines for the top of the file (each written after `# `).
+    pub comment: &'a str,
+    /// `name`.
+    pub name: &'a str,
+    /// `about`.
+    pub about: &'a str,
+    /// `note`.
+    pub note: Option<&'a str>,
+    /// `[data] kind`.
+    pub data: &'a str,
+    /// The other `[data]` keys (`train`, `val`, `test`, `ratio`), in this order.
+    pub data_settings: Vec<(String, crate::params::ParamValue)>,
+    /// `[train]`: `key = value`, in this order.
+    pub train: Vec<(String, crate::params::ParamValue)>,
+}
+
+/// A TOML string.
+fn quoted(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn init_name(init: Init) -> &'static str {
+    match init {
+        Init::GlorotNormal => "glorot_normal",
+        Init::GlorotUniform => "glorot_uniform",
+        Init::HeNormal => "he_normal",
+        Init::LecunNormal => "lecun_normal",
+    }
+}
+
+fn toml_value(v: &crate::params::ParamValue) -> String {
+    use crate::params::ParamValue as V;
+    match v {
+        V::Int(i) => i.to_string(),
+        V::Float(f) => toml::Value::Float(*f).to_string(),
+        V::List(l) => format!(
+            "[{}]",
+            l.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        V::Text(t) => quoted(t),
+    }
+}
+
+/// The model file of `graph` with `text`'s settings: reading it back gives the same graph and,
+/// for the `[train]` keys, the same parameters (tested). A graph whose input node is not
+/// `input`, or that has layers computed by the user's own code, has no file.
+pub fn write(graph: &Graph, text: &FileText<'_>) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for line in text.comment.lines() {
+        let _ = writeln!(out, "# {line}");
+    }
+    let Some(Node {
+        name,
+        op: Op::Input { shape },
+        probe,
+    }) = graph.nodes.first()
+    else {
+        return Err("the graph does not start with its input".into());
+    };
+    if name != "input" || !probe {
+        return Err(format!(
+            "the input node is `{name}`; a model file's is `input`, probed"
+        ));
+    }
+    let _ = writeln!(out, "name = {}", quoted(text.name));
+    let _ = writeln!(out, "about = {}", quoted(text.about));
+    if let Some(note) = text.note {
+        let _ = writeln!(out, "note = {}", quoted(note));
+    }
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let _ = writeln!(out, "input = [{}]", dims.join(", "));
+    let _ = writeln!(out, "classes = {}", graph.classes);
+    let last = graph.nodes.last().map(|n| n.name.as_str());
+    if last != Some(graph.output.as_str()) {
+        let _ = writeln!(out, "output = {}", quoted(&graph.output));
+    }
+    let _ = write!(out, "\n[data]\nkind = {}\n", quoted(text.data));
+    for (k, v) in &text.data_settings {
+        let _ = writeln!(out, "{k} = {}", toml_value(v));
+    }
+    for (i, node) in graph.nodes.iter().enumerate().skip(1) {
+        let prev = &graph.nodes[i - 1].name;
+        let mut fields: Vec<(&str, String)> = Vec::new();
+        let from = |input: &String, fields: &mut Vec<(&str, String)>| {
+            if input != prev {
+                fields.push(("input", quoted(input)));
+            }
+        };
+        let kind = match &node.op {
+            Op::Input { .. } => return Err(format!("a second input, `{}`", node.name)),
+            Op::External { .. } => {
+                return Err(format!(
+                    "`{}` is computed by the program's own code, which a file cannot describe",
+                    node.name
+                ))
+            }
+            Op::Linear { input, out, init } => {
+                from(input, &mut fields);
+                fields.push(("out", out.to_string()));
+                fields.push(("init", quoted(init_name(*init))));
+                "linear"
+            }
+            Op::Conv2d {
+                input,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                init,
+            } => {
+                from(input, &mut fields);
+                fields.push(("out_channels", out_channels.to_string()));
+                fields.push(("kernel", kernel.to_string()));
+                fields.push(("stride", stride.to_string()));
+                fields.push(("padding", padding.to_string()));
+                fields.push(("init", quoted(init_name(*init))));
+                "conv2d"
+            }
+            Op::Activation { input, activation } => {
+                from(input, &mut fields);
+                match activation {
+                    Activation::Relu => "relu",
+                    Activation::Tanh => "tanh",
+                    Activation::LeakyRelu { slope } => {
+                        fields.push(("slope", toml::Value::Float(*slope).to_string()));
+                        "leaky_relu"
+                    }
+                }
+            }
+            Op::MaxPool2d {
+                input,
+                kernel,
+                stride,
+            } => {
+                from(input, &mut fields);
+                fields.push(("kernel", kernel.to_string()));
+                fields.push(("stride", stride.to_string()));
+                "max_pool2d"
+            }
+            Op::Flatten { input } => {
+                from(input, &mut fields);
+                "flatten"
+            }
+            Op::LayerNorm { input } => {
+                from(input, &mut fields);
+                "layer_norm"
+            }
+            Op::Dropout { input, p } => {
+                from(input, &mut fields);
+                fields.push(("p", toml::Value::Float(*p).to_string()));
+                "dropout"
+            }
+            Op::Narrow { input, start, len } => {
+                from(input, &mut fields);
+                fields.push(("start", start.to_string()));
+                fields.push(("len", len.to_string()));
+                "narrow"
+            }
+            Op::Concat { inputs } => {
+                let names: Vec<String> = inputs.iter().map(|n| quoted(n)).collect();
+                fields.push(("inputs", format!("[{}]", names.join(", "))));
+                "concat"
+            }
+            Op::AuxHead {
+                input,
+                weight,
+                init,
+            } => {
+                from(input, &mut fields);
+                fields.push(("weight", toml::Value::Float(*weight).to_string()));
+                fields.push(("init", quoted(init_name(*init))));
+                "aux_head"
+            }
+        };
+        let _ = write!(
+            out,
+            "\n[[layer]]\nname = {}\ntype = {}\n",
+            quoted(&node.name),
+            quoted(kind)
+        );
+        for (k, v) in fields {
+            let _ = writeln!(out, "{k} = {v}");
+        }
+        if !node.probe {
+            let _ = writeln!(out, "probe = false");
+        }
+    }
+    if !text.train.is_empty() {
+        out.push_str("\n[train]\n");
+        for (k, v) in &text.train {
+            let _ = writeln!(out, "{k} = {}", toml_value(v));
+        }
+    }
+    Ok(out)
+}
+
+/// The model file that a built-in preset builds from its parameters: `graph` under the preset's
+/// name and about line, with `comment` on top and `data` (the kind and its other keys) and
+/// `train` settings.
+pub fn generated(
+    preset: &dyn Preset,
+    graph: &Graph,
+    comment: &str,
+    (data, data_settings): (&str, Vec<(String, crate::params::ParamValue)>),
+    train: Vec<(String, crate::params::ParamValue)>,
+) -> String {
+    let text = FileText {
+        comment,
+        name: preset.name(),
+        about: preset.about(),
+        note: None,
+        data,
+        data_settings,
+        train,
+    };
+    write(graph, &text)
+        .unwrap_or_else(|e| panic!("{}'s graphs are all model files: {e}", preset.name()))
+}
+
+/// Runs `text`, the model file that built-in preset `name` generated, by the code that runs a
+/// user's file, with the file's own settings.
+pub fn run_generated(name: &str, text: &str, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
+    let path = PathBuf::from(format!("{name}.toml (generated)"));
+    let file = ModelFile::parse(&path, text)?;
+    let params = Params::resolve(file.name(), &file.params(), &[])?;
+    file.run(&params, ctx)
+}
+
+/// The values of `p` that a model file's `[train]` must give for its run to take them: those of
+/// the keys every model file takes whose value differs from a file's own default (`dataset`
+/// is the `[data]` kind, not among them).
+pub fn train_values(p: &Params) -> Vec<(String, crate::params::ParamValue)> {
+    let base = ModelFile::base_params();
+    base.iter()
+        .filter(|s| s.key != "dataset")
+        .filter_map(|s| {
+            let v = p.0.get(s.key)?;
+            (v != &s.default).then(|| (s.key.to_string(), v.clone()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
