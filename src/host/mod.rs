@@ -81,6 +81,48 @@ pub(crate) fn with_views<R>(ts: &[&Tensor], f: impl FnOnce(Views<'_>) -> R) -> O
     }
 }
 
+/// Asks the kernel to back `t`'s CPU storage with huge pages (2 MB) where transparent huge pages
+/// are enabled on request (`madvise`): a snapshot's fresh feature tensors, gigabytes that are
+/// written once, then fault in 512 times fewer pages. A hint: nothing happens elsewhere, and
+/// nothing changes in what the memory holds.
+pub(crate) fn advise_huge_pages(t: &Tensor) {
+    let (storage, layout) = t.storage_and_layout();
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return;
+    };
+    let bytes = match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => {
+            let s = &v[start..end];
+            (s.as_ptr() as usize, std::mem::size_of_val(s))
+        }
+        Storage::Cpu(CpuStorage::BF16(v)) => {
+            let s = &v[start..end];
+            (s.as_ptr() as usize, std::mem::size_of_val(s))
+        }
+        _ => return,
+    };
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let (ptr, len) = bytes;
+        let first = ptr.next_multiple_of(HUGE);
+        let last = (ptr + len) / HUGE * HUGE;
+        if last > first {
+            // SAFETY: the range lies inside the storage that `storage` keeps alive, and
+            // MADV_HUGEPAGE changes how the kernel backs it, never its contents.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+}
+
 /// While alive, candle's CPU operations run on one thread each: for callers that run several
 /// independent computations at once, one per core (two datasets of `untrained-mlp` side by
 /// side, each splitting its products over both cores as well, ran 1.4x slower on two cores than
@@ -871,6 +913,41 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// The huge-page hint covers whole 2 MB pages inside the storage only, whatever its size,
+    /// offset or type, and leaves what the tensor holds alone; a fresh tensor written after it
+    /// reads back what was written.
+    #[test]
+    fn the_huge_page_hint_leaves_every_tensor_as_it_was() {
+        let dev = Device::Cpu;
+        let n = (5 << 20) / 4 + 3; // over two huge pages, not a multiple of one
+        let t = Tensor::arange(0f32, n as f32, &dev).unwrap();
+        let before = t.to_vec1::<f32>().unwrap();
+        advise_huge_pages(&t);
+        advise_huge_pages(&t.narrow(0, 100_003, 1_000_000).unwrap());
+        advise_huge_pages(&t.narrow(0, 7, 10).unwrap()); // inside one page: no whole page
+        let b = t.to_dtype(DType::BF16).unwrap();
+        advise_huge_pages(&b);
+        let m = t
+            .narrow(0, 0, 1_000_000)
+            .unwrap()
+            .reshape((1000, 1000))
+            .unwrap();
+        advise_huge_pages(&m.t().unwrap()); // not contiguous: no hint
+        assert_eq!(t.to_vec1::<f32>().unwrap(), before);
+        assert_eq!(
+            b.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()[..256],
+            before[..256]
+        );
+        let fresh = Tensor::zeros((3000, 1000), DType::F32, &dev).unwrap();
+        advise_huge_pages(&fresh);
+        let part = Tensor::ones((1000, 1000), DType::F32, &dev).unwrap();
+        fresh.slice_set(&part, 0, 1000).unwrap();
+        let sums: Vec<f32> = fresh.sum(1).unwrap().to_vec1().unwrap();
+        assert!(sums[..1000].iter().all(|&v| v == 0.0));
+        assert!(sums[1000..2000].iter().all(|&v| v == 1000.0));
+        assert!(sums[2000..].iter().all(|&v| v == 0.0));
+    }
 
     #[test]
     fn leaky_relu_matches_its_definition_and_its_gradient() {

@@ -301,6 +301,7 @@ fn features_of(
         .iter()
         .map(|&i| Tensor::zeros((n, specs[i].width()), dtype, dev))
         .collect::<candle_core::Result<Vec<_>>>()?;
+    x.iter().for_each(crate::host::advise_huge_pages);
     let mut acc: Vec<probe::StatsAccumulator> = Vec::new();
     if stats {
         acc.resize_with(groups.len(), Default::default);
