@@ -868,23 +868,24 @@ fn run_options(
     preset.check_data(params, &data_dir)?;
     let wants =
         args.checkpoint.is_some() || args.checkpoint_every.is_some() || args.resume.is_some();
-    if wants && !preset.checkpoints() {
+    if wants && !preset.checkpoints(params) {
         return Err(ParamError(format!(
-            "--checkpoint, --checkpoint-every and --resume: preset {} trains no model to save;              they work with mnist-convnet and deep-mlp",
+            "--checkpoint, --checkpoint-every and --resume: {} trains no model to save here; \
+             they work with mnist-convnet, deep-mlp and model files that train",
             preset.name()
         )));
     }
-    let path = match (&args.checkpoint, args.checkpoint_every, &args.common.record) {
-        (Some(p), _, _) => Some(p.clone()),
-        (None, Some(_), Some(rec)) => Some(rec.with_extension("safetensors")),
-        (None, Some(_), None) => {
-            return Err(ParamError(
-                "--checkpoint-every needs a file to write: add --checkpoint PATH (or --record,                  whose name it then takes)"
+    let path =
+        match (&args.checkpoint, args.checkpoint_every, &args.common.record) {
+            (Some(p), _, _) => Some(p.clone()),
+            (None, Some(_), Some(rec)) => Some(rec.with_extension("safetensors")),
+            (None, Some(_), None) => return Err(ParamError(
+                "--checkpoint-every needs a file to write: add --checkpoint PATH (or --record, \
+                 whose name it then takes)"
                     .into(),
-            ))
-        }
-        (None, None, _) => None,
-    };
+            )),
+            (None, None, _) => None,
+        };
     if args.checkpoint_every == Some(0) {
         return Err(ParamError(
             "--checkpoint-every 0: give the number of steps between checkpoints, at least 1".into(),

@@ -65,6 +65,15 @@ fn bad_input_gets_exit_code_2_and_a_message_naming_it() {
             ],
             "--record /nonexistent-dir/r.jsonl: cannot create",
         ),
+        (
+            vec![
+                "run",
+                "untrained-mlp",
+                "--checkpoint",
+                "/tmp/never.safetensors",
+            ],
+            "untrained-mlp trains no model to save here",
+        ),
     ] {
         let (code, _, err) = probescope(&args);
         assert_eq!(code, 2, "{args:?}: {err}");

@@ -123,6 +123,24 @@ pub(crate) fn advise_huge_pages(t: &Tensor) {
     let _ = bytes;
 }
 
+/// A zero tensor of `(rows, cols)` for a large buffer that is written once. On the CPU, f32
+/// zeros come from the allocator's zeroed memory, whose pages are untouched until written, so
+/// they are asked to be huge pages ([`advise_huge_pages`]). Other types are filled by candle
+/// first, which touches every page; bf16 zeros made from zero bits instead, untouched, made
+/// mnist-convnet's 50,000-image bf16 snapshot slower (140.8 s without huge pages, 136.5 s
+/// with, against 128.3 s filled: the pages then fault in the middle of the forward pass).
+pub(crate) fn fresh_zeros(
+    (rows, cols): (usize, usize),
+    dtype: DType,
+    device: &candle_core::Device,
+) -> candle_core::Result<Tensor> {
+    let t = Tensor::zeros((rows, cols), dtype, device)?;
+    if dtype == DType::F32 {
+        advise_huge_pages(&t);
+    }
+    Ok(t)
+}
+
 /// While alive, candle's CPU operations run on one thread each: for callers that run several
 /// independent computations at once, one per core (two datasets of `untrained-mlp` side by
 /// side, each splitting its products over both cores as well, ran 1.4x slower on two cores than
@@ -939,14 +957,22 @@ mod tests {
             b.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()[..256],
             before[..256]
         );
-        let fresh = Tensor::zeros((3000, 1000), DType::F32, &dev).unwrap();
-        advise_huge_pages(&fresh);
-        let part = Tensor::ones((1000, 1000), DType::F32, &dev).unwrap();
-        fresh.slice_set(&part, 0, 1000).unwrap();
-        let sums: Vec<f32> = fresh.sum(1).unwrap().to_vec1().unwrap();
-        assert!(sums[..1000].iter().all(|&v| v == 0.0));
-        assert!(sums[1000..2000].iter().all(|&v| v == 1000.0));
-        assert!(sums[2000..].iter().all(|&v| v == 0.0));
+        for dtype in [DType::F32, DType::BF16] {
+            let fresh = fresh_zeros((3000, 1000), dtype, &dev).unwrap();
+            assert_eq!((fresh.dims(), fresh.dtype()), (&[3000, 1000][..], dtype));
+            let part = Tensor::ones((1000, 1000), dtype, &dev).unwrap();
+            fresh.slice_set(&part, 0, 1000).unwrap();
+            let sums: Vec<f32> = fresh
+                .to_dtype(DType::F32)
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert!(sums[..1000].iter().all(|&v| v == 0.0));
+            assert!(sums[1000..2000].iter().all(|&v| v == 1000.0));
+            assert!(sums[2000..].iter().all(|&v| v == 0.0));
+        }
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl Preset for DeepMlp {
         Some(steps_of(p) as u64)
     }
 
-    fn checkpoints(&self) -> bool {
+    fn checkpoints(&self, _params: &Params) -> bool {
         true
     }
 

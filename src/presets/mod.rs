@@ -45,8 +45,8 @@ pub trait Preset: Send + Sync {
     fn total_steps(&self, _params: &Params) -> Option<u64> {
         None
     }
-    /// Whether it trains a model that checkpoints can save.
-    fn checkpoints(&self) -> bool {
+    /// Whether it trains a model that checkpoints can save, with these parameters.
+    fn checkpoints(&self, _params: &Params) -> bool {
         false
     }
     /// The run's peak memory, estimated before it starts (`None`: small, not estimated).

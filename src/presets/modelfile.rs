@@ -790,8 +790,9 @@ impl Preset for ModelFile {
         } as u64)
     }
 
-    fn checkpoints(&self) -> bool {
-        true
+    /// A run that trains (not `datasets = N`, whose networks stay untrained).
+    fn checkpoints(&self, p: &Params) -> bool {
+        p.usize("datasets") == 0
     }
 
     fn graph(&self, _p: &Params) -> Graph {

@@ -299,9 +299,8 @@ fn features_of(
     let (nodes, last) = tap_nodes(model, groups, specs, metrics);
     let x = groups
         .iter()
-        .map(|&i| Tensor::zeros((n, specs[i].width()), dtype, dev))
+        .map(|&i| crate::host::fresh_zeros((n, specs[i].width()), dtype, dev))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    x.iter().for_each(crate::host::advise_huge_pages);
     let mut acc: Vec<probe::StatsAccumulator> = Vec::new();
     if stats {
         acc.resize_with(groups.len(), Default::default);
