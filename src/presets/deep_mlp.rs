@@ -173,8 +173,16 @@ impl DeepMlp {
              save it under a new name, edit it and run it: probescope run my-deep-mlp.toml\n",
             settings.join(" ")
         );
+        let about = format!(
+            "sec 3.6, Figs 6-8: {} layers of {} units on {}, variant {}",
+            p.usize("depth"),
+            p.usize("width"),
+            p.text("dataset"),
+            p.text("variant")
+        );
         modelfile::generated(
             self,
+            &about,
             &self.graph(p),
             &comment,
             (p.text("dataset"), Vec::new()),

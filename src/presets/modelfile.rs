@@ -1103,10 +1103,11 @@ pub fn write(graph: &Graph, text: &FileText<'_>) -> Result<String, String> {
 }
 
 /// The model file that a built-in preset builds from its parameters: `graph` under the preset's
-/// name and about line, with `comment` on top and `data` (the kind and its other keys) and
-/// `train` settings.
+/// name and the `about` line of these parameters, with `comment` on top and `data` (the kind and
+/// its other keys) and `train` settings.
 pub fn generated(
     preset: &dyn Preset,
+    about: &str,
     graph: &Graph,
     comment: &str,
     (data, data_settings): (&str, Vec<(String, crate::params::ParamValue)>),
@@ -1115,7 +1116,7 @@ pub fn generated(
     let text = FileText {
         comment,
         name: preset.name(),
-        about: preset.about(),
+        about,
         note: None,
         data,
         data_settings,

@@ -45,8 +45,16 @@ impl UntrainedMlp {
             p.usize("width"),
             p.f64("slope")
         );
+        let about = format!(
+            "sec 3.3, Fig 3: probes on every layer of an MLP of {} layers of {} units that is \
+             never trained, over {} fresh datasets",
+            p.usize("depth"),
+            p.usize("width"),
+            p.usize("datasets")
+        );
         modelfile::generated(
             self,
+            &about,
             &self.graph(p),
             &comment,
             (
