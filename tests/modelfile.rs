@@ -300,7 +300,7 @@ fn the_convnet_preset_is_its_file_and_logs_what_its_code_did() {
         let total = p.usize("epochs") * (50_000 / p.usize("batch"));
         let plan = Plan {
             epochs: Some(p.usize("epochs")),
-            snapshot_steps: trained::snapshot_steps(total, p.usize("snapshot_every")),
+            snapshot_steps: trained::snapshot_steps(&[0], p.usize("snapshot_every"), total),
             snapshot_each_epoch: true,
             ..Plan::from_params(&p, false)
         };

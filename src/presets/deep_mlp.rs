@@ -126,23 +126,6 @@ pub fn graph(
     }
 }
 
-/// The minibatches at which converged probes are fitted.
-fn snapshot_steps(p: &Params) -> Vec<usize> {
-    let steps = steps_of(p);
-    let every = p.usize("snapshot_every");
-    let mut snaps: Vec<usize> = p
-        .list("snapshots")
-        .into_iter()
-        .filter(|&s| s <= steps)
-        .collect();
-    if every > 0 {
-        snaps.extend((0..=steps).step_by(every));
-    }
-    snaps.sort_unstable();
-    snaps.dedup();
-    snaps
-}
-
 impl DeepMlp {
     /// The model file that this preset runs with `p`: the graph the parameters make, and the
     /// training settings as a model file's `[train]`.
@@ -155,7 +138,16 @@ impl DeepMlp {
         train.push(("steps".into(), V::Int(steps_of(p) as u64)));
         train.push((
             "snapshots".into(),
-            V::List(snapshot_steps(p).into_iter().map(|s| s as u64).collect()),
+            V::List(
+                trained::snapshot_steps(
+                    &p.list("snapshots"),
+                    p.usize("snapshot_every"),
+                    steps_of(p),
+                )
+                .into_iter()
+                .map(|s| s as u64)
+                .collect(),
+            ),
         ));
         train.push(("epoch_snapshots".into(), V::Text("off".into())));
         let settings: Vec<String> = ["variant", "depth", "width", "slope"]

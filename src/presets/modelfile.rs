@@ -241,11 +241,6 @@ impl ModelFile {
         Ok(f)
     }
 
-    /// The text of a built-in preset's file (`None` for a user's file).
-    pub fn source(&self) -> Option<&'static str> {
-        self.source
-    }
-
     /// Reads and checks the model file at `path`.
     pub fn load(path: &Path) -> Result<Self, ParamError> {
         let src = std::fs::read_to_string(path)
@@ -852,17 +847,11 @@ impl Preset for ModelFile {
             );
         }
         let total = self.total_steps(p).unwrap_or(0) as usize;
-        let every = p.usize("snapshot_every");
-        let mut snapshot_steps: Vec<usize> = p.list("snapshots");
-        if every > 0 {
-            snapshot_steps.extend((every..=total).step_by(every));
-        }
+        let mut at = p.list("snapshots");
         if p.usize("steps") > 0 {
-            snapshot_steps.push(total);
+            at.push(total);
         }
-        snapshot_steps.retain(|&s| s <= total);
-        snapshot_steps.sort_unstable();
-        snapshot_steps.dedup();
+        let snapshot_steps = trained::snapshot_steps(&at, p.usize("snapshot_every"), total);
         let plan = Plan {
             epochs: (p.usize("steps") == 0).then(|| p.usize("epochs")),
             steps: p.usize("steps"),
@@ -926,13 +915,11 @@ fn quoted(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-fn init_name(init: Init) -> &'static str {
-    match init {
-        Init::GlorotNormal => "glorot_normal",
-        Init::GlorotUniform => "glorot_uniform",
-        Init::HeNormal => "he_normal",
-        Init::LecunNormal => "lecun_normal",
-    }
+/// `init`'s name in a file, as the reader (serde) spells it.
+fn init_name(init: Init) -> String {
+    toml::Value::try_from(init)
+        .expect("an Init is a word")
+        .to_string()
 }
 
 fn toml_value(v: &crate::params::ParamValue) -> String {
@@ -1005,7 +992,7 @@ pub fn write(graph: &Graph, text: &FileText<'_>) -> Result<String, String> {
             Op::Linear { input, out, init } => {
                 from(input, &mut fields);
                 fields.push(("out", out.to_string()));
-                fields.push(("init", quoted(init_name(*init))));
+                fields.push(("init", init_name(*init)));
                 "linear"
             }
             Op::Conv2d {
@@ -1021,7 +1008,7 @@ pub fn write(graph: &Graph, text: &FileText<'_>) -> Result<String, String> {
                 fields.push(("kernel", kernel.to_string()));
                 fields.push(("stride", stride.to_string()));
                 fields.push(("padding", padding.to_string()));
-                fields.push(("init", quoted(init_name(*init))));
+                fields.push(("init", init_name(*init)));
                 "conv2d"
             }
             Op::Activation { input, activation } => {
@@ -1076,7 +1063,7 @@ pub fn write(graph: &Graph, text: &FileText<'_>) -> Result<String, String> {
             } => {
                 from(input, &mut fields);
                 fields.push(("weight", toml::Value::Float(*weight).to_string()));
-                fields.push(("init", quoted(init_name(*init))));
+                fields.push(("init", init_name(*init)));
                 "aux_head"
             }
         };
@@ -1130,8 +1117,7 @@ pub fn generated(
 /// user's file, with the file's own settings.
 pub fn run_generated(name: &str, text: &str, ctx: &mut RunCtx<'_>) -> anyhow::Result<()> {
     let path = PathBuf::from(format!("{name}.toml (generated)"));
-    let file = ModelFile::parse(&path, text)?;
-    let params = Params::resolve(file.name(), &file.params(), &[])?;
+    let (file, params) = crate::presets::prepare_file(ModelFile::parse(&path, text)?, &[])?;
     file.run(&params, ctx)
 }
 

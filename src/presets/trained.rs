@@ -235,12 +235,15 @@ pub fn snapshot_every_param() -> ParamSpec {
     )
 }
 
-/// Step 0 and every `every` steps up to `total` (just step 0 when `every` is 0).
-pub fn snapshot_steps(total: usize, every: usize) -> Vec<usize> {
-    let mut steps = vec![0];
+/// The steps at which a run of `total` steps fits converged probes: those of `at`, and every
+/// `every` steps from step 0 (none when `every` is 0), up to `total`, in order, each once.
+pub fn snapshot_steps(at: &[usize], every: usize, total: usize) -> Vec<usize> {
+    let mut steps: Vec<usize> = at.iter().copied().filter(|&s| s <= total).collect();
     if every > 0 {
-        steps.extend((every..=total).step_by(every));
+        steps.extend((0..=total).step_by(every));
     }
+    steps.sort_unstable();
+    steps.dedup();
     steps
 }
 
