@@ -189,6 +189,10 @@ pub enum BenchWhat {
         /// The snapshot's early-stopping patience (as the presets' probe_patience).
         #[arg(long, default_value_t = crate::probe::FitConfig::default().patience)]
         patience: usize,
+        /// Also take the snapshot with every probe fitted on its own features (the presets'
+        /// probe_affine=off) first, as the baseline of the default, and compare every probe.
+        #[arg(long)]
+        affine_off_too: bool,
     },
     /// How long a run takes to stop: each preset started headless, signalled (SIGTERM, SIGINT,
     /// SIGHUP) at set moments (inside converged fits, forward passes, training steps), timed to
@@ -488,6 +492,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     skip_rmsprop,
                     update_every,
                     patience,
+                    affine_off_too,
                 },
         }) => {
             let dir = data_dir.unwrap_or_else(crate::mnist::default_data_dir);
@@ -510,6 +515,7 @@ pub fn main_with(cli: Cli) -> i32 {
                         skip_rmsprop,
                         update_every,
                         patience: patience.max(1),
+                        affine_off_too,
                     })
                 })
         }

@@ -512,6 +512,31 @@ impl Graph {
             .collect())
     }
 
+    /// The earlier node whose output node `node`'s is a wider affine map of: `node` is a
+    /// stride-1 convolution (padding narrower than its kernel) or a fully connected layer with
+    /// more outputs than inputs, and its input, read through any flattening (which moves no
+    /// feature), has fewer features. `None` for any other node.
+    pub fn affine_source(&self, node: usize) -> Option<usize> {
+        let shapes = self.shapes().ok()?;
+        let width = |k: usize| shapes[k].iter().product::<usize>();
+        let n = self.nodes.get(node)?;
+        let ok = match &n.op {
+            Op::Conv2d {
+                stride,
+                padding,
+                kernel,
+                ..
+            } => *stride == 1 && padding < kernel,
+            Op::Linear { .. } => true,
+            _ => false,
+        };
+        let mut from = self.index_of(n.op.inputs().first()?)?;
+        while let Op::Flatten { input } = &self.nodes[from].op {
+            from = self.index_of(input)?;
+        }
+        (ok && width(node) > width(from)).then_some(from)
+    }
+
     /// Index of the node called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
@@ -789,6 +814,52 @@ impl Model {
             outs.push(y);
         }
         Ok(outs)
+    }
+
+    /// Where node `node`'s output is an affine map `A x + c` of an earlier node's output `x`
+    /// that is wider than `x` (see [`Graph::affine_source`]): that node, `A` with the layer's
+    /// weights as they are now, and `c` (`[features]`). `None` for any other node.
+    pub fn affine_input(
+        &self,
+        node: usize,
+    ) -> candle_core::Result<Option<(usize, crate::probe::TapMap, Tensor)>> {
+        let Some(from) = self.graph.affine_source(node) else {
+            return Ok(None);
+        };
+        let shapes = self.graph.shapes().map_err(candle_core::Error::wrap)?;
+        let (map, offset) = match &self.layers[node] {
+            Layer::Conv(c) => {
+                let cfg = c.config();
+                let (Some(bias), [ci, h, w]) = (c.bias(), shapes[from].as_slice()) else {
+                    return Ok(None);
+                };
+                if cfg.stride != 1 || cfg.dilation != 1 || cfg.groups != 1 {
+                    return Ok(None);
+                }
+                let Some(map) = crate::probe::TapMap::conv(c.weight(), cfg.padding, [*ci, *h, *w])?
+                else {
+                    return Ok(None);
+                };
+                let per = shapes[node][1..].iter().product::<usize>();
+                let offset = bias
+                    .to_dtype(DType::F32)?
+                    .unsqueeze(1)?
+                    .broadcast_as((bias.dim(0)?, per))?
+                    .flatten_all()?;
+                (map, offset)
+            }
+            Layer::Linear(l) => {
+                let Some(bias) = l.bias() else {
+                    return Ok(None);
+                };
+                (
+                    crate::probe::TapMap::dense(l.weight())?,
+                    bias.to_dtype(DType::F32)?,
+                )
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some((from, map, offset.copy()?)))
     }
 
     /// The logits among the outputs of [`Model::forward`].

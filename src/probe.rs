@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cancel::Cancel;
 
+pub mod affine;
+pub use affine::{AffineTap, Moments, TapMap};
+
 /// Where a probe attaches and which features it sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeSpec {
@@ -445,6 +448,49 @@ impl<'a> HostBatch<'a> {
     }
 }
 
+/// One probe on a tap that is an affine map of a stored tap (see [`affine`]): its objective
+/// and scores from the stored tap's features, the weights moved through the map.
+pub(crate) struct AffineBatch<'a> {
+    /// The stored tap's features, centred with its training means.
+    base: HostBatch<'a>,
+    /// From the stored tap's features to this probe's.
+    map: &'a TapMap,
+    /// This probe's features' training variances.
+    var: &'a [f64],
+}
+
+impl AffineBatch<'_> {
+    /// Features of the probe's own tap.
+    fn d(&self) -> usize {
+        self.var.len()
+    }
+
+    /// The stored tap's parameters (`[1, d_in + 1, K]`) that give the same logits as `theta`
+    /// (`[1, d + 1, K]`, centred): the weights moved back through the map, the bias as it is.
+    fn to_base(&self, theta: &Tensor) -> candle_core::Result<Tensor> {
+        let d = self.d();
+        let t = theta.squeeze(0)?;
+        let w = self.map.adjoint(&t.narrow(0, 0, d)?.t()?.contiguous()?)?;
+        Tensor::cat(&[&w.t()?, &t.narrow(0, d, 1)?], 0)?.unsqueeze(0)
+    }
+
+    /// As [`HostBatch::fit`], with the gradient in this probe's parameters (`[1, d + 1, K]`):
+    /// the stored tap's gradient mapped forward.
+    fn fit(&self, theta: &Tensor) -> candle_core::Result<(Vec<f64>, Tensor, Vec<f32>)> {
+        let (k, d_in) = (theta.dim(2)?, self.base.d);
+        let (nll, g, logits) = self.base.fit(&self.to_base(theta)?)?;
+        let g = Tensor::from_vec(g, (d_in + 1, k), theta.device())?;
+        let gw = self.map.apply(&g.narrow(0, 0, d_in)?.t()?.contiguous()?)?;
+        let grad = Tensor::cat(&[&gw.t()?, &g.narrow(0, d_in, 1)?], 0)?.unsqueeze(0)?;
+        Ok((nll, grad, logits))
+    }
+
+    /// As [`HostBatch::scores`], of the stored tap's features `xs` of any split.
+    fn scores(&self, xs: &[&Tensor], theta: &Tensor) -> candle_core::Result<Tensor> {
+        self.base.scores(xs, &self.to_base(theta)?)
+    }
+}
+
 /// The features an [`Objective`] is evaluated on.
 #[derive(Clone, Copy)]
 pub(crate) enum Features<'a> {
@@ -452,6 +498,8 @@ pub(crate) enum Features<'a> {
     Centred(&'a Tensor),
     /// The stored features, read in place on the host.
     Host(&'a HostBatch<'a>),
+    /// An affine map of stored features, read in place on the host.
+    Affine(&'a AffineBatch<'a>),
 }
 
 /// The softmax-regression objective on a batch of centred problems.
@@ -504,6 +552,16 @@ impl<'a> Objective<'a> {
                 let logits = Tensor::from_vec(logits, (b, n, k), dev)?;
                 let grad = (Tensor::from_vec(grad, (b, p, k), dev)?
                     + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?)?;
+                Ok(((nll + reg)?, logits, Some(grad)))
+            }
+            Features::Affine(ab) => {
+                let (b, _, k) = theta.dims3()?;
+                let (nll, grad, logits) = ab.fit(theta)?;
+                let dev = theta.device();
+                let n = ab.base.labels.len();
+                let nll = Tensor::from_vec(nll, b, dev)?.to_dtype(DType::F32)?;
+                let logits = Tensor::from_vec(logits, (b, n, k), dev)?;
+                let grad = (grad + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?)?;
                 Ok(((nll + reg)?, logits, Some(grad)))
             }
             Features::Centred(z) => {
@@ -574,6 +632,9 @@ impl Preconditioner {
         let rows = |start: usize, len: usize| match z {
             Features::Centred(z) => z.narrow(1, start, len),
             Features::Host(hb) => hb.centred_rows(start, len),
+            Features::Affine(_) => {
+                candle_core::bail!("a probe through an affine map is not whitened")
+            }
         };
         let floor_var = |var: Vec<f64>| -> Vec<f64> {
             let top = var[..p - 1].iter().cloned().fold(0.0, f64::max);
@@ -594,6 +655,7 @@ impl Preconditioner {
                         v
                     })
                     .collect(),
+                Features::Affine(ab) => vec![ab.var.iter().copied().chain([1.0]).collect()],
                 Features::Centred(z) => {
                     let var = mean_over_blocks(n, GRAM_CHUNK, cancel, |start, len| {
                         let ones = Tensor::ones((b, 1, len), DType::F32, &dev)?;
@@ -838,7 +900,29 @@ pub fn fit_converged(
     warm: Option<&[LinearProbe]>,
     cfg: &FitConfig,
 ) -> candle_core::Result<Vec<Fitted>> {
+    fit_converged_affine(train, val, test, classes, warm, cfg, &[])
+}
+
+/// [`fit_converged`], where `affine[i]`, when given, says that probe `i`'s tap is an affine map
+/// of probe `affine[i].base`'s and is fitted through that probe's features (see [`affine`]);
+/// such a probe's own entries in the splits are not read (an empty `[n, 0]` tensor will do).
+/// These probes must be wider than [`FitConfig::whiten_max`], and their base features must be
+/// where the host kernels read them (f32 or bfloat16 in CPU memory, at most
+/// [`crate::host::SOFTMAX_FIT_MAX_CLASSES`] classes), with no transfer matrix asked for.
+pub fn fit_converged_affine(
+    train: &Split,
+    val: Option<&Split>,
+    test: Option<&Split>,
+    classes: usize,
+    warm: Option<&[LinearProbe]>,
+    cfg: &FitConfig,
+    affine: &[Option<AffineTap>],
+) -> candle_core::Result<Vec<Fitted>> {
     let n = train.y.dim(0)?;
+    let affine_of = |i: usize| affine.get(i).and_then(|a| a.as_ref());
+    if cfg.transfer && affine.iter().any(|a| a.is_some()) {
+        candle_core::bail!("the transfer matrix needs every probe's own features");
+    }
     let mut out: Vec<Option<Fitted>> = vec![None; train.x.len()];
     // Group probes of the same width into batches of at most `batch_bytes` of features. A GPU
     // has the memory for bigger batches, and each batch costs kernel launches per iteration.
@@ -847,15 +931,22 @@ pub fn fit_converged(
     } else {
         cfg.batch_bytes
     };
-    let mut order: Vec<usize> = (0..train.x.len()).collect();
+    let mut order: Vec<usize> = (0..train.x.len())
+        .filter(|&i| affine_of(i).is_none())
+        .collect();
     order.sort_by_key(|&i| (train.x[i].dim(1).unwrap_or(0), i));
-    let mut batches: Vec<Vec<usize>> = Vec::new();
+    // A probe through an affine map is a batch of its own.
+    let mut batches: Vec<Vec<usize>> = (0..train.x.len())
+        .filter(|&i| affine_of(i).is_some())
+        .map(|i| vec![i])
+        .collect();
     for i in order {
         let d = train.x[i].dim(1)?;
         let bytes = n * (d + 1) * 4;
         match batches.last_mut() {
             Some(b)
-                if train.x[b[0]].dim(1)? == d
+                if affine_of(b[0]).is_none()
+                    && train.x[b[0]].dim(1)? == d
                     && (b.len() + 1) * bytes <= batch_bytes.max(bytes) =>
             {
                 b.push(i)
@@ -875,6 +966,7 @@ pub fn fit_converged(
             classes,
             warm,
             cfg,
+            affine_of(batch[0]),
         )?;
         for (i, f) in batch.into_iter().zip(fitted) {
             out[i] = Some(f);
@@ -912,7 +1004,7 @@ pub fn fit_converged(
             x: train.x.clone(),
             y: control_labels(n, classes, train.y.device())?,
         };
-        let twins = fit_converged(
+        let twins = fit_converged_affine(
             &control,
             None,
             None,
@@ -924,6 +1016,7 @@ pub fn fit_converged(
                 transfer: false,
                 ..cfg.clone()
             },
+            affine,
         )?;
         for (f, t) in out.iter_mut().zip(twins) {
             f.reading.control_error = Some(t.reading.train_error);
@@ -1043,31 +1136,62 @@ fn fit_batch(
     classes: usize,
     warm: Option<&[LinearProbe]>,
     cfg: &FitConfig,
+    affine: Option<&AffineTap>,
 ) -> candle_core::Result<Vec<Fitted>> {
     let b = batch.len();
     // A stop is honoured between any two of the solver's passes over the features.
     let cancel = &cfg.cancel;
     cancel.check_candle()?;
     crate::cancel::debug_hold_fit(cancel)?;
-    let dev = train.x[batch[0]].device().clone();
-    let d = train.x[batch[0]].dim(1)?;
-    let st = Centring::fit_rows(&train.x, batch, cancel)?;
+    // The stored features the solver reads: the batch's own, or for a probe through an affine
+    // map, its base's.
+    let src: Vec<usize> = match affine {
+        Some(a) => vec![a.base],
+        None => batch.to_vec(),
+    };
+    let dev = train.x[src[0]].device().clone();
+    let st = Centring::fit_rows(&train.x, &src, cancel)?;
     // The host kernels read every split's features where they are stored; elsewhere (a GPU,
     // many classes) the solver works on centred copies.
-    let hb = HostBatch::new(&train.x, batch, &st.mean, &train.y, classes)?;
-    let refs = |xs: &'_ [Tensor]| -> Vec<Tensor> { batch.iter().map(|&i| xs[i].clone()).collect() };
+    let hb = HostBatch::new(&train.x, &src, &st.mean, &train.y, classes)?;
+    let (d, st, hb, ab) = match affine {
+        None => (train.x[batch[0]].dim(1)?, st, hb, None),
+        Some(a) => {
+            let Some(base) = hb else {
+                candle_core::bail!("a probe through an affine map needs its base on the host");
+            };
+            if a.var.len() <= cfg.whiten_max {
+                candle_core::bail!("a probe through an affine map is wider than whiten_max");
+            }
+            // The tap's training means are the map of its base's: the features the solver
+            // sees are exactly `A (x - mean_x)`.
+            let mean = (a.map.apply(&st.mean.squeeze(1)?)? + a.offset.unsqueeze(0)?)?;
+            let ab = AffineBatch {
+                base,
+                map: &a.map,
+                var: &a.var,
+            };
+            let st = Centring {
+                mean: mean.unsqueeze(1)?,
+            };
+            (a.var.len(), st, None, Some(ab))
+        }
+    };
+    let refs = |xs: &'_ [Tensor]| -> Vec<Tensor> { src.iter().map(|&i| xs[i].clone()).collect() };
+    let on_host = hb.is_some() || ab.is_some();
     let readable = |xs: &[Tensor]| {
         let r: Vec<&Tensor> = xs.iter().collect();
-        hb.is_some() && crate::host::with_views(&r, |_| ()).is_some()
+        on_host && crate::host::with_views(&r, |_| ()).is_some()
     };
-    let z = match hb {
-        Some(_) => None,
-        None => Some(st.apply_rows(&train.x, batch, cancel)?),
+    let z = match on_host {
+        true => None,
+        false => Some(st.apply_rows(&train.x, batch, cancel)?),
     };
-    let feats = match (&hb, &z) {
-        (Some(hb), _) => Features::Host(hb),
-        (None, Some(z)) => Features::Centred(z),
-        (None, None) => unreachable!("centred copy made without the host kernels"),
+    let feats = match (&ab, &hb, &z) {
+        (Some(ab), _, _) => Features::Affine(ab),
+        (None, Some(hb), _) => Features::Host(hb),
+        (None, None, Some(z)) => Features::Centred(z),
+        (None, None, None) => unreachable!("centred copy made without the host kernels"),
     };
     let (pre, var) = Preconditioner::new(
         &feats,
@@ -1080,13 +1204,14 @@ fn fit_batch(
     let obj = Objective::new(feats, y_train, &var, cfg.l2)?;
     // The logits of a split's features at centred parameters: read in place where the host
     // kernels can, else from a centred copy (`zc`).
-    let logits_of = |xs: &[Tensor], zc: Option<&Tensor>, theta: &Tensor| match (zc, &hb) {
-        (Some(zc), _) => zc.matmul(theta),
-        (None, Some(hb)) => {
-            let r: Vec<&Tensor> = xs.iter().collect();
-            hb.scores(&r, theta)
+    let logits_of = |xs: &[Tensor], zc: Option<&Tensor>, theta: &Tensor| {
+        let r: Vec<&Tensor> = xs.iter().collect();
+        match (zc, &hb, &ab) {
+            (Some(zc), _, _) => zc.matmul(theta),
+            (None, _, Some(ab)) => ab.scores(&r, theta),
+            (None, Some(hb), None) => hb.scores(&r, theta),
+            (None, None, None) => unreachable!("no centred copy without the host kernels"),
         }
-        (None, None) => unreachable!("no centred copy without the host kernels"),
     };
     let train_x = refs(&train.x);
     let theta0 = match warm {
@@ -1112,6 +1237,9 @@ fn fit_batch(
     let val_x = val.map(|(v, _)| refs(&v.x));
     let zval = match val {
         Some((v, _)) if !readable(val_x.as_deref().unwrap_or_default()) => {
+            if ab.is_some() {
+                candle_core::bail!("a probe through an affine map needs its base on the host");
+            }
             Some(st.apply_rows(&v.x, batch, cancel)?)
         }
         _ => None,
@@ -1357,6 +1485,8 @@ fn fit_batch(
         let test_x = refs(&ts.x);
         let lg = if readable(&test_x) {
             logits_of(&test_x, None, &theta)?
+        } else if ab.is_some() {
+            candle_core::bail!("a probe through an affine map needs its base on the host");
         } else {
             st.apply_rows(&ts.x, batch, cancel)?.matmul(&theta)?
         };

@@ -582,3 +582,81 @@ fn every_bad_model_file_names_its_line_and_problem() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(want));
     }
 }
+
+/// mnist-convnet with every probe on its whole tap, probe_affine on (conv1_preact fitted through
+/// the input, conv2_preact through pool1, neither stored) and off (every tap stored): the same
+/// converged readings at every snapshot, warm starts included. Iterations and errors are equal,
+/// losses equal to rounding.
+#[test]
+fn probes_through_the_convolutions_read_as_probes_on_their_outputs() {
+    use probescope::runlog::Record;
+    let dir = tempfile::tempdir().unwrap();
+    fake_mnist(dir.path());
+    let run = |affine: &str| {
+        let sets: Vec<String> = [
+            "epochs=1",
+            "batch=50",
+            "snapshot_every=1",
+            "probe_train=200",
+            "probe_val=100",
+            "probe_test=100",
+            "probe_max_iter=20",
+            "online_every=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("probe_affine={affine}")])
+        .collect();
+        collect(dir.path(), 5, |ctx| {
+            let (preset, p) = presets::prepare("mnist-convnet", &sets)?;
+            preset.run(&p, ctx)
+        })
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Snapshot(s) if s.kind == SnapshotKind::Converged => Some(s),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+    };
+    let (on, off) = (run("on"), run("off"));
+    assert_eq!(on.len(), 3, "steps 0, 1 and the epoch's end");
+    assert_eq!(on.len(), off.len());
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(1.0);
+    for (a, b) in on.iter().zip(&off) {
+        assert_eq!(a.step, b.step);
+        assert_eq!(a.model, b.model);
+        for (x, y) in a.probes.iter().zip(&b.probes) {
+            let (r, s) = (&x.reading, &y.reading);
+            let what = format!("step {} {}", a.step, x.probe);
+            assert_eq!(r.iterations, s.iterations, "{what}");
+            assert_eq!(r.train_error, s.train_error, "{what}");
+            assert_eq!(r.val_error, s.val_error, "{what}");
+            assert_eq!(r.test_error, s.test_error, "{what}");
+            assert_eq!(r.confusion, s.confusion, "{what}");
+            assert!(close(r.train_loss, s.train_loss), "{what}");
+            assert!(close(r.test_loss.unwrap(), s.test_loss.unwrap()), "{what}");
+            assert_eq!(x.activation, y.activation, "{what}");
+        }
+    }
+    // The two runs did differ: with probe_affine on, the preconvolution taps are fitted
+    // through the taps their convolutions read (input 0, pool1 3), and hold no features.
+    let (preset, p) = presets::prepare("mnist-convnet", &[]).unwrap();
+    let g = preset.graph(&p);
+    let specs = presets::probe_every_tap(&g);
+    let fit = presets::fit_config(&p);
+    let bases = probescope::presets::trained::affine_bases(&g, &specs, &fit, true);
+    let named: Vec<(&str, usize)> = bases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.map(|b| (specs[i].tap.as_str(), b)))
+        .collect();
+    assert_eq!(named, [("conv1_preact", 0), ("conv2_preact", 3)]);
+    assert_eq!(specs[3].tap, "pool1");
+    // Not with a transfer matrix, which reads every probe's own features.
+    let with_transfer = probescope::probe::FitConfig {
+        transfer: true,
+        ..fit
+    };
+    let none = probescope::presets::trained::affine_bases(&g, &specs, &with_transfer, true);
+    assert!(none.iter().all(|b| b.is_none()));
+}

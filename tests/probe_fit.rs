@@ -729,3 +729,132 @@ fn a_warm_start_far_from_the_new_optimum_fits_as_well_as_a_cold_start() {
         "warm {w:?} vs cold {c:?}"
     );
 }
+
+/// A probe on a convolution's output fitted through the convolution's input (the weights moved
+/// through the map and its adjoint) takes the same steps as the same probe fitted on the
+/// convolution's output itself: the same iterations and errors, and the same raw probe up to
+/// rounding. So do the control twins. The base probe is untouched.
+#[test]
+fn a_probe_through_an_affine_map_is_the_probe_on_the_mapped_features() {
+    use probescope::probe::{AffineTap, Moments, TapMap};
+    use std::sync::Arc;
+    let dev = Device::Cpu;
+    let (c, h, w, co, k, classes) = (2usize, 5usize, 5usize, 6usize, 3usize, 3usize);
+    let din = c * h * w;
+    let mut r = rng::stream(11, "affine-fit");
+    let weight = Tensor::from_vec(
+        rng::normal_vec(&mut r, co * c * k * k, 0.5),
+        (co, c, k, k),
+        &dev,
+    )
+    .unwrap();
+    let bias = Tensor::from_vec(rng::normal_vec(&mut r, co, 1.0), co, &dev).unwrap();
+    let rule = rng::normal_vec(&mut r, co * h * w * classes, 1.0);
+    let make = |n: usize, seed: u64| {
+        let mut r = rng::stream(seed, "affine-data");
+        let x = Tensor::from_vec(rng::normal_vec(&mut r, n * din, 1.0), (n, din), &dev).unwrap();
+        let f = x
+            .reshape((n, c, h, w))
+            .unwrap()
+            .conv2d(&weight, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap())
+            .unwrap()
+            .flatten_from(1)
+            .unwrap();
+        let fv: Vec<Vec<f32>> = f.to_vec2().unwrap();
+        let noise = rng::normal_vec(&mut r, n * classes, 6.0);
+        let y: Vec<u32> = fv
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let s: Vec<f32> = (0..classes)
+                    .map(|q| {
+                        row.iter()
+                            .enumerate()
+                            .map(|(j, v)| v * rule[j * classes + q])
+                            .sum::<f32>()
+                            + noise[i * classes + q]
+                    })
+                    .collect();
+                (0..classes).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap() as u32
+            })
+            .collect();
+        (x, f, Tensor::from_vec(y, n, &dev).unwrap())
+    };
+    let (xtr, ftr, ytr) = make(800, 1);
+    let (xva, fva, yva) = make(400, 2);
+    let (xte, fte, yte) = make(400, 3);
+    let mut moments = Moments::default();
+    moments.add(&ftr.narrow(0, 0, 300).unwrap()).unwrap();
+    moments.add(&ftr.narrow(0, 300, 500).unwrap()).unwrap();
+    let tap = AffineTap {
+        base: 0,
+        map: Arc::new(TapMap::conv(&weight, 1, [c, h, w]).unwrap().unwrap()),
+        offset: bias
+            .reshape((co, 1))
+            .unwrap()
+            .broadcast_as((co, h * w))
+            .unwrap()
+            .flatten_all()
+            .unwrap(),
+        var: moments.variances(),
+    };
+    let cfg = FitConfig {
+        whiten_max: 40,
+        control: true,
+        ..Default::default()
+    };
+    let empty = |n: usize| Tensor::zeros((n, 0), candle_core::DType::F32, &dev).unwrap();
+    let both = |x: &Tensor, f: &Tensor, y: &Tensor| Split {
+        x: vec![x.clone(), f.clone()],
+        y: y.clone(),
+    };
+    let explicit = probe::fit_converged(
+        &both(&xtr, &ftr, &ytr),
+        Some(&both(&xva, &fva, &yva)),
+        Some(&both(&xte, &fte, &yte)),
+        classes,
+        None,
+        &cfg,
+    )
+    .unwrap();
+    let through = probe::fit_converged_affine(
+        &both(&xtr, &empty(800), &ytr),
+        Some(&both(&xva, &empty(400), &yva)),
+        Some(&both(&xte, &empty(400), &yte)),
+        classes,
+        None,
+        &cfg,
+        &[None, Some(tap)],
+    )
+    .unwrap();
+    let (e, t) = (&explicit[1], &through[1]);
+    assert!(e.reading.iterations > 5, "{}", e.reading.iterations);
+    assert_eq!(e.reading.iterations, t.reading.iterations);
+    assert_eq!(e.reading.train_error, t.reading.train_error);
+    assert_eq!(e.reading.val_error, t.reading.val_error);
+    assert_eq!(e.reading.test_error, t.reading.test_error);
+    assert_eq!(e.reading.control_error, t.reading.control_error);
+    assert_eq!(e.reading.confusion, t.reading.confusion);
+    assert!(
+        e.reading.test_error.unwrap() < 0.5,
+        "{:?}",
+        e.reading.test_error
+    );
+    let top = e.probe.weight.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (a, b) in e.probe.weight.iter().zip(&t.probe.weight) {
+        assert!((a - b).abs() <= 1e-3 * top, "{a} vs {b}");
+    }
+    for (a, b) in e.probe.bias.iter().zip(&t.probe.bias) {
+        assert!((a - b).abs() <= 1e-3 * top.max(1.0), "{a} vs {b}");
+    }
+    // The same raw probe scores the mapped features as the fit reported.
+    let (err, _) = probe::evaluate(&t.probe, &fte, &yte).unwrap();
+    assert!((err - t.reading.test_error.unwrap()).abs() < 1e-9);
+    assert_eq!(explicit[0].probe.weight, through[0].probe.weight);
+    assert_eq!(
+        explicit[0].reading.test_error,
+        through[0].reading.test_error
+    );
+}

@@ -671,7 +671,7 @@ impl ActsRun {
                     Ok(Some(xs))
                 };
                 let xtr = feats(0)?.expect("training samples");
-                Ok((xtr, feats(1)?, feats(2)?))
+                Ok((xtr, feats(1)?, feats(2)?, Vec::new()))
             },
             |_, _, _| Ok(()),
         )?;
@@ -929,6 +929,7 @@ impl Preset for ActsRun {
             ntr,
             self.classes(p) as u64,
             elem,
+            &[],
         );
         // The labels, and one block of decoded f32 rows (64 MB) on its way into the features.
         let other = samples as u64 * 8 + (64 << 20);

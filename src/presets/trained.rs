@@ -69,6 +69,9 @@ pub struct Plan {
     pub probe_test: usize,
     /// Most MiB of features held at once during a converged snapshot.
     pub memory_mb: usize,
+    /// Fit a probe whose tap is a wider affine map of another probe's tap (a convolution's
+    /// output) through that tap's features, without holding its own (see [`affine_bases`]).
+    pub affine: bool,
     /// The converged fit's settings.
     pub fit: FitConfig,
 }
@@ -95,6 +98,7 @@ impl Plan {
             probe_val: p.usize("probe_val"),
             probe_test: p.usize("probe_test"),
             memory_mb: p.usize("probe_memory_mb"),
+            affine: affine_on(p),
             fit: super::fit_config(p),
         }
     }
@@ -194,9 +198,25 @@ pub fn training_params(
             "precision a converged snapshot keeps the taps' activations in: bf16 halves their \
              memory (more taps per forward pass); the fits still compute in f32",
         ),
+        ParamSpec::choice(
+            "probe_affine",
+            &["on", "off"],
+            "fit a probe on a convolution's output (before its activation) through the probed \
+             tap the convolution reads, moving the weights through the convolution: the same fit \
+             without holding or reading the wider features (mnist-convnet's conv1_preact reads \
+             784 features a pass, not 25,088); off holds them",
+        ),
     ];
     p.extend(super::fit_params());
     p
+}
+
+/// Whether `probe_affine` is on (it is where a preset does not have it).
+fn affine_on(p: &Params) -> bool {
+    !matches!(
+        p.0.get("probe_affine"),
+        Some(crate::params::ParamValue::Text(t)) if t == "off"
+    )
 }
 
 /// Which dataset the parameters name.
@@ -254,12 +274,15 @@ pub(crate) struct ProbeSets {
     pub(crate) test: Dataset,
 }
 
-/// Per-probe features of a split, (when asked) the model's mean loss and error on it, and (when
-/// asked) the taps' statistics.
+/// Per-probe features of a split (an empty `[n, 0]` tensor for a probe fitted through an
+/// affine map), (when asked) the model's mean loss and error on it, (when asked) the taps'
+/// statistics, and per probe fitted through an affine map, its features' moments (when the
+/// statistics are asked for).
 type Features = (
     Vec<Tensor>,
     Option<(f64, f64)>,
     Option<Vec<ActivationStats>>,
+    Vec<Option<probe::Moments>>,
 );
 
 /// The graph nodes of the probes `groups`' taps, and the last node a forward pass for them
@@ -285,7 +308,9 @@ fn tap_nodes(
 
 /// The features of the probes `groups` on `data`, from a forward pass in chunks of [`CHUNK`]
 /// samples. Each probe's features are written into one tensor allocated up front (no chunks
-/// kept and joined, which would hold them twice), and a stop is honoured between chunks.
+/// kept and joined, which would hold them twice), and a stop is honoured between chunks. The
+/// probes marked in `through` (fitted through an affine map) get no features, only their
+/// moments where `stats` asks.
 #[allow(clippy::too_many_arguments)]
 fn features_of(
     model: &Model,
@@ -295,15 +320,24 @@ fn features_of(
     metrics: bool,
     stats: bool,
     dtype: DType,
+    through: &[bool],
     cancel: &Cancel,
 ) -> candle_core::Result<Features> {
     let n = data.len();
     let dev = data.x.device();
     let (nodes, last) = tap_nodes(model, groups, specs, metrics);
+    let mapped = |k: usize| through.get(k).copied().unwrap_or(false);
     let x = groups
         .iter()
-        .map(|&i| crate::host::fresh_zeros((n, specs[i].width()), dtype, dev))
+        .enumerate()
+        .map(|(k, &i)| {
+            let width = if mapped(k) { 0 } else { specs[i].width() };
+            crate::host::fresh_zeros((n, width), dtype, dev)
+        })
         .collect::<candle_core::Result<Vec<_>>>()?;
+    let mut moments: Vec<Option<probe::Moments>> = (0..groups.len())
+        .map(|k| (stats && mapped(k)).then(Default::default))
+        .collect();
     let mut acc: Vec<probe::StatsAccumulator> = Vec::new();
     if stats {
         acc.resize_with(groups.len(), Default::default);
@@ -317,7 +351,12 @@ fn features_of(
             if stats {
                 acc[k].add(&part)?;
             }
-            x[k].slice_set(&part.to_dtype(dtype)?.contiguous()?, 0, start)?;
+            if let Some(m) = &mut moments[k] {
+                m.add(&part)?;
+            }
+            if !mapped(k) {
+                x[k].slice_set(&part.to_dtype(dtype)?.contiguous()?, 0, start)?;
+            }
         }
         if metrics {
             let y = data.y.narrow(0, start, len)?;
@@ -334,7 +373,47 @@ fn features_of(
         x,
         metrics.then(|| (loss / n as f64, wrong / n as f64)),
         stats,
+        moments,
     ))
+}
+
+/// Per probe, the probe through whose tap it can be fitted (see [`probe::affine`]): its tap is
+/// a stride-1 convolution's or a widening linear layer's output (before any activation) whose
+/// input is another probe's whole tap, and it is wider than that tap and than the whitened
+/// probes ([`FitConfig::whiten_max`]). Both probes read every feature of their taps. None with
+/// a transfer matrix (which reads every probe's own features) or off the host.
+pub fn affine_bases(
+    g: &Graph,
+    specs: &[ProbeSpec],
+    fit: &FitConfig,
+    on_host: bool,
+) -> Vec<Option<usize>> {
+    let mut out = vec![None; specs.len()];
+    if fit.transfer || !on_host {
+        return out;
+    }
+    let node_of = |s: &ProbeSpec| g.index_of(&s.tap);
+    for (i, s) in specs.iter().enumerate() {
+        let Some(from) = node_of(s).and_then(|node| g.affine_source(node)) else {
+            continue;
+        };
+        if s.subset.is_some() || s.width() <= fit.whiten_max {
+            continue;
+        }
+        out[i] = specs
+            .iter()
+            .position(|b| b.subset.is_none() && node_of(b) == Some(from));
+    }
+    out
+}
+
+/// Per member of `group`, whether it is fitted through an affine map of another member's tap
+/// (its base, from [`affine_bases`], is in the group).
+fn through_in(group: &[usize], bases: &[Option<usize>]) -> Vec<bool> {
+    group
+        .iter()
+        .map(|&i| matches!(bases.get(i), Some(Some(b)) if group.contains(b)))
+        .collect()
 }
 
 /// Groups of probe indices whose features for `samples` samples, `elem` bytes each, fit
@@ -345,10 +424,26 @@ pub(crate) fn memory_groups(
     elem: usize,
     budget: usize,
 ) -> Vec<Vec<usize>> {
+    memory_groups_with(specs, samples, elem, budget, &[])
+}
+
+/// [`memory_groups`], where a probe with `bases[i]` (see [`affine_bases`]) holds no features
+/// when its base is in its group: it costs nothing there.
+pub(crate) fn memory_groups_with(
+    specs: &[ProbeSpec],
+    samples: usize,
+    elem: usize,
+    budget: usize,
+    bases: &[Option<usize>],
+) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut used = 0usize;
     for (i, s) in specs.iter().enumerate() {
-        let bytes = s.width() * samples * elem;
+        let free = match (bases.get(i).copied().flatten(), groups.last()) {
+            (Some(b), Some(g)) => g.contains(&b),
+            _ => false,
+        };
+        let bytes = if free { 0 } else { s.width() * samples * elem };
         match groups.last_mut() {
             Some(g) if used + bytes <= budget => {
                 g.push(i);
@@ -427,14 +522,22 @@ pub fn memory_estimate(
         .map(|s| s.width() as u64)
         .sum();
     let chunk: u64 = (shapes.iter().map(size).sum::<u64>() + selected) * CHUNK as u64 * 4;
-    let groups = memory_groups(
+    // Probes fitted through an affine map hold no features (a GPU holds every probe's, but
+    // not in this process's memory).
+    let bases = if affine_on(p) && graph.classes <= crate::host::SOFTMAX_FIT_MAX_CLASSES {
+        affine_bases(graph, specs, &fit, true)
+    } else {
+        Vec::new()
+    };
+    let groups = memory_groups_with(
         specs,
         held as usize,
         elem as usize,
         p.usize("probe_memory_mb") << 20,
+        &bases,
     );
     let classes = graph.classes as u64;
-    let (features, solver) = snapshot_memory(specs, &groups, held, ntr, classes, elem);
+    let (features, solver) = snapshot_memory(specs, &groups, held, ntr, classes, elem, &bases);
     let snapshot = features + solver;
     MemoryEstimate {
         peak: PROCESS_BASE + data + model + chunk + snapshot,
@@ -449,6 +552,7 @@ pub fn memory_estimate(
 /// [`FitConfig::whiten_max`] features), the L-BFGS state and the logits of `classes` classes.
 /// The solver reads the features where they are stored (fitted on `ntr` of the samples): it
 /// makes no centred copy of them on the host.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn snapshot_memory(
     specs: &[ProbeSpec],
     groups: &[Vec<usize>],
@@ -456,13 +560,17 @@ pub(crate) fn snapshot_memory(
     ntr: u64,
     classes: u64,
     elem: u64,
+    bases: &[Option<usize>],
 ) -> (u64, u64) {
     let cfg = FitConfig::default();
     let (mut features, mut solver) = (0u64, 0u64);
     for g in groups {
+        let through = through_in(g, bases);
         let feats: u64 = g
             .iter()
-            .map(|&i| specs[i].width() as u64 * samples * elem)
+            .zip(&through)
+            .filter(|(_, &t)| !t)
+            .map(|(&i, _)| specs[i].width() as u64 * samples * elem)
             .sum();
         // The widest batch the solver forms in this group: one probe per batch past 24 MiB.
         let widest = g
@@ -499,8 +607,14 @@ pub fn mnist_memory_estimate(p: &Params, graph: &Graph, specs: &[ProbeSpec]) -> 
 }
 
 /// A snapshot's features for one memory group: per probe of the group, the training,
-/// validation and test splits' features.
-pub(crate) type GroupFeatures = (Vec<Tensor>, Option<Vec<Tensor>>, Option<Vec<Tensor>>);
+/// validation and test splits' features, and the probes fitted through an affine map of another
+/// member's features (indices into the group; empty when there are none).
+pub(crate) type GroupFeatures = (
+    Vec<Tensor>,
+    Option<Vec<Tensor>>,
+    Option<Vec<Tensor>>,
+    Vec<Option<probe::AffineTap>>,
+);
 
 /// Every probe of `specs` fitted to convergence, group by group (`groups`, from
 /// [`memory_groups`]): `features` gives a group's features (called once per group, in order),
@@ -521,14 +635,14 @@ pub(crate) fn fit_in_groups(
     let n = specs.len();
     let mut fitted: Vec<Option<Fitted>> = vec![None; n];
     for (gi, group) in groups.iter().enumerate() {
-        let (xtr, xva, xte) = features(gi, group)?;
+        let (xtr, xva, xte, affine) = features(gi, group)?;
         let split = |x: Option<Vec<Tensor>>, y: Option<&Tensor>| match (x, y) {
             (Some(x), Some(y)) => Some(Split { x, y: y.clone() }),
             _ => None,
         };
         let warm_g: Option<Vec<LinearProbe>> =
             warm.map(|w| group.iter().map(|&i| w[i].clone()).collect());
-        let out = probe::fit_converged(
+        let out = probe::fit_converged_affine(
             &Split {
                 x: xtr,
                 y: y.0.clone(),
@@ -538,6 +652,7 @@ pub(crate) fn fit_in_groups(
             classes,
             warm_g.as_deref(),
             fit,
+            &affine,
         )?;
         let mut out = out;
         after(gi, group, &mut out)?;
@@ -584,7 +699,17 @@ pub(crate) fn converged(
     );
     let stream_test = !plan.fit.transfer;
     let dtype = plan.fit.feature_dtype();
-    let groups = memory_groups(specs, held, dtype.size_in_bytes(), plan.memory_mb << 20);
+    let on_host = sets.train.x.device().is_cpu()
+        && sets.train.classes <= crate::host::SOFTMAX_FIT_MAX_CLASSES
+        && plan.affine;
+    let bases = affine_bases(model.graph(), specs, &plan.fit, on_host);
+    let groups = memory_groups_with(
+        specs,
+        held,
+        dtype.size_in_bytes(),
+        plan.memory_mb << 20,
+        &bases,
+    );
     let stats = std::cell::RefCell::new(vec![ActivationStats::default(); specs.len()]);
     let metrics = std::cell::RefCell::new(ModelMetrics {
         loss: f64::NAN,
@@ -606,10 +731,39 @@ pub(crate) fn converged(
         |gi, group| {
             // The model's own figures with the last group, whose pass goes deepest.
             let last = gi + 1 == groups.len();
-            let (xtr, mtr, st) =
-                features_of(model, group, specs, &sets.train, last, true, dtype, cancel)?;
-            let (xva, _, _) =
-                features_of(model, group, specs, &sets.val, false, false, dtype, cancel)?;
+            let through = through_in(group, &bases);
+            let (xtr, mtr, st, moments) = features_of(
+                model,
+                group,
+                specs,
+                &sets.train,
+                last,
+                true,
+                dtype,
+                &through,
+                cancel,
+            )?;
+            let (xva, _, _, _) = features_of(
+                model, group, specs, &sets.val, false, false, dtype, &through, cancel,
+            )?;
+            let mut affine = Vec::with_capacity(group.len());
+            for (k, (&i, m)) in group.iter().zip(moments).enumerate() {
+                affine.push(match (through[k], m, bases[i]) {
+                    (true, Some(m), Some(b)) => {
+                        let node = model.graph().index_of(&specs[i].tap).expect("known tap");
+                        let Some((_, map, offset)) = model.affine_input(node)? else {
+                            anyhow::bail!("tap {} lost its affine map", specs[i].tap);
+                        };
+                        Some(probe::AffineTap {
+                            base: group.iter().position(|&j| j == b).expect("base in group"),
+                            map: std::sync::Arc::new(map),
+                            offset,
+                            var: m.variances(),
+                        })
+                    }
+                    _ => None,
+                });
+            }
             if let Some((loss, tre)) = mtr {
                 let mut m = metrics.borrow_mut();
                 m.loss = loss;
@@ -621,14 +775,15 @@ pub(crate) fn converged(
             let xte = if stream_test {
                 None
             } else {
-                let (xte, mte, _) =
-                    features_of(model, group, specs, &sets.test, last, false, dtype, cancel)?;
+                let (xte, mte, _, _) = features_of(
+                    model, group, specs, &sets.test, last, false, dtype, &through, cancel,
+                )?;
                 if let Some((_, tee)) = mte {
                     metrics.borrow_mut().test_error = Some(tee);
                 }
                 Some(xte)
             };
-            Ok((xtr, Some(xva), xte))
+            Ok((xtr, Some(xva), xte, affine))
         },
         |gi, group, fitted| {
             if !stream_test {
@@ -675,7 +830,7 @@ pub(crate) fn fit_each_and_test(
     );
     let mut errors = vec![f64::NAN; specs.len()];
     for group in &groups {
-        let (xtr, _, _) = features_of(
+        let (xtr, _, _, _) = features_of(
             model,
             group,
             specs,
@@ -683,6 +838,7 @@ pub(crate) fn fit_each_and_test(
             false,
             false,
             dtype,
+            &[],
             cancel,
         )?;
         let probes = xtr
@@ -1112,5 +1268,28 @@ mod tests {
             memory_groups(&specs, 1, 4, 10_000),
             vec![vec![0, 1, 2, 3, 4]]
         );
+    }
+
+    /// A probe fitted through its base's features costs nothing in its base's group, so it
+    /// joins it past the budget; away from its base it costs its width.
+    #[test]
+    fn a_probe_through_its_base_holds_no_features() {
+        let specs: Vec<ProbeSpec> = [10, 10, 30, 5, 100, 8]
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| ProbeSpec::full(format!("t{i}"), w))
+            .collect();
+        // t2 through t1 (in its group: free, so it joins a full group), t5 through t0 (in an
+        // earlier group: its own 32 bytes, past the budget of t4's group).
+        let bases = [None, None, Some(1), None, None, Some(0)];
+        let groups = memory_groups_with(&specs, 1, 4, 100, &bases);
+        assert_eq!(groups, vec![vec![0, 1, 2, 3], vec![4], vec![5]]);
+        assert_eq!(through_in(&groups[0], &bases), [false, false, true, false]);
+        assert_eq!(through_in(&groups[2], &bases), [false]);
+        // The features held at once: 40 + 40 + 20 bytes in the first group, not 120 more.
+        let (features, _) = snapshot_memory(&specs, &groups, 1, 1, 2, 4, &bases);
+        assert_eq!(features, 400);
+        let (features, _) = snapshot_memory(&specs, &groups[..1], 1, 1, 2, 4, &bases);
+        assert_eq!(features, 100);
     }
 }
