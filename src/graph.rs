@@ -829,14 +829,12 @@ impl Model {
         let shapes = self.graph.shapes().map_err(candle_core::Error::wrap)?;
         let (map, offset) = match &self.layers[node] {
             Layer::Conv(c) => {
-                let cfg = c.config();
+                // `affine_source` has checked the stride (the graph sets no dilation or groups).
                 let (Some(bias), [ci, h, w]) = (c.bias(), shapes[from].as_slice()) else {
                     return Ok(None);
                 };
-                if cfg.stride != 1 || cfg.dilation != 1 || cfg.groups != 1 {
-                    return Ok(None);
-                }
-                let Some(map) = crate::probe::TapMap::conv(c.weight(), cfg.padding, [*ci, *h, *w])?
+                let padding = c.config().padding;
+                let Some(map) = crate::probe::TapMap::conv(c.weight(), padding, [*ci, *h, *w])?
                 else {
                     return Ok(None);
                 };

@@ -542,34 +542,29 @@ impl<'a> Objective<'a> {
             .broadcast_mul(&self.penalty)?
             .sum((1, 2))?
             .affine(self.l2 / 2.0, 0.0)?;
-        match self.z {
-            Features::Host(hb) => {
-                let (b, p, k) = theta.dims3()?;
-                let (nll, grad, logits) = hb.fit(theta)?;
-                let dev = theta.device();
-                let n = hb.labels.len();
-                let nll = Tensor::from_vec(nll, b, dev)?.to_dtype(DType::F32)?;
-                let logits = Tensor::from_vec(logits, (b, n, k), dev)?;
-                let grad = (Tensor::from_vec(grad, (b, p, k), dev)?
-                    + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?)?;
-                Ok(((nll + reg)?, logits, Some(grad)))
-            }
-            Features::Affine(ab) => {
-                let (b, _, k) = theta.dims3()?;
-                let (nll, grad, logits) = ab.fit(theta)?;
-                let dev = theta.device();
-                let n = ab.base.labels.len();
-                let nll = Tensor::from_vec(nll, b, dev)?.to_dtype(DType::F32)?;
-                let logits = Tensor::from_vec(logits, (b, n, k), dev)?;
-                let grad = (grad + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?)?;
-                Ok(((nll + reg)?, logits, Some(grad)))
-            }
+        let (b, p, k) = theta.dims3()?;
+        let dev = theta.device();
+        // The host kernels' one pass: loss, gradient and logits, read into tensors.
+        let (nll, grad, logits, n) = match self.z {
             Features::Centred(z) => {
                 let logits = z.matmul(theta)?;
                 let nll = cross_entropy(&logits, self.y)?;
-                Ok(((nll + reg)?, logits, None))
+                return Ok(((nll + reg)?, logits, None));
             }
-        }
+            Features::Host(hb) => {
+                let (nll, grad, logits) = hb.fit(theta)?;
+                let grad = Tensor::from_vec(grad, (b, p, k), dev)?;
+                (nll, grad, logits, hb.labels.len())
+            }
+            Features::Affine(ab) => {
+                let (nll, grad, logits) = ab.fit(theta)?;
+                (nll, grad, logits, ab.base.labels.len())
+            }
+        };
+        let nll = Tensor::from_vec(nll, b, dev)?.to_dtype(DType::F32)?;
+        let logits = Tensor::from_vec(logits, (b, n, k), dev)?;
+        let grad = (grad + theta.broadcast_mul(&self.penalty)?.affine(self.l2, 0.0)?)?;
+        Ok(((nll + reg)?, logits, Some(grad)))
     }
 
     /// Gradient `[B, p, K]` given the logits at `theta`.

@@ -268,11 +268,8 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
             (sets.train.len(), sets.val.len(), sets.test.len()),
             &plan.fit,
         );
-        let bases = if affine {
-            trained::affine_bases(model.graph(), &specs, &plan.fit, s.device.is_cpu())
-        } else {
-            Vec::new()
-        };
+        let enabled = affine && s.device.is_cpu();
+        let bases = trained::affine_bases(model.graph(), &specs, &plan.fit, enabled);
         let groups =
             trained::memory_groups_with(&specs, held, elem, s.memory_mb << 20, &bases).len();
         let reset = crate::memory::reset_peak_rss();

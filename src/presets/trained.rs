@@ -380,16 +380,17 @@ fn features_of(
 /// Per probe, the probe through whose tap it can be fitted (see [`probe::affine`]): its tap is
 /// a stride-1 convolution's or a widening linear layer's output (before any activation) whose
 /// input is another probe's whole tap, and it is wider than that tap and than the whitened
-/// probes ([`FitConfig::whiten_max`]). Both probes read every feature of their taps. None with
-/// a transfer matrix (which reads every probe's own features) or off the host.
+/// probes ([`FitConfig::whiten_max`]). Both probes read every feature of their taps. None
+/// unless `enabled` (`probe_affine` on, features on the host), nor with a transfer matrix (which
+/// reads every probe's own features) or more classes than the host kernels take.
 pub fn affine_bases(
     g: &Graph,
     specs: &[ProbeSpec],
     fit: &FitConfig,
-    on_host: bool,
+    enabled: bool,
 ) -> Vec<Option<usize>> {
     let mut out = vec![None; specs.len()];
-    if fit.transfer || !on_host {
+    if !enabled || fit.transfer || g.classes > crate::host::SOFTMAX_FIT_MAX_CLASSES {
         return out;
     }
     let node_of = |s: &ProbeSpec| g.index_of(&s.tap);
@@ -524,11 +525,7 @@ pub fn memory_estimate(
     let chunk: u64 = (shapes.iter().map(size).sum::<u64>() + selected) * CHUNK as u64 * 4;
     // Probes fitted through an affine map hold no features (a GPU holds every probe's, but
     // not in this process's memory).
-    let bases = if affine_on(p) && graph.classes <= crate::host::SOFTMAX_FIT_MAX_CLASSES {
-        affine_bases(graph, specs, &fit, true)
-    } else {
-        Vec::new()
-    };
+    let bases = affine_bases(graph, specs, &fit, affine_on(p));
     let groups = memory_groups_with(
         specs,
         held as usize,
@@ -699,10 +696,11 @@ pub(crate) fn converged(
     );
     let stream_test = !plan.fit.transfer;
     let dtype = plan.fit.feature_dtype();
-    let on_host = sets.train.x.device().is_cpu()
-        && sets.train.classes <= crate::host::SOFTMAX_FIT_MAX_CLASSES
-        && plan.affine;
-    let bases = affine_bases(model.graph(), specs, &plan.fit, on_host);
+    // The host kernels take the data's classes (the graph's, as `affine_bases` checks).
+    let enabled = plan.affine
+        && sets.train.x.device().is_cpu()
+        && sets.train.classes <= crate::host::SOFTMAX_FIT_MAX_CLASSES;
+    let bases = affine_bases(model.graph(), specs, &plan.fit, enabled);
     let groups = memory_groups_with(
         specs,
         held,
