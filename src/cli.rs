@@ -193,6 +193,10 @@ pub enum BenchWhat {
         /// probe_affine=off) first, as the baseline of the default, and compare every probe.
         #[arg(long)]
         affine_off_too: bool,
+        /// Also take the snapshot without the wide probes' low-rank preconditioner (the presets'
+        /// probe_rank=0) first, as the baseline of the default, and compare every probe.
+        #[arg(long)]
+        rank_off_too: bool,
     },
     /// How long a run takes to stop: each preset started headless, signalled (SIGTERM, SIGINT,
     /// SIGHUP) at set moments (inside converged fits, forward passes, training steps), timed to
@@ -229,7 +233,8 @@ metadata may list the taps in model order (\"taps\": \"a,b,c\") and what a tap r
 (\"reads.c\": \"a\"). See docs/activations.md.
 
 --set takes: classes, val_fraction, test_fraction, subset, probe_memory_mb, probe_dtype, \
-probe_l2, probe_max_iter, probe_patience, selectivity, transfer (`probescope presets` shows their defaults)."
+probe_l2, probe_max_iter, probe_patience, probe_rank, selectivity, transfer (`probescope presets` shows their \
+defaults)."
 )]
 pub struct ProbeArgs {
     /// The activations: a .safetensors file, or a folder of .npy files named by tap.
@@ -493,6 +498,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     update_every,
                     patience,
                     affine_off_too,
+                    rank_off_too,
                 },
         }) => {
             let dir = data_dir.unwrap_or_else(crate::mnist::default_data_dir);
@@ -516,6 +522,7 @@ pub fn main_with(cli: Cli) -> i32 {
                         update_every,
                         patience: patience.max(1),
                         affine_off_too,
+                        rank_off_too,
                     })
                 })
         }

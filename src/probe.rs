@@ -199,6 +199,11 @@ pub struct FitConfig {
     /// correlated features (deep layers) as easy as independent ones. Wider probes use the
     /// per-feature standardisation alone.
     pub whiten_max: usize,
+    /// Probes wider than `whiten_max` are preconditioned along this many principal directions
+    /// of their standardised features (0: the per-feature standardisation alone). Logs written
+    /// before it read as 0.
+    #[serde(default)]
+    pub rank: usize,
     /// Keep the activations of a converged snapshot in bfloat16 (half the memory, so twice the
     /// taps per forward pass); every fit and evaluation still computes in f32.
     #[serde(default)]
@@ -233,6 +238,7 @@ impl Default for FitConfig {
             control: false,
             transfer: false,
             whiten_max: 1024,
+            rank: 64,
             bf16_features: false,
             cancel: Default::default(),
         }
@@ -485,6 +491,14 @@ impl AffineBatch<'_> {
         Ok((nll, grad, logits))
     }
 
+    /// This probe's centred features (`[1, m, d]`) of the first `m` training rows: the stored
+    /// tap's, through the map.
+    fn centred_rows(&self, m: usize) -> candle_core::Result<Tensor> {
+        let x = self.base.centred_rows(0, m)?.squeeze(0)?;
+        let x = x.narrow(1, 0, self.base.d)?.contiguous()?;
+        self.map.apply(&x)?.unsqueeze(0)
+    }
+
     /// As [`HostBatch::scores`], of the stored tap's features `xs` of any split.
     fn scores(&self, xs: &[&Tensor], theta: &Tensor) -> candle_core::Result<Tensor> {
         self.base.scores(xs, &self.to_base(theta)?)
@@ -607,6 +621,220 @@ enum Preconditioner {
     },
     /// `L = diag(std)`: per-feature standardisation, for wider probes.
     Diagonal { scale: Tensor },
+    /// Standardisation, then the standardised features' top principal directions `u`
+    /// (`[B, p, r]`, orthonormal, zero on the bias row), whose eigenvalues are taken down to the
+    /// largest one left out: `theta = M v / std` with `M = I + u diag(up) u^T` and
+    /// `M^-1 = I + u diag(down) u^T` (see [`low_rank`]). For probes wider than `whiten_max`
+    /// (a conv tap's neighbouring positions and channels are strongly correlated, which the
+    /// diagonal leaves to L-BFGS's ten pairs): half the iterations on mnist-convnet's wide taps.
+    LowRank {
+        scale: Tensor,
+        u: Tensor,
+        up: Tensor,
+        down: Tensor,
+    },
+}
+
+/// `x + u diag(f) u^T x` for `x` `[B, p, K]`, `u` `[B, p, r]`, `f` `[B, r, 1]`.
+fn low_rank_apply(x: &Tensor, u: &Tensor, f: &Tensor) -> candle_core::Result<Tensor> {
+    let ut_x = u.transpose(1, 2)?.contiguous()?.matmul(x)?;
+    x + u.matmul(&ut_x.broadcast_mul(f)?)?
+}
+
+/// Rows of a wide probe's features that estimate its principal directions
+/// ([`Preconditioner::LowRank`]).
+pub(crate) const LOW_RANK_ROWS: usize = 2048;
+
+/// Columns beyond the rank that the subspace iteration carries (its estimate of the rank-th
+/// direction is then close).
+pub(crate) const LOW_RANK_OVERSAMPLE: usize = 16;
+
+/// The top `rank` principal directions of the standardised features (`sample`: `[B, m, d]`
+/// centred rows; `scale`: `[B, d + 1, 1]` standard deviations), by randomised subspace
+/// iteration (Halko, Martinsson & Tropp 2011: two power steps, orthonormalised each time), and
+/// per direction the factors `sqrt(floor / lambda) - 1` and `sqrt(lambda / floor) - 1` that take
+/// its eigenvalue `lambda` down to `floor`, the largest eigenvalue left out, and back. Returns
+/// the directions `[B, d + 1, r]` (zero on the bias row) and the two factors `[B, r, 1]`.
+fn low_rank(
+    sample: &Tensor,
+    scale: &Tensor,
+    rank: usize,
+    cancel: &Cancel,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    // One problem at a time: a probe's preconditioner, to its last rounding, does not depend on
+    // the probes it is batched with.
+    let mut parts = (Vec::new(), Vec::new(), Vec::new());
+    for pb in 0..sample.dim(0)? {
+        let one = |t: &Tensor| t.narrow(0, pb, 1);
+        let (u, up, down) = low_rank_one(&one(sample)?, &one(scale)?, rank, cancel)?;
+        parts.0.push(u);
+        parts.1.push(up);
+        parts.2.push(down);
+    }
+    Ok((
+        Tensor::cat(&parts.0, 0)?,
+        Tensor::cat(&parts.1, 0)?,
+        Tensor::cat(&parts.2, 0)?,
+    ))
+}
+
+/// [`low_rank`] of one problem (`sample` `[1, m, d]`).
+fn low_rank_one(
+    sample: &Tensor,
+    scale: &Tensor,
+    rank: usize,
+    cancel: &Cancel,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let (b, m, d) = sample.dims3()?;
+    let dev = sample.device().clone();
+    let k = (rank + LOW_RANK_OVERSAMPLE).min(d).min(m);
+    let rank = rank.min(k.saturating_sub(1)).max(1);
+    let std = scale.narrow(1, 0, d)?.transpose(1, 2)?; // [B, 1, d]
+    let zs = sample
+        .to_dtype(DType::F32)?
+        .broadcast_div(&std)?
+        .contiguous()?; // [B, m, d]
+    let zst = zs.transpose(1, 2)?;
+    let mut r = crate::rng::stream(LOW_RANK_SEED, "low-rank");
+    let omega = Tensor::from_vec(
+        crate::rng::normal_vec(&mut r, b * d * k, 1.0),
+        (b, d, k),
+        &dev,
+    )?;
+    let mut y = zst.matmul(&zs.matmul(&omega)?)?;
+    for step in 0..3 {
+        cancel.check_candle()?;
+        let q = orthonormal_columns(&y)?;
+        y = if step < 2 {
+            zst.matmul(&zs.matmul(&q)?)?
+        } else {
+            q
+        };
+    }
+    let q = y; // [B, d, k]: orthonormal columns spanning the top directions
+    let w = zs.matmul(&q)?; // [B, m, k]
+    let small = (w.transpose(1, 2)?.matmul(&w)? / m as f64)?;
+    let small: Vec<Vec<Vec<f32>>> = small.to_vec3()?;
+    let (mut us, mut ups, mut downs) = (Vec::new(), Vec::new(), Vec::new());
+    for (pb, mat) in small.into_iter().enumerate() {
+        let a: Vec<f64> = mat.concat().into_iter().map(f64::from).collect();
+        let (vals, vecs) = jacobi_eig(a, k);
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&i, &j| vals[j].total_cmp(&vals[i]));
+        let floor = vals[order[rank]].max(1e-12);
+        let mut v = vec![0f32; k * rank];
+        let (mut up, mut down) = (Vec::with_capacity(rank), Vec::with_capacity(rank));
+        for (c, &o) in order.iter().take(rank).enumerate() {
+            for i in 0..k {
+                v[i * rank + c] = vecs[i * k + o] as f32;
+            }
+            let lam = vals[o].max(floor);
+            up.push(((floor / lam).sqrt() - 1.0) as f32);
+            down.push(((lam / floor).sqrt() - 1.0) as f32);
+        }
+        let v = Tensor::from_vec(v, (k, rank), &dev)?;
+        let u = q.get(pb)?.matmul(&v)?; // [d, r]
+        us.push(Tensor::cat(
+            &[u, Tensor::zeros((1, rank), DType::F32, &dev)?],
+            0,
+        )?);
+        ups.push(Tensor::from_vec(up, (rank, 1), &dev)?);
+        downs.push(Tensor::from_vec(down, (rank, 1), &dev)?);
+    }
+    Ok((
+        Tensor::stack(&us, 0)?,
+        Tensor::stack(&ups, 0)?,
+        Tensor::stack(&downs, 0)?,
+    ))
+}
+
+/// Seed of the subspace iteration's random start (fixed: a fit is reproducible).
+const LOW_RANK_SEED: u64 = 17;
+
+/// `y` (`[B, d, k]`) with each problem's columns made orthonormal: Gram-Schmidt twice, in f64
+/// (once loses orthogonality when the columns are nearly parallel, as power steps make them).
+fn orthonormal_columns(y: &Tensor) -> candle_core::Result<Tensor> {
+    let (_, d, k) = y.dims3()?;
+    let dev = y.device().clone();
+    let mut out = Vec::new();
+    for yb in y.to_vec3::<f32>()? {
+        let mut cols: Vec<Vec<f64>> = (0..k)
+            .map(|j| (0..d).map(|i| f64::from(yb[i][j])).collect())
+            .collect();
+        for _ in 0..2 {
+            for j in 0..k {
+                let (done, rest) = cols.split_at_mut(j);
+                let c = &mut rest[0];
+                for a in done.iter() {
+                    let dot: f64 = a.iter().zip(c.iter()).map(|(x, y)| x * y).sum();
+                    c.iter_mut().zip(a).for_each(|(ci, ai)| *ci -= dot * ai);
+                }
+                let norm = c.iter().map(|x| x * x).sum::<f64>().sqrt();
+                // A column in the span of the earlier ones (a rank-deficient sample) becomes zero.
+                let inv = if norm > 1e-150 { 1.0 / norm } else { 0.0 };
+                c.iter_mut().for_each(|x| *x *= inv);
+            }
+        }
+        let mut flat = vec![0f32; d * k];
+        for (j, c) in cols.iter().enumerate() {
+            for (i, v) in c.iter().enumerate() {
+                flat[i * k + j] = *v as f32;
+            }
+        }
+        out.push(Tensor::from_vec(flat, (d, k), &dev)?);
+    }
+    Tensor::stack(&out, 0)
+}
+
+/// Eigenvalues and eigenvectors (columns of the row-major result) of the symmetric `n x n` `a`,
+/// by cyclic Jacobi rotations.
+fn jacobi_eig(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut v = vec![0f64; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    for _ in 0..50 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j] * a[i * n + j])
+            .sum();
+        let diag: f64 = (0..n).map(|i| a[i * n + i] * a[i * n + i]).sum();
+        if off <= 1e-24 * diag {
+            break;
+        }
+        for pp in 0..n {
+            for qq in pp + 1..n {
+                let apq = a[pp * n + qq];
+                if apq.abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[qq * n + qq] - a[pp * n + pp]) / (2.0 * apq);
+                let t = theta.signum().max(0.0).mul_add(2.0, -1.0)
+                    / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let sn = t * c;
+                for kk in 0..n {
+                    let akp = a[kk * n + pp];
+                    let akq = a[kk * n + qq];
+                    a[kk * n + pp] = c * akp - sn * akq;
+                    a[kk * n + qq] = sn * akp + c * akq;
+                }
+                for kk in 0..n {
+                    let apk = a[pp * n + kk];
+                    let aqk = a[qq * n + kk];
+                    a[pp * n + kk] = c * apk - sn * aqk;
+                    a[qq * n + kk] = sn * apk + c * aqk;
+                }
+                for kk in 0..n {
+                    let vkp = v[kk * n + pp];
+                    let vkq = v[kk * n + qq];
+                    v[kk * n + pp] = c * vkp - sn * vkq;
+                    v[kk * n + qq] = sn * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    ((0..n).map(|i| a[i * n + i]).collect(), v)
 }
 
 impl Preconditioner {
@@ -619,7 +847,7 @@ impl Preconditioner {
         (b, n, p): (usize, usize, usize),
         dev: &Device,
         l2: f64,
-        whiten: bool,
+        (whiten, rank): (bool, usize),
         cancel: &crate::cancel::Cancel,
     ) -> candle_core::Result<(Self, Tensor)> {
         let dev = dev.clone();
@@ -669,7 +897,18 @@ impl Preconditioner {
                 .collect();
             let var = Tensor::from_vec(var, (b, p, 1), &dev)?;
             let scale = var.sqrt()?;
-            return Ok((Self::Diagonal { scale }, var));
+            if rank == 0 {
+                return Ok((Self::Diagonal { scale }, var));
+            }
+            // The first rows as a sample (the rows' order is the data's, not sorted by class).
+            let m = n.min(LOW_RANK_ROWS);
+            let sample = match z {
+                Features::Centred(z) => z.narrow(1, 0, m)?.narrow(2, 0, p - 1)?,
+                Features::Host(hb) => hb.centred_rows(0, m)?.narrow(2, 0, p - 1)?,
+                Features::Affine(ab) => ab.centred_rows(m)?,
+            };
+            let (u, up, down) = low_rank(&sample, &scale, rank, cancel)?;
+            return Ok((Self::LowRank { scale, u, up, down }, var));
         }
         // Products in f32 over short blocks of rows, their sums in f64: an f32 sum over all n
         // rows can lose the small eigenvalues of nearly collinear features (a collapsed deep
@@ -723,6 +962,7 @@ impl Preconditioner {
         match self {
             Self::Full { linv_t, .. } => linv_t.matmul(v),
             Self::Diagonal { scale } => v.broadcast_div(scale),
+            Self::LowRank { scale, u, up, .. } => low_rank_apply(v, u, up)?.broadcast_div(scale),
         }
     }
 
@@ -731,6 +971,7 @@ impl Preconditioner {
         match self {
             Self::Full { linv, .. } => linv.matmul(g),
             Self::Diagonal { scale } => g.broadcast_div(scale),
+            Self::LowRank { scale, u, up, .. } => low_rank_apply(&g.broadcast_div(scale)?, u, up),
         }
     }
 
@@ -739,6 +980,9 @@ impl Preconditioner {
         match self {
             Self::Full { l_t, .. } => l_t.matmul(theta),
             Self::Diagonal { scale } => theta.broadcast_mul(scale),
+            Self::LowRank { scale, u, down, .. } => {
+                low_rank_apply(&theta.broadcast_mul(scale)?, u, down)
+            }
         }
     }
 }
@@ -1193,7 +1437,7 @@ fn fit_batch(
         (b, n_rows(train)?, d + 1),
         &dev,
         cfg.l2,
-        d <= cfg.whiten_max,
+        (d <= cfg.whiten_max, cfg.rank),
         cancel,
     )?;
     let obj = Objective::new(feats, y_train, &var, cfg.l2)?;
@@ -2002,6 +2246,119 @@ impl OnlineProbes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Jacobi's eigenpairs satisfy `A v = lambda v` with orthonormal `v`, and the eigenvalues of
+    /// a hand example are its closed form.
+    #[test]
+    fn jacobi_eigenpairs_satisfy_their_definition() {
+        // [[2, 1], [1, 2]]: eigenvalues 1 and 3.
+        let (vals, _) = jacobi_eig(vec![2.0, 1.0, 1.0, 2.0], 2);
+        let mut v = vals.clone();
+        v.sort_by(f64::total_cmp);
+        assert!(
+            (v[0] - 1.0).abs() < 1e-12 && (v[1] - 3.0).abs() < 1e-12,
+            "{vals:?}"
+        );
+        let n = 9;
+        let mut r = crate::rng::stream(4, "jacobi");
+        let g = crate::rng::normal_vec(&mut r, n * n, 1.0);
+        let a: Vec<f64> = (0..n * n)
+            .map(|k| f64::from(g[k] + g[(k % n) * n + k / n]))
+            .collect();
+        let (vals, vecs) = jacobi_eig(a.clone(), n);
+        for c in 0..n {
+            for i in 0..n {
+                let av: f64 = (0..n).map(|j| a[i * n + j] * vecs[j * n + c]).sum();
+                assert!(
+                    (av - vals[c] * vecs[i * n + c]).abs() < 1e-9,
+                    "pair {c}, row {i}"
+                );
+            }
+            for c2 in 0..n {
+                let dot: f64 = (0..n).map(|i| vecs[i * n + c] * vecs[i * n + c2]).sum();
+                let want = if c == c2 { 1.0 } else { 0.0 };
+                assert!((dot - want).abs() < 1e-9, "columns {c} and {c2}: {dot}");
+            }
+        }
+    }
+
+    /// The subspace iteration finds the planted directions of features that are a few strong
+    /// directions plus weak noise, and the preconditioner's three maps agree: `vars` inverts
+    /// `theta`, and `grad` is `theta`'s transpose (`<grad g, v> = <g, theta v>`).
+    #[test]
+    fn low_rank_preconditioner_finds_the_strong_directions_and_its_maps_agree() {
+        let dev = Device::Cpu;
+        let (n, d, planted, k) = (600, 300, 5, 3);
+        let mut r = crate::rng::stream(8, "low-rank-test");
+        let dirs = crate::rng::normal_vec(&mut r, planted * d, 1.0);
+        let lat = crate::rng::normal_vec(&mut r, n * planted, 1.0);
+        let noise = crate::rng::normal_vec(&mut r, n * d, 0.05);
+        let x: Vec<f32> = (0..n * d)
+            .map(|e| {
+                let (i, j) = (e / d, e % d);
+                let s: f32 = (0..planted)
+                    .map(|c| lat[i * planted + c] * dirs[c * d + j] * (c + 1) as f32)
+                    .sum();
+                s + noise[e]
+            })
+            .collect();
+        let x = Tensor::from_vec(x, (n, d), &dev).unwrap();
+        let mean = x.mean_keepdim(0).unwrap();
+        let sample = x.broadcast_sub(&mean).unwrap().unsqueeze(0).unwrap();
+        let scale = Tensor::ones((1, d + 1, 1), DType::F32, &dev).unwrap();
+        let (u, up, down) = low_rank(&sample, &scale, planted, &Cancel::default()).unwrap();
+        // Every planted direction lies in the span of u (its projection keeps its length).
+        let u2 = u.squeeze(0).unwrap().narrow(0, 0, d).unwrap();
+        for c in 0..planted {
+            let v = Tensor::from_slice(&dirs[c * d..(c + 1) * d], (d, 1), &dev).unwrap();
+            let norm2: f32 = v.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            let proj = u2.t().unwrap().matmul(&v).unwrap();
+            let kept: f32 = proj.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(kept > 0.99 * norm2, "direction {c}: {kept} of {norm2}");
+        }
+        // The factors: the top direction scaled down the most, up and down inverse.
+        let upv: Vec<f32> = up.flatten_all().unwrap().to_vec1().unwrap();
+        let downv: Vec<f32> = down.flatten_all().unwrap().to_vec1().unwrap();
+        for (a, b) in upv.iter().zip(&downv) {
+            assert!(((1.0 + a) * (1.0 + b) - 1.0).abs() < 1e-4, "{a} {b}");
+            assert!(*a <= 0.0 && *a > -1.0, "{a}");
+        }
+        assert!(upv[0] < upv[planted - 1], "{upv:?}");
+        let scale = (Tensor::rand(0.5f32, 2.0, (1, d + 1, 1), &dev).unwrap())
+            .contiguous()
+            .unwrap();
+        let pre = Preconditioner::LowRank { scale, u, up, down };
+        let t = Tensor::randn(0f32, 1.0, (1, d + 1, k), &dev).unwrap();
+        let back = pre.theta(&pre.vars(&t).unwrap()).unwrap();
+        let err: f32 = (back - &t)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        // f32 through the strong directions' factors sqrt(lambda / floor) and back.
+        assert!(err < 1e-3, "theta(vars(t)) - t: {err}");
+        let g = Tensor::randn(0f32, 1.0, (1, d + 1, k), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, d + 1, k), &dev).unwrap();
+        let lhs: f32 = (pre.grad(&g).unwrap() * &v)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let rhs: f32 = (g * pre.theta(&v).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * (1.0 + rhs.abs()),
+            "{lhs} vs {rhs}"
+        );
+    }
 
     fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
         assert_eq!(a.len(), b.len(), "{what}");

@@ -52,6 +52,9 @@ pub struct Settings<'a> {
     pub patience: usize,
     /// Also take the snapshot with every probe on its own features (`probe_affine=off`) first.
     pub affine_off_too: bool,
+    /// Also take the snapshot without the wide probes' low-rank preconditioner (`probe_rank=0`)
+    /// first.
+    pub rank_off_too: bool,
 }
 
 fn train_steps(
@@ -246,8 +249,17 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
     // of the first one with probe_affine on (the default), on its settings.
     let mut first: Option<(Vec<f64>, f64)> = None;
     let mut main: Option<(Vec<f64>, f64, Plan)> = None;
-    let variants = [(false, false), (false, true), (true, false), (true, true)];
-    for (bf16, affine) in variants {
+    let rank = crate::probe::FitConfig::default().rank;
+    // (bf16, probe_affine, probe_rank): with --rank-off-too the default without the low-rank
+    // preconditioner comes first, as the baseline of the rest.
+    let mut variants = Vec::new();
+    if s.rank_off_too {
+        variants.push((s.bf16_only, true, 0));
+    }
+    variants.extend(
+        [(false, false), (false, true), (true, false), (true, true)].map(|(b, a)| (b, a, rank)),
+    );
+    for (bf16, affine, rank) in variants {
         if (bf16 && !(s.bf16 || s.bf16_only)) || (!bf16 && s.bf16_only) {
             continue;
         }
@@ -259,6 +271,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
             fit: crate::probe::FitConfig {
                 bf16_features: bf16,
                 patience: s.patience,
+                rank,
                 ..Default::default()
             },
             ..plan.clone()
@@ -284,7 +297,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "converged snapshot ({} activations, probe_affine {}), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}, probe_patience {}): {secs:.1} s{peak}",
+            "converged snapshot ({} activations, probe_affine {}, probe_rank {rank}), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}, probe_patience {}): {secs:.1} s{peak}",
             if bf16 { "bf16" } else { "f32" },
             if affine { "on" } else { "off" },
             specs.len(),
@@ -339,7 +352,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
                 )?;
             }
         }
-        if affine && main.is_none() {
+        if affine && rank > 0 && main.is_none() {
             main = Some((errs, secs, plan.clone()));
         }
     }

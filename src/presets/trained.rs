@@ -583,6 +583,12 @@ pub(crate) fn snapshot_memory(
         let batch = (cfg.batch_bytes as u64 / per.max(1)).clamp(1, same.max(1));
         let whiten = if widest as usize <= cfg.whiten_max {
             batch * widest * widest * (8 + 3 * 4)
+        } else if cfg.rank > 0 {
+            // The low-rank preconditioner's centred sample of rows and its subspace
+            // iteration's d x (rank + oversampling) matrices, f64 included.
+            let rows = ntr.min(probe::LOW_RANK_ROWS as u64);
+            let cols = (cfg.rank + probe::LOW_RANK_OVERSAMPLE) as u64;
+            batch * widest * (rows * 4 + cols * (4 * 4 + 8))
         } else {
             0
         };
