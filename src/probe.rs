@@ -897,11 +897,12 @@ impl Preconditioner {
                 .collect();
             let var = Tensor::from_vec(var, (b, p, 1), &dev)?;
             let scale = var.sqrt()?;
-            if rank == 0 {
+            // The first rows as a sample (the rows' order is the data's, not sorted by class);
+            // a single row has no directions to find.
+            let m = n.min(LOW_RANK_ROWS);
+            if rank == 0 || m < 2 {
                 return Ok((Self::Diagonal { scale }, var));
             }
-            // The first rows as a sample (the rows' order is the data's, not sorted by class).
-            let m = n.min(LOW_RANK_ROWS);
             let sample = match z {
                 Features::Centred(z) => z.narrow(1, 0, m)?.narrow(2, 0, p - 1)?,
                 Features::Host(hb) => hb.centred_rows(0, m)?.narrow(2, 0, p - 1)?,

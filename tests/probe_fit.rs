@@ -965,3 +965,17 @@ fn the_low_rank_preconditioner_reaches_the_same_optimum_in_fewer_iterations() {
         plain.reading.iterations
     );
 }
+
+#[test]
+fn a_wide_probe_on_a_single_training_row_gets_a_fit() {
+    // One row: the low-rank preconditioner has nothing to estimate and stands aside.
+    let d = 1100;
+    let (x, y) = correlated(3, d, 4);
+    let train = split(&x[..d], &y[..1], d);
+    let test = split(&x[d..], &y[1..], d);
+    let fitted = probe::fit_converged(&train, None, Some(&test), 3, None, &FitConfig::default())
+        .unwrap()
+        .remove(0);
+    assert_eq!(fitted.reading.train_error, 0.0);
+    assert!(fitted.reading.test_error.unwrap().is_finite());
+}
