@@ -685,22 +685,18 @@ fn low_rank_one(
     rank: usize,
     cancel: &Cancel,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    let (b, m, d) = sample.dims3()?;
+    let (_, m, d) = sample.dims3()?;
     let dev = sample.device().clone();
     let k = (rank + LOW_RANK_OVERSAMPLE).min(d).min(m);
     let rank = rank.min(k.saturating_sub(1)).max(1);
-    let std = scale.narrow(1, 0, d)?.transpose(1, 2)?; // [B, 1, d]
+    let std = scale.narrow(1, 0, d)?.transpose(1, 2)?; // [1, 1, d]
     let zs = sample
         .to_dtype(DType::F32)?
         .broadcast_div(&std)?
-        .contiguous()?; // [B, m, d]
+        .contiguous()?; // [1, m, d]
     let zst = zs.transpose(1, 2)?;
     let mut r = crate::rng::stream(LOW_RANK_SEED, "low-rank");
-    let omega = Tensor::from_vec(
-        crate::rng::normal_vec(&mut r, b * d * k, 1.0),
-        (b, d, k),
-        &dev,
-    )?;
+    let omega = Tensor::from_vec(crate::rng::normal_vec(&mut r, d * k, 1.0), (1, d, k), &dev)?;
     let mut y = zst.matmul(&zs.matmul(&omega)?)?;
     for step in 0..3 {
         cancel.check_candle()?;
@@ -711,40 +707,36 @@ fn low_rank_one(
             q
         };
     }
-    let q = y; // [B, d, k]: orthonormal columns spanning the top directions
-    let w = zs.matmul(&q)?; // [B, m, k]
+    let q = y; // [1, d, k]: orthonormal columns spanning the top directions
+    let w = zs.matmul(&q)?; // [1, m, k]
     let small = (w.transpose(1, 2)?.matmul(&w)? / m as f64)?;
-    let small: Vec<Vec<Vec<f32>>> = small.to_vec3()?;
-    let (mut us, mut ups, mut downs) = (Vec::new(), Vec::new(), Vec::new());
-    for (pb, mat) in small.into_iter().enumerate() {
-        let a: Vec<f64> = mat.concat().into_iter().map(f64::from).collect();
-        let (vals, vecs) = jacobi_eig(a, k);
-        let mut order: Vec<usize> = (0..k).collect();
-        order.sort_by(|&i, &j| vals[j].total_cmp(&vals[i]));
-        let floor = vals[order[rank]].max(1e-12);
-        let mut v = vec![0f32; k * rank];
-        let (mut up, mut down) = (Vec::with_capacity(rank), Vec::with_capacity(rank));
-        for (c, &o) in order.iter().take(rank).enumerate() {
-            for i in 0..k {
-                v[i * rank + c] = vecs[i * k + o] as f32;
-            }
-            let lam = vals[o].max(floor);
-            up.push(((floor / lam).sqrt() - 1.0) as f32);
-            down.push(((lam / floor).sqrt() - 1.0) as f32);
+    let a: Vec<f64> = small
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let (vals, vecs) = jacobi_eig(a, k);
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&i, &j| vals[j].total_cmp(&vals[i]));
+    let floor = vals[order[rank]].max(1e-12);
+    let mut v = vec![0f32; k * rank];
+    let (mut up, mut down) = (Vec::with_capacity(rank), Vec::with_capacity(rank));
+    for (c, &o) in order.iter().take(rank).enumerate() {
+        for i in 0..k {
+            v[i * rank + c] = vecs[i * k + o] as f32;
         }
-        let v = Tensor::from_vec(v, (k, rank), &dev)?;
-        let u = q.get(pb)?.matmul(&v)?; // [d, r]
-        us.push(Tensor::cat(
-            &[u, Tensor::zeros((1, rank), DType::F32, &dev)?],
-            0,
-        )?);
-        ups.push(Tensor::from_vec(up, (rank, 1), &dev)?);
-        downs.push(Tensor::from_vec(down, (rank, 1), &dev)?);
+        let lam = vals[o].max(floor);
+        up.push(((floor / lam).sqrt() - 1.0) as f32);
+        down.push(((lam / floor).sqrt() - 1.0) as f32);
     }
+    let v = Tensor::from_vec(v, (k, rank), &dev)?;
+    let u = q.squeeze(0)?.matmul(&v)?; // [d, r]
+    let u = Tensor::cat(&[u, Tensor::zeros((1, rank), DType::F32, &dev)?], 0)?;
     Ok((
-        Tensor::stack(&us, 0)?,
-        Tensor::stack(&ups, 0)?,
-        Tensor::stack(&downs, 0)?,
+        u.unsqueeze(0)?,
+        Tensor::from_vec(up, (1, rank, 1), &dev)?,
+        Tensor::from_vec(down, (1, rank, 1), &dev)?,
     ))
 }
 

@@ -32,10 +32,10 @@ fn split(x: &[f32], y: &[u32], d: usize) -> Split {
     }
 }
 
-/// The objective the fit minimises, in f64, for raw weights `w` (`d x 2`) and bias `b`:
-/// mean cross-entropy + l2/2 * sum_j var_j |w_j|^2.
+/// The objective the fit minimises, in f64, for raw weights `w` (`d x K`, K = `b.len()`) and
+/// bias `b`: mean cross-entropy + l2/2 * sum_j var_j |w_j|^2.
 fn objective(x: &[f32], y: &[u32], d: usize, w: &[f64], b: &[f64], l2: f64) -> f64 {
-    let n = y.len();
+    let (n, k) = (y.len(), b.len());
     let var: Vec<f64> = (0..d)
         .map(|j| {
             let m = (0..n).map(|i| x[i * d + j] as f64).sum::<f64>() / n as f64;
@@ -47,19 +47,19 @@ fn objective(x: &[f32], y: &[u32], d: usize, w: &[f64], b: &[f64], l2: f64) -> f
         .collect();
     let mut ce = 0.0;
     for i in 0..n {
-        let z: Vec<f64> = (0..2)
-            .map(|k| {
-                b[k] + (0..d)
-                    .map(|j| x[i * d + j] as f64 * w[j * 2 + k])
+        let z: Vec<f64> = (0..k)
+            .map(|c| {
+                b[c] + (0..d)
+                    .map(|j| x[i * d + j] as f64 * w[j * k + c])
                     .sum::<f64>()
             })
             .collect();
-        let m = z[0].max(z[1]);
-        let lse = m + ((z[0] - m).exp() + (z[1] - m).exp()).ln();
+        let m = z.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
         ce += lse - z[y[i] as usize];
     }
     let reg: f64 = (0..d)
-        .map(|j| var[j] * (w[j * 2].powi(2) + w[j * 2 + 1].powi(2)))
+        .map(|j| var[j] * (0..k).map(|c| w[j * k + c].powi(2)).sum::<f64>())
         .sum();
     ce / n as f64 + l2 / 2.0 * reg
 }
@@ -917,36 +917,9 @@ fn the_low_rank_preconditioner_reaches_the_same_optimum_in_fewer_iterations() {
     assert!(plain.reading.converged && low.reading.converged);
     // The same objective value (computed here, in f64, from the raw weights)...
     let obj = |f: &probe::Fitted| {
-        let w = &f.probe.weight;
-        let (mut mean, mut var) = (vec![0f64; d], vec![0f64; d]);
-        for i in 0..n {
-            for j in 0..d {
-                mean[j] += f64::from(x[i * d + j]) / n as f64;
-            }
-        }
-        for i in 0..n {
-            for j in 0..d {
-                var[j] += (f64::from(x[i * d + j]) - mean[j]).powi(2) / n as f64;
-            }
-        }
-        let mut loss = 0.0;
-        for i in 0..n {
-            let logits: Vec<f64> = (0..3)
-                .map(|c| {
-                    f64::from(f.probe.bias[c])
-                        + (0..d)
-                            .map(|j| f64::from(x[i * d + j]) * f64::from(w[j * 3 + c]))
-                            .sum::<f64>()
-                })
-                .collect();
-            let top = logits.iter().cloned().fold(f64::MIN, f64::max);
-            let lse = top + logits.iter().map(|l| (l - top).exp()).sum::<f64>().ln();
-            loss += (lse - logits[y[i] as usize]) / n as f64;
-        }
-        let pen: f64 = (0..d)
-            .map(|j| var[j] * (0..3).map(|c| f64::from(w[j * 3 + c]).powi(2)).sum::<f64>())
-            .sum();
-        loss + 1e-2 / 2.0 * pen
+        let w: Vec<f64> = f.probe.weight.iter().map(|&v| f64::from(v)).collect();
+        let b: Vec<f64> = f.probe.bias.iter().map(|&v| f64::from(v)).collect();
+        objective(&x, &y, d, &w, &b, 1e-2)
     };
     let (a, b) = (obj(&plain), obj(&low));
     assert!((a - b).abs() < 1e-4 * a.max(1e-3), "objective {a} vs {b}");
