@@ -27,14 +27,13 @@ step() {
     timeout "$limit" "$@" > >(tee "$out/$name.log") 2>&1
     echo "=== $name: exit $? after $((SECONDS - t0)) s"
 }
-step gpu-tests 90 "$bin/gpu-tests" --test-threads=1
-step bench-gpu 200 "$bin/probescope" bench train --data-dir "$data" --device cuda \
-    --steps 781 --rounds 3 --probe-samples 10000 --bf16
-step torch 150 python3 benches/torch_baseline.py "$data" --steps 781 --rounds 3 \
+step gpu-tests 120 "$bin/gpu-tests" --test-threads=1
+# Training with online probes: the fused kernels and candle's operations against no probes.
+step bench-gpu 120 "$bin/probescope" bench train --data-dir "$data" --device cuda \
+    --steps 781 --rounds 3 --online-ops-too --probe-samples 10000 --bf16 --skip-rmsprop
+step torch 120 python3 benches/torch_baseline.py "$data" --steps 781 --rounds 3 \
     --probe-samples 10000
 step run-gpu 60 "$bin/probescope" run mnist-convnet --headless --device cuda \
     --data-dir "$data" --set epochs=1 --set probe_train=10000 --record "$out/run.jsonl" --force
-step bench-gpu-every4 120 "$bin/probescope" bench train --data-dir "$data" --device cuda \
-    --steps 781 --rounds 3 --update-every 4 --skip-snapshot
-step bench-gpu-50k 120 "$bin/probescope" bench train --data-dir "$data" --device cuda \
-    --steps 100 --rounds 1 --probe-samples 50000
+step bench-gpu-50k 110 "$bin/probescope" bench train --data-dir "$data" --device cuda \
+    --steps 100 --rounds 1 --probe-samples 50000 --rank-off-too --skip-rmsprop

@@ -197,6 +197,10 @@ pub enum BenchWhat {
         /// probe_rank=0) first, as the baseline of the default, and compare every probe.
         #[arg(long)]
         rank_off_too: bool,
+        /// On a GPU, also train with the online probes stepped by candle's operations (one set
+        /// per width) instead of the fused kernels, as their baseline.
+        #[arg(long)]
+        online_ops_too: bool,
     },
     /// How long a run takes to stop: each preset started headless, signalled (SIGTERM, SIGINT,
     /// SIGHUP) at set moments (inside converged fits, forward passes, training steps), timed to
@@ -499,6 +503,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     patience,
                     affine_off_too,
                     rank_off_too,
+                    online_ops_too,
                 },
         }) => {
             let dir = data_dir.unwrap_or_else(crate::mnist::default_data_dir);
@@ -523,6 +528,7 @@ pub fn main_with(cli: Cli) -> i32 {
                         patience: patience.max(1),
                         affine_off_too,
                         rank_off_too,
+                        online_ops_too,
                     })
                 })
         }

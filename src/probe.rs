@@ -21,6 +21,50 @@ use crate::cancel::Cancel;
 
 pub mod affine;
 pub use affine::{AffineTap, Moments, TapMap};
+#[cfg(feature = "cuda")]
+mod online_gpu;
+
+/// Without the `cuda` feature there is no fused GPU step: [`online_gpu::Fused`] has no values.
+#[cfg(not(feature = "cuda"))]
+mod online_gpu {
+    use candle_core::{Device, Tensor};
+
+    pub(super) enum Fused {}
+
+    // Built by `OnlineProbes::update`, read only by the GPU step.
+    #[allow(dead_code)]
+    pub(super) struct StepConsts {
+        pub b1: f32,
+        pub b2: f32,
+        pub step: f32,
+        pub eps: f32,
+        pub l2: f32,
+        pub stats_momentum: f32,
+    }
+
+    impl Fused {
+        pub(super) fn for_device(
+            _: &Device,
+            _: &[usize],
+            _: usize,
+        ) -> candle_core::Result<Option<Self>> {
+            Ok(None)
+        }
+
+        pub(super) fn step(
+            &mut self,
+            _: &[Tensor],
+            _: &Tensor,
+            _: &StepConsts,
+        ) -> candle_core::Result<Vec<(f64, f64)>> {
+            match *self {}
+        }
+
+        pub(super) fn state(&self, _: usize) -> candle_core::Result<super::HostProbe> {
+            match *self {}
+        }
+    }
+}
 
 /// Where a probe attaches and which features it sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1867,6 +1911,14 @@ pub struct OnlineConfig {
     pub error_momentum: f64,
     /// L2 penalty, as in the converged fit.
     pub l2: f64,
+    /// On a GPU, step the probes with the fused kernels of `online.cu` (four launches per
+    /// probe) rather than candle's operations (about fifty per width): the same arithmetic.
+    #[serde(default = "fused_default")]
+    pub fused: bool,
+}
+
+fn fused_default() -> bool {
+    true
 }
 
 impl Default for OnlineConfig {
@@ -1876,9 +1928,15 @@ impl Default for OnlineConfig {
             stats_momentum: 0.05,
             error_momentum: 0.05,
             l2: 1e-4,
+            fused: true,
         }
     }
 }
+
+/// An online probe's state read back to the host: its parameters on standardised features
+/// (`[d + 1, K]` row-major, bias row last), and its running mean and variance once a step has
+/// run.
+type HostProbe = (Vec<f32>, Option<(Vec<f32>, Vec<f32>)>);
 
 /// Online probes of one width, updated together: every tensor has the members on its first
 /// axis (`P`), so a step costs one set of kernel launches per width, not per probe (on a GPU the
@@ -1979,6 +2037,9 @@ pub struct OnlineReading {
 /// Probes updated once per model step.
 pub struct OnlineProbes {
     specs: Vec<ProbeSpec>,
+    /// On a GPU with `OnlineConfig::fused`, every probe's state and step; `groups` is then
+    /// empty.
+    fused: Option<online_gpu::Fused>,
     groups: Vec<OnlineGroup>,
     smoothed: Vec<Option<f64>>,
     classes: usize,
@@ -1994,7 +2055,12 @@ impl OnlineProbes {
         device: &Device,
         cfg: OnlineConfig,
     ) -> candle_core::Result<Self> {
-        let mut widths: Vec<usize> = specs.iter().map(ProbeSpec::width).collect();
+        let all: Vec<usize> = specs.iter().map(ProbeSpec::width).collect();
+        let fused = match cfg.fused {
+            true => online_gpu::Fused::for_device(device, &all, classes)?,
+            false => None,
+        };
+        let mut widths = if fused.is_some() { Vec::new() } else { all };
         widths.sort_unstable();
         widths.dedup();
         let groups = widths
@@ -2032,6 +2098,7 @@ impl OnlineProbes {
         Ok(Self {
             smoothed: vec![None; specs.len()],
             specs,
+            fused,
             groups,
             classes,
             steps: 0,
@@ -2075,10 +2142,6 @@ impl OnlineProbes {
         }
         self.steps += 1;
         let t = self.steps as i32;
-        // One-hot labels for the candle form, made once if a group needs them.
-        let mut yoh: Option<Tensor> = None;
-        // The labels on the host, read once for every group the host kernel updates.
-        let mut labels: Option<Vec<u32>> = None;
         let n = y.dim(0)? as f64;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         // Adam's bias corrections folded into two scalars:
@@ -2086,6 +2149,58 @@ impl OnlineProbes {
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         let (step, eps_v) = (self.cfg.lr * c2.sqrt() / c1, eps * c2.sqrt());
         let mom = self.cfg.stats_momentum;
+        // Per probe, its minibatch's wrong count and loss before the step.
+        let per_probe = match &mut self.fused {
+            Some(f) => {
+                let xs = self
+                    .specs
+                    .iter()
+                    .zip(taps)
+                    .map(|(s, t)| s.select(t)?.to_dtype(DType::F32)?.flatten_from(1))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let consts = online_gpu::StepConsts {
+                    b1: b1 as f32,
+                    b2: b2 as f32,
+                    step: step as f32,
+                    eps: eps_v as f32,
+                    l2: self.cfg.l2 as f32,
+                    stats_momentum: mom as f32,
+                };
+                f.step(&xs, y, &consts)?
+            }
+            None => self.update_groups(taps, y, (b1, b2, step, eps_v))?,
+        };
+        let mut out = Vec::with_capacity(self.specs.len());
+        let em = self.cfg.error_momentum;
+        for (i, &(wrong, batch_loss)) in per_probe.iter().enumerate() {
+            let batch_error = wrong / n;
+            let smoothed = match self.smoothed[i] {
+                Some(s) => s * (1.0 - em) + batch_error * em,
+                None => batch_error,
+            };
+            self.smoothed[i] = Some(smoothed);
+            out.push(OnlineReading {
+                batch_error,
+                batch_loss,
+                smoothed_error: smoothed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One update of the width groups (the host kernel on the CPU, candle's operations
+    /// elsewhere): per probe, its minibatch's wrong count and loss before the step.
+    fn update_groups(
+        &mut self,
+        taps: &[Tensor],
+        y: &Tensor,
+        (b1, b2, step, eps_v): (f64, f64, f64, f64),
+    ) -> candle_core::Result<Vec<(f64, f64)>> {
+        let mom = self.cfg.stats_momentum;
+        // One-hot labels for the candle form, made once if a group needs them.
+        let mut yoh: Option<Tensor> = None;
+        // The labels on the host, read once for every group the host kernel updates.
+        let mut labels: Option<Vec<u32>> = None;
         // Each group's minibatch errors and losses stay on the device until one read for all of
         // them at the end: on a GPU a read waits for the queue to drain.
         let mut measured = Vec::with_capacity(2 * self.groups.len());
@@ -2159,30 +2274,12 @@ impl OnlineProbes {
         }
         let measured = host(&Tensor::cat(&measured, 0)?)?;
         // `measured` holds, per group, its members' wrong counts then their losses.
-        let mut out = vec![
-            OnlineReading {
-                batch_error: f64::NAN,
-                batch_loss: f64::NAN,
-                smoothed_error: f64::NAN,
-            };
-            self.specs.len()
-        ];
-        let em = self.cfg.error_momentum;
+        let mut out = vec![(f64::NAN, f64::NAN); self.specs.len()];
         let mut at = 0;
         for g in &self.groups {
             let p = g.members.len();
             for (k, &i) in g.members.iter().enumerate() {
-                let batch_error = measured[at + k] / n;
-                let smoothed = match self.smoothed[i] {
-                    Some(s) => s * (1.0 - em) + batch_error * em,
-                    None => batch_error,
-                };
-                self.smoothed[i] = Some(smoothed);
-                out[i] = OnlineReading {
-                    batch_error,
-                    batch_loss: measured[at + p + k],
-                    smoothed_error: smoothed,
-                };
+                out[i] = (measured[at + k], measured[at + p + k]);
             }
             at += 2 * p;
         }
@@ -2191,6 +2288,25 @@ impl OnlineProbes {
 
     /// The current probes in raw activation space (zero weights before the first update).
     pub fn probes(&self) -> candle_core::Result<Vec<LinearProbe>> {
+        if let Some(f) = &self.fused {
+            return (0..self.specs.len())
+                .map(|i| {
+                    let (theta, stats) = f.state(i)?;
+                    let d = self.specs[i].width();
+                    let dev = &Device::Cpu;
+                    let theta = Tensor::from_vec(theta, (d + 1, self.classes), dev)?;
+                    let stats = stats
+                        .map(|(m, v)| {
+                            Ok::<_, candle_core::Error>((
+                                Tensor::from_vec(m, (1, d), dev)?,
+                                Tensor::from_vec(v, (1, d), dev)?,
+                            ))
+                        })
+                        .transpose()?;
+                    raw_probe(&theta, stats.as_ref(), d, self.classes)
+                })
+                .collect();
+        }
         let mut out: Vec<Option<LinearProbe>> = vec![None; self.specs.len()];
         for g in &self.groups {
             // A host-updated group's state, as the tensors the candle form keeps.
@@ -2209,24 +2325,11 @@ impl OnlineProbes {
             };
             for (k, &i) in g.members.iter().enumerate() {
                 let d = self.specs[i].width();
-                let theta = theta.get(k)?;
-                let (w, b) = match (&mean, &var) {
-                    (Some(mean), Some(var)) => {
-                        // logits = ((x - mean) / std) W_s + b_s = x (W_s / std) + (b_s - mean W).
-                        let w = theta
-                            .narrow(0, 0, d)?
-                            .broadcast_div(&safe_std(&var.get(k)?)?.t()?)?;
-                        let b = theta.narrow(0, d, 1)?.sub(&mean.get(k)?.matmul(&w)?)?;
-                        (w, b)
-                    }
-                    _ => (theta.narrow(0, 0, d)?, theta.narrow(0, d, 1)?),
+                let stats = match (&mean, &var) {
+                    (Some(mean), Some(var)) => Some((mean.get(k)?, var.get(k)?)),
+                    _ => None,
                 };
-                out[i] = Some(LinearProbe {
-                    width: d,
-                    classes: self.classes,
-                    weight: w.flatten_all()?.to_vec1()?,
-                    bias: b.flatten_all()?.to_vec1()?,
-                });
+                out[i] = Some(raw_probe(&theta.get(k)?, stats.as_ref(), d, self.classes)?);
             }
         }
         Ok(out
@@ -2234,6 +2337,32 @@ impl OnlineProbes {
             .map(|p| p.expect("every probe is in a group"))
             .collect())
     }
+}
+
+/// An online probe in raw activation space, from its parameters on standardised features
+/// (`theta`, `[d + 1, K]`, bias row last) and its running statistics (`[1, d]` mean and
+/// variance; none before the first step).
+fn raw_probe(
+    theta: &Tensor,
+    stats: Option<&(Tensor, Tensor)>,
+    d: usize,
+    classes: usize,
+) -> candle_core::Result<LinearProbe> {
+    let (w, b) = match stats {
+        Some((mean, var)) => {
+            // logits = ((x - mean) / std) W_s + b_s = x (W_s / std) + (b_s - mean W).
+            let w = theta.narrow(0, 0, d)?.broadcast_div(&safe_std(var)?.t()?)?;
+            let b = theta.narrow(0, d, 1)?.sub(&mean.matmul(&w)?)?;
+            (w, b)
+        }
+        None => (theta.narrow(0, 0, d)?, theta.narrow(0, d, 1)?),
+    };
+    Ok(LinearProbe {
+        width: d,
+        classes,
+        weight: w.flatten_all()?.to_vec1()?,
+        bias: b.flatten_all()?.to_vec1()?,
+    })
 }
 
 #[cfg(test)]

@@ -175,6 +175,73 @@ fn online_probes_agree_between_cpu_and_gpu() {
     assert!(c[0].smoothed_error < 0.6, "{c:?}");
 }
 
+/// The fused kernels (`OnlineConfig::fused`, the default on a GPU) against candle's operations
+/// on the same GPU: the same arithmetic, so the same readings and weights up to rounding. The
+/// taps cover several feature blocks (2,000 features), a strided view, a random subset and a
+/// constant feature (the std floor); the batch of 512 spans two blocks of logits (5,120 of
+/// them).
+#[test]
+fn fused_online_kernels_match_candle_operations() {
+    let dev = gpu();
+    for batch in [64usize, 512] {
+        let steps = 30;
+        let d = on(&task(batch * steps, 2000, "fused"), &dev);
+        let spec = vec![
+            ProbeSpec::full("wide", 2000),
+            ProbeSpec::full("strided", 50),
+            ProbeSpec::full("constant", 300),
+            ProbeSpec::random_subset("wide/64", "wide", 2000, 64, 5),
+        ];
+        let run = |fused: bool| {
+            let cfg = OnlineConfig {
+                fused,
+                ..OnlineConfig::default()
+            };
+            let mut p = OnlineProbes::new(spec.clone(), 10, &dev, cfg).unwrap();
+            let mut readings = Vec::new();
+            for b in 0..steps {
+                let x = d.x.narrow(0, b * batch, batch).unwrap();
+                let y = d.y.narrow(0, b * batch, batch).unwrap();
+                let constant = (Tensor::ones((batch, 1), DType::F32, &dev).unwrap() * 3.0).unwrap();
+                let taps = [
+                    x.clone(),
+                    x.narrow(1, 100, 50).unwrap(),
+                    Tensor::cat(&[&x.narrow(1, 0, 299).unwrap(), &constant], 1).unwrap(),
+                    x.clone(),
+                ];
+                readings.push(p.update(&taps, &y).unwrap());
+            }
+            (readings, p.probes().unwrap())
+        };
+        let (fr, fp) = run(true);
+        let (or, op) = run(false);
+        for (step, (f, o)) in fr.iter().zip(&or).enumerate() {
+            for (k, (f, o)) in f.iter().zip(o).enumerate() {
+                let what = format!("batch {batch}, step {step}, probe {k}");
+                close_error(o.batch_error, f.batch_error, batch, &what);
+                close_loss(o.batch_loss, f.batch_loss, &what);
+            }
+        }
+        for (k, (f, o)) in fp.iter().zip(&op).enumerate() {
+            assert_eq!((f.width, f.classes), (o.width, o.classes));
+            let num: f32 = f
+                .weight
+                .iter()
+                .chain(&f.bias)
+                .zip(o.weight.iter().chain(&o.bias))
+                .map(|(a, b)| (a - b).powi(2))
+                .sum();
+            let den: f32 = o.weight.iter().chain(&o.bias).map(|a| a * a).sum();
+            assert!(den > 0.0, "batch {batch}, probe {k}: no step was taken");
+            assert!(
+                (num / den).sqrt() < 1e-3,
+                "batch {batch}, probe {k}: weights differ by {}",
+                (num / den).sqrt()
+            );
+        }
+    }
+}
+
 #[test]
 fn the_mnist_convnet_trains_the_same_on_cpu_and_gpu() {
     let g = presets::default_graph("mnist-convnet").unwrap();

@@ -55,6 +55,9 @@ pub struct Settings<'a> {
     /// Also take the snapshot without the wide probes' low-rank preconditioner (`probe_rank=0`)
     /// first.
     pub rank_off_too: bool,
+    /// Also train with the online probes stepped by candle's operations (`OnlineConfig::fused`
+    /// off; on the CPU the same host kernel either way).
+    pub online_ops_too: bool,
 }
 
 fn train_steps(
@@ -138,7 +141,13 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         Ok((vm, m))
     };
     let sgd = OptimKind::Sgd { momentum: 0.9 };
-    let online = || OnlineProbes::new(specs.clone(), 10, &dev, OnlineConfig::default());
+    let online = |fused: bool| {
+        let cfg = OnlineConfig {
+            fused,
+            ..OnlineConfig::default()
+        };
+        OnlineProbes::new(specs.clone(), 10, &dev, cfg)
+    };
     // Warm-up, untimed: the first steps load kernels and create library handles.
     {
         let (vm, model) = fresh()?;
@@ -150,71 +159,97 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
             &mut opt,
             &splits.train,
             warm,
-            Some(&mut online()?),
+            Some(&mut online(true)?),
             &specs,
             1,
         )?;
+        if s.online_ops_too {
+            train_steps(
+                &model,
+                &mut opt,
+                &splits.train,
+                warm,
+                Some(&mut online(false)?),
+                &specs,
+                1,
+            )?;
+        }
     }
-    let (mut base, mut with, mut probes) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut base_loss, mut with_loss) = (f64::NAN, f64::NAN);
+    // The runs of a round: without probes, with the probes' default step, and with candle's
+    // operations where asked; each round starts at a different one, so that none always meets
+    // a cold or a hot machine.
+    let mut runs = vec![None, Some(true)];
+    if s.online_ops_too {
+        runs.push(Some(false));
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    let mut probe_times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    let mut losses = vec![f64::NAN; runs.len()];
     let mut trained = None;
     for round in 0..s.rounds.max(1) {
-        // Alternate which run goes first, so neither always meets a cold or a hot machine.
-        for probed in [round % 2 == 1, round % 2 == 0] {
+        for at in 0..runs.len() {
+            let r = (round + at) % runs.len();
             let (vm, model) = fresh()?;
             let mut opt = Optim::new(&vm, sgd, 0.01, 5e-4)?;
-            if probed {
-                let mut on = online()?;
-                let (t, p, l) = train_steps(
+            let (t, p, l) = match runs[r] {
+                Some(fused) => train_steps(
                     &model,
                     &mut opt,
                     &splits.train,
                     s.steps,
-                    Some(&mut on),
+                    Some(&mut online(fused)?),
                     &specs,
                     s.update_every,
-                )?;
-                with.push(t);
-                probes.push(p);
-                with_loss = l;
+                )?,
+                None => train_steps(&model, &mut opt, &splits.train, s.steps, None, &specs, 1)?,
+            };
+            times[r].push(t);
+            probe_times[r].push(p);
+            losses[r] = l;
+            if r == 1 {
                 trained = Some(model);
-            } else {
-                let (t, _, l) =
-                    train_steps(&model, &mut opt, &splits.train, s.steps, None, &specs, 1)?;
-                base.push(t);
-                base_loss = l;
             }
         }
     }
     let model = trained.expect("at least one round");
-    let (base_s, with_s, probe_s) = (median(base), median(with), median(probes));
     let per = |t: f64| t / s.steps as f64 * 1e3;
+    let base_s = median(times[0].clone());
     writeln!(
         out,
-        "{} training steps each run, {} rounds in alternating order (medians)",
+        "{} training steps each run, {} rounds in rotating order (medians)",
         s.steps,
         s.rounds.max(1)
     )?;
     writeln!(
         out,
-        "  without probes:            {:8.2} ms/step, {:7.2} s/epoch (final loss {base_loss:.4})",
+        "  without probes:            {:8.2} ms/step, {:7.2} s/epoch (final loss {:.4})",
         per(base_s),
-        per(base_s) * STEPS_PER_EPOCH / 1e3
+        per(base_s) * STEPS_PER_EPOCH / 1e3,
+        losses[0]
     )?;
-    writeln!(
-        out,
-        "  with 10 online probes:     {:8.2} ms/step, {:7.2} s/epoch (final loss {with_loss:.4}: the same model, the probes cannot change it; updated every {} steps)",
-        per(with_s),
-        per(with_s) * STEPS_PER_EPOCH / 1e3,
-        s.update_every.max(1)
-    )?;
-    writeln!(
-        out,
-        "  ratio with/without:        {:8.3}  (probe updates alone: {:.2} ms/step, {:.1}% of a step with probes)",
-        with_s / base_s,
-        per(probe_s),
-        100.0 * probe_s / with_s
-    )?;
+    for r in 1..runs.len() {
+        let (with_s, probe_s) = (median(times[r].clone()), median(probe_times[r].clone()));
+        let how = match (runs[r], dev.is_cpu()) {
+            (_, true) => "",
+            (Some(true), false) => " (fused kernels)",
+            _ => " (candle's operations)",
+        };
+        writeln!(
+            out,
+            "  with 10 online probes{how}: {:8.2} ms/step, {:7.2} s/epoch (final loss {:.4}: the same model, the probes cannot change it; updated every {} steps)",
+            per(with_s),
+            per(with_s) * STEPS_PER_EPOCH / 1e3,
+            losses[r],
+            s.update_every.max(1)
+        )?;
+        writeln!(
+            out,
+            "  ratio with/without:        {:8.3}  (probe updates alone: {:.2} ms/step, {:.1}% of a step with probes)",
+            with_s / base_s,
+            per(probe_s),
+            100.0 * probe_s / with_s
+        )?;
+    }
     if s.skip_snapshot {
         return Ok(());
     }
