@@ -733,26 +733,23 @@ fn low_rank_one(
     let dev = sample.device().clone();
     let k = (rank + LOW_RANK_OVERSAMPLE).min(d).min(m);
     let rank = rank.min(k.saturating_sub(1)).max(1);
-    let std = scale.narrow(1, 0, d)?.transpose(1, 2)?; // [1, 1, d]
-    let zs = sample
-        .to_dtype(DType::F32)?
-        .broadcast_div(&std)?
-        .contiguous()?; // [1, m, d]
-    let zst = zs.transpose(1, 2)?;
+    // The standardised sample Z = X S^-1 (S the stds) only through its products with thin
+    // matrices, Z v = X (S^-1 v) and Z^T u = S^-1 (X^T u): no standardised copy of the sample.
+    let inv = scale.narrow(1, 0, d)?.recip()?; // [1, d, 1]
+    let x = sample.to_dtype(DType::F32)?; // [1, m, d]
+    let xt = x.transpose(1, 2)?;
+    let z_mul = |v: &Tensor| x.matmul(&v.broadcast_mul(&inv)?);
+    let zt_mul = |u: &Tensor| xt.matmul(u)?.broadcast_mul(&inv);
     let mut r = crate::rng::stream(LOW_RANK_SEED, "low-rank");
     let omega = Tensor::from_vec(crate::rng::normal_vec(&mut r, d * k, 1.0), (1, d, k), &dev)?;
-    let mut y = zst.matmul(&zs.matmul(&omega)?)?;
+    let mut y = zt_mul(&z_mul(&omega)?)?;
     for step in 0..3 {
         cancel.check_candle()?;
         let q = orthonormal_columns(&y)?;
-        y = if step < 2 {
-            zst.matmul(&zs.matmul(&q)?)?
-        } else {
-            q
-        };
+        y = if step < 2 { zt_mul(&z_mul(&q)?)? } else { q };
     }
     let q = y; // [1, d, k]: orthonormal columns spanning the top directions
-    let w = zs.matmul(&q)?; // [1, m, k]
+    let w = z_mul(&q)?; // [1, m, k]
     let small = (w.transpose(1, 2)?.matmul(&w)? / m as f64)?;
     let a: Vec<f64> = small
         .flatten_all()?

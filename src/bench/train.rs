@@ -234,9 +234,10 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
             (Some(true), false) => " (fused kernels)",
             _ => " (candle's operations)",
         };
+        let label = format!("with 10 online probes{how}:");
         writeln!(
             out,
-            "  with 10 online probes{how}: {:8.2} ms/step, {:7.2} s/epoch (final loss {:.4}: the same model, the probes cannot change it; updated every {} steps)",
+            "  {label:<27}{:8.2} ms/step, {:7.2} s/epoch (final loss {:.4}: the same model, the probes cannot change it; updated every {} steps)",
             per(with_s),
             per(with_s) * STEPS_PER_EPOCH / 1e3,
             losses[r],
