@@ -476,9 +476,10 @@ pub(crate) const PROCESS_BASE: u64 = 150 << 20;
 
 /// The peak memory of a run that trains `graph` on `train` + `val` + `test` samples with converged
 /// snapshots of the probes `specs`, as the code here allocates it: the data and the probe sets in
-/// f32, the model and its optimiser, and the largest memory group of a snapshot (its features,
-/// plus the solver's centred f32 copies of the widest batch's train, validation and test features,
-/// plus one forward-pass chunk of every node).
+/// f32, the model and its optimiser, and the largest memory group of a snapshot: its features,
+/// plus the larger of one forward-pass chunk of every node (held while the group's features are
+/// made, and while its test split is scored) and the solver's own memory for the group's widest
+/// batch (held while it is fitted, after the forward passes).
 pub fn memory_estimate(
     p: &Params,
     graph: &Graph,
@@ -535,9 +536,10 @@ pub fn memory_estimate(
     );
     let classes = graph.classes as u64;
     let (features, solver) = snapshot_memory(specs, &groups, held, ntr, classes, elem, &bases);
-    let snapshot = features + solver;
+    // The forward chunk and the solver's memory are never held at once.
+    let snapshot = features + solver.max(chunk);
     MemoryEstimate {
-        peak: PROCESS_BASE + data + model + chunk + snapshot,
+        peak: PROCESS_BASE + data + model + snapshot,
         features,
         solver,
     }
