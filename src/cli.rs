@@ -106,7 +106,7 @@ pub enum DataCmd {
     Fetch {
         /// mnist or fashion-mnist.
         dataset: String,
-        /// The data directory (the files go into DIR/<dataset>/). Default:
+        /// The data directory (the files go into DIR/DATASET/). Default:
         /// $XDG_DATA_HOME/probescope (~/.local/share/probescope).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,

@@ -3,7 +3,7 @@
 //!
 //! The pieces: a model [`graph`] whose node outputs are probe taps, the [`probe`] engine
 //! (converged and online fits), synthetic [`data`], the paper's experiments as [`presets`] with
-//! typed [`params`], the [`runlog`] (JSON Lines), the headless [`report`]er, the [`bench`]mark
+//! typed [`params`], the [`runlog`] (JSON Lines), the headless [`report`]er, the [`bench`](mod@bench)mark
 //! and the command line in [`cli`].
 //!
 //! To probe a model that your own candle code trains, use [`Probes`] (in [`monitor`]): hand it

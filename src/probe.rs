@@ -1209,7 +1209,7 @@ pub fn fit_converged(
 /// such a probe's own entries in the splits are not read (an empty `[n, 0]` tensor will do).
 /// These probes must be wider than [`FitConfig::whiten_max`], and their base features must be
 /// where the host kernels read them (f32 or bfloat16 in CPU memory, at most
-/// [`crate::host::SOFTMAX_FIT_MAX_CLASSES`] classes), with no transfer matrix asked for.
+/// 32 classes, the host kernels' limit), with no transfer matrix asked for.
 pub fn fit_converged_affine(
     train: &Split,
     val: Option<&Split>,
