@@ -31,17 +31,6 @@ mod online_gpu {
 
     pub(super) enum Fused {}
 
-    // Built by `OnlineProbes::update`, read only by the GPU step.
-    #[allow(dead_code)]
-    pub(super) struct StepConsts {
-        pub b1: f32,
-        pub b2: f32,
-        pub step: f32,
-        pub eps: f32,
-        pub l2: f32,
-        pub stats_momentum: f32,
-    }
-
     impl Fused {
         pub(super) fn for_device(
             _: &Device,
@@ -55,7 +44,8 @@ mod online_gpu {
             &mut self,
             _: &[Tensor],
             _: &Tensor,
-            _: &StepConsts,
+            _: &crate::host::Adam,
+            _: f32,
         ) -> candle_core::Result<Vec<(f64, f64)>> {
             match *self {}
         }
@@ -1996,6 +1986,18 @@ struct HostState {
     seen: bool,
 }
 
+/// Adam's settings for the host and GPU kernels from `(b1, b2, step, eps)` as
+/// `OnlineProbes::update` folds them, and the penalty `l2`.
+fn adam_of((b1, b2, step, eps): (f64, f64, f64, f64), l2: f64) -> crate::host::Adam {
+    crate::host::Adam {
+        b1: b1 as f32,
+        b2: b2 as f32,
+        step: step as f32,
+        eps: eps as f32,
+        l2: l2 as f32,
+    }
+}
+
 /// One group's update by the host kernel ([`crate::host::online_step`]) on its state `h`, from
 /// its members' features `xs` (`[n, ...]` f32 in CPU memory each): the members' wrong counts
 /// and losses before the step.
@@ -2013,13 +2015,7 @@ fn host_step(
     let refs: Vec<&Tensor> = xs.iter().collect();
     let d = xs[0].dim(1)?;
     let per = h.theta.len() / xs.len();
-    let adam = crate::host::Adam {
-        b1: b1 as f32,
-        b2: b2 as f32,
-        step: step as f32,
-        eps: eps as f32,
-        l2: cfg.l2 as f32,
-    };
+    let adam = adam_of((b1, b2, step, eps), cfg.l2);
     let (seen, mom) = (h.seen, cfg.stats_momentum as f32);
     h.seen = true;
     // The members are independent: one per core.
@@ -2183,15 +2179,8 @@ impl OnlineProbes {
                     .zip(taps)
                     .map(|(s, t)| s.select(t)?.to_dtype(DType::F32)?.flatten_from(1))
                     .collect::<candle_core::Result<Vec<_>>>()?;
-                let consts = online_gpu::StepConsts {
-                    b1: b1 as f32,
-                    b2: b2 as f32,
-                    step: step as f32,
-                    eps: eps_v as f32,
-                    l2: self.cfg.l2 as f32,
-                    stats_momentum: mom as f32,
-                };
-                f.step(&xs, y, &consts)?
+                let adam = adam_of((b1, b2, step, eps_v), self.cfg.l2);
+                f.step(&xs, y, &adam, mom as f32)?
             }
             None => self.update_groups(taps, y, (b1, b2, step, eps_v))?,
         };

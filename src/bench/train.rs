@@ -148,39 +148,30 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         };
         OnlineProbes::new(specs.clone(), 10, &dev, cfg)
     };
-    // Warm-up, untimed: the first steps load kernels and create library handles.
-    {
-        let (vm, model) = fresh()?;
-        let mut opt = Optim::new(&vm, sgd, 0.01, 5e-4)?;
-        let warm = s.steps.min(20);
-        train_steps(&model, &mut opt, &splits.train, warm, None, &specs, 1)?;
-        train_steps(
-            &model,
-            &mut opt,
-            &splits.train,
-            warm,
-            Some(&mut online(true)?),
-            &specs,
-            1,
-        )?;
-        if s.online_ops_too {
-            train_steps(
-                &model,
-                &mut opt,
-                &splits.train,
-                warm,
-                Some(&mut online(false)?),
-                &specs,
-                1,
-            )?;
-        }
-    }
     // The runs of a round: without probes, with the probes' default step, and with candle's
     // operations where asked; each round starts at a different one, so that none always meets
     // a cold or a hot machine.
     let mut runs = vec![None, Some(true)];
     if s.online_ops_too {
         runs.push(Some(false));
+    }
+    // Warm-up, untimed: the first steps load kernels and create library handles.
+    {
+        let (vm, model) = fresh()?;
+        let mut opt = Optim::new(&vm, sgd, 0.01, 5e-4)?;
+        let warm = s.steps.min(20);
+        for run in &runs {
+            let mut on = run.map(&online).transpose()?;
+            train_steps(
+                &model,
+                &mut opt,
+                &splits.train,
+                warm,
+                on.as_mut(),
+                &specs,
+                1,
+            )?;
+        }
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     let mut probe_times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
@@ -191,18 +182,16 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
             let r = (round + at) % runs.len();
             let (vm, model) = fresh()?;
             let mut opt = Optim::new(&vm, sgd, 0.01, 5e-4)?;
-            let (t, p, l) = match runs[r] {
-                Some(fused) => train_steps(
-                    &model,
-                    &mut opt,
-                    &splits.train,
-                    s.steps,
-                    Some(&mut online(fused)?),
-                    &specs,
-                    s.update_every,
-                )?,
-                None => train_steps(&model, &mut opt, &splits.train, s.steps, None, &specs, 1)?,
-            };
+            let mut on = runs[r].map(&online).transpose()?;
+            let (t, p, l) = train_steps(
+                &model,
+                &mut opt,
+                &splits.train,
+                s.steps,
+                on.as_mut(),
+                &specs,
+                s.update_every,
+            )?;
             times[r].push(t);
             probe_times[r].push(p);
             losses[r] = l;

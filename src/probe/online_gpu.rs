@@ -9,6 +9,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKer
 use candle_core::{CudaDevice, DType, Device, Storage, Tensor};
 
 use super::HostProbe;
+use crate::host::Adam;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/online.ptx"));
 const MODULE: &str = "probescope_online";
@@ -36,16 +37,6 @@ struct Probe {
     /// `[d]` running mean and variance.
     mean: CudaSlice<f32>,
     var: CudaSlice<f32>,
-}
-
-/// Adam's constants of one step and the penalty, as `OnlineProbes::update` folds them.
-pub(super) struct StepConsts {
-    pub b1: f32,
-    pub b2: f32,
-    pub step: f32,
-    pub eps: f32,
-    pub l2: f32,
-    pub stats_momentum: f32,
 }
 
 /// Every online probe of a run, on one GPU.
@@ -113,13 +104,15 @@ impl Fused {
     }
 
     /// One step of every probe on the minibatch: `xs[i]` is probe i's features, `[n, d_i]` f32
-    /// on this GPU, `y` the `n` labels. Returns per probe the wrong count and the mean
-    /// cross-entropy before the step.
+    /// on this GPU, `y` the `n` labels, `c` Adam's settings as the host kernel takes them, and
+    /// `stats_momentum` the running statistics' weight of this batch. Returns per probe the
+    /// wrong count and the mean cross-entropy before the step.
     pub(super) fn step(
         &mut self,
         xs: &[Tensor],
         y: &Tensor,
-        c: &StepConsts,
+        c: &Adam,
+        stats_momentum: f32,
     ) -> candle_core::Result<Vec<(f64, f64)>> {
         let (n, k) = (y.dim(0)?, self.k);
         if n == 0 {
@@ -200,7 +193,7 @@ impl Fused {
             // 1. Running statistics and the largest std.
             {
                 let mut top = self.top.slice_mut(i..i + 1);
-                let mom = c.stats_momentum;
+                let mom = stats_momentum;
                 let mut b = f_stats.builder();
                 b.arg(&xv)
                     .arg(&n_i)
