@@ -174,10 +174,11 @@ pub enum BenchWhat {
         /// Rounds of the two training runs, in alternating order (the median is reported).
         #[arg(long, default_value_t = 1)]
         rounds: usize,
-        /// Also take the snapshot with bfloat16 activations and compare every probe's error.
+        /// Also take the snapshot with every tap's activations in bfloat16 (the presets'
+        /// probe_dtype=bf16) and compare every probe's error.
         #[arg(long)]
         bf16: bool,
-        /// Take the snapshot with bfloat16 activations only.
+        /// Take the snapshot with every tap's activations in bfloat16 only.
         #[arg(long, conflicts_with = "bf16")]
         bf16_only: bool,
         /// Skip the baseline: the paper's RMSProp procedure on the same snapshot.
@@ -197,6 +198,11 @@ pub enum BenchWhat {
         /// probe_rank=0) first, as the baseline of the default, and compare every probe.
         #[arg(long)]
         rank_off_too: bool,
+        /// Also take the snapshot with every tap's activations in f32 (the presets'
+        /// probe_dtype=f32) first, as the baseline of the default (probe_dtype=auto: bf16 past
+        /// 1,024 features), and compare every probe.
+        #[arg(long)]
+        f32_too: bool,
         /// On a GPU, also train with the online probes stepped by candle's operations (one set
         /// per width) instead of the fused kernels, as their baseline.
         #[arg(long)]
@@ -503,6 +509,7 @@ pub fn main_with(cli: Cli) -> i32 {
                     patience,
                     affine_off_too,
                     rank_off_too,
+                    f32_too,
                     online_ops_too,
                 },
         }) => {
@@ -528,6 +535,7 @@ pub fn main_with(cli: Cli) -> i32 {
                         patience: patience.max(1),
                         affine_off_too,
                         rank_off_too,
+                        f32_too,
                         online_ops_too,
                     })
                 })

@@ -362,6 +362,38 @@ impl Graph {
         }
     }
 
+    /// Per node, about what computing its output costs for one sample: multiply-adds for a
+    /// linear layer or convolution, one operation per output number elsewhere (activations,
+    /// pooling, copies), nothing for a layer the user's own code runs. For choosing which taps
+    /// share a forward pass; empty for a graph that does not check.
+    pub fn forward_costs(&self) -> Vec<f64> {
+        let Ok(shapes) = self.shapes() else {
+            return Vec::new();
+        };
+        let size = |s: &[usize]| s.iter().product::<usize>() as f64;
+        self.nodes
+            .iter()
+            .zip(&shapes)
+            .map(|(node, out)| {
+                let input = node
+                    .op
+                    .inputs()
+                    .first()
+                    .and_then(|n| self.index_of(n))
+                    .map_or(&[][..], |k| shapes[k].as_slice());
+                match &node.op {
+                    Op::Linear { .. } | Op::AuxHead { .. } => size(input) * size(out),
+                    Op::Conv2d { kernel, .. } => {
+                        let channels = input.first().copied().unwrap_or(1) as f64;
+                        size(out) * channels * (kernel * kernel) as f64
+                    }
+                    Op::External { .. } | Op::Input { .. } => 0.0,
+                    _ => size(out),
+                }
+            })
+            .collect()
+    }
+
     fn node_shape(&self, node: &Node, ins: &[Vec<usize>]) -> Result<Vec<usize>, GraphError> {
         let err = |problem: String| GraphError::Shape {
             node: node.name.clone(),

@@ -413,9 +413,10 @@ pub fn param_specs() -> Vec<ParamSpec> {
         ),
         ParamSpec::choice(
             "probe_dtype",
-            &["f32", "bf16"],
-            "precision the features are held in while fitted: bf16 halves their memory; the \
-             fits still compute in f32",
+            &["auto", "f32", "bf16"],
+            "precision the features are held in while fitted: bf16 halves their memory; auto \
+             holds the taps wider than 1,024 features in bf16, the rest in f32; the fits \
+             compute in f32",
         ),
     ];
     p.extend(crate::presets::fit_params());
@@ -605,11 +606,10 @@ impl ActsRun {
             .map(|x| x.as_ref().map_or(0, |(_, r)| r.len()))
             .collect();
         let fit = ctx.fit_config(p);
-        let dtype = fit.feature_dtype();
         let groups = trained::memory_groups(
             specs,
             counts.iter().sum(),
-            dtype.size_in_bytes(),
+            &fit.feature_bytes(specs),
             p.usize("probe_memory_mb") << 20,
         );
         ctx.sink.progress(&format!(
@@ -659,7 +659,7 @@ impl ActsRun {
                         let (x, st) = f.store.gather(
                             e,
                             (r, specs[i].subset.as_deref()),
-                            (dtype, &device),
+                            (fit.feature_dtype_of(specs[i].width()), &device),
                             k == 0,
                             &cancel,
                         )?;
@@ -913,22 +913,16 @@ impl Preset for ActsRun {
         // How many samples train does not depend on the seed, only which.
         let rows = self.rows(&self.main, p, 0);
         let ntr = rows[0].len() as u64;
-        let elem = crate::presets::fit_config(p)
-            .feature_dtype()
-            .size_in_bytes() as u64;
-        let groups = trained::memory_groups(
-            specs,
-            samples,
-            elem as usize,
-            p.usize("probe_memory_mb") << 20,
-        );
+        let elems = crate::presets::fit_config(p).feature_bytes(specs);
+        let groups =
+            trained::memory_groups(specs, samples, &elems, p.usize("probe_memory_mb") << 20);
         let (features, solver) = trained::snapshot_memory(
             specs,
             &groups,
             samples as u64,
             ntr,
             self.classes(p) as u64,
-            elem,
+            &elems,
             &[],
         );
         // The labels, and one block of decoded f32 rows (64 MB) on its way into the features.

@@ -40,9 +40,10 @@ pub struct Settings<'a> {
     pub device: Device,
     /// Rounds of the two training runs, in alternating order (the median is reported).
     pub rounds: usize,
-    /// Also take the snapshot with bfloat16 activations and compare every probe's error.
+    /// Also take the snapshot with every tap's activations in bfloat16 and compare every
+    /// probe's error.
     pub bf16: bool,
-    /// Take the snapshot with bfloat16 activations only.
+    /// Take the snapshot with every tap's activations in bfloat16 only.
     pub bf16_only: bool,
     /// Skip the paper's RMSProp procedure on the snapshot (the baseline).
     pub skip_rmsprop: bool,
@@ -55,6 +56,9 @@ pub struct Settings<'a> {
     /// Also take the snapshot without the wide probes' low-rank preconditioner (`probe_rank=0`)
     /// first.
     pub rank_off_too: bool,
+    /// Also take the snapshot with every tap's activations in f32 (`probe_dtype=f32`) first,
+    /// as the baseline of the default (`probe_dtype=auto`).
+    pub f32_too: bool,
     /// Also train with the online probes stepped by candle's operations (`OnlineConfig::fused`
     /// off; on the CPU the same host kernel either way).
     pub online_ops_too: bool,
@@ -275,41 +279,47 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
     let mut first: Option<(Vec<f64>, f64)> = None;
     let mut main: Option<(Vec<f64>, f64, Plan)> = None;
     let rank = crate::probe::FitConfig::default().rank;
-    // (bf16, probe_affine, probe_rank): with --rank-off-too the default without the low-rank
-    // preconditioner comes first, as the baseline of the rest.
+    // (activations, probe_affine, probe_rank), activations as the presets' probe_dtype. The
+    // first is the baseline of the rest; the main one (the default, or all bf16 with
+    // --bf16-only) is the RMSProp procedure's.
+    let main_dtype = if s.bf16_only { "bf16" } else { "auto" };
     let mut variants = Vec::new();
-    if s.rank_off_too {
-        variants.push((s.bf16_only, true, 0));
+    if s.f32_too {
+        variants.push(("f32", true, rank));
     }
-    variants.extend(
-        [(false, false), (false, true), (true, false), (true, true)].map(|(b, a)| (b, a, rank)),
-    );
-    for (bf16, affine, rank) in variants {
-        if (bf16 && !(s.bf16 || s.bf16_only)) || (!bf16 && s.bf16_only) {
-            continue;
-        }
-        if !affine && !s.affine_off_too {
-            continue;
-        }
+    if s.rank_off_too {
+        variants.push((main_dtype, true, 0));
+    }
+    if s.affine_off_too {
+        variants.push((main_dtype, false, rank));
+    }
+    variants.push((main_dtype, true, rank));
+    if s.bf16 {
+        variants.push(("bf16", true, rank));
+    }
+    for (dtype, affine, rank) in variants {
         let plan = Plan {
             affine,
             fit: crate::probe::FitConfig {
-                bf16_features: bf16,
+                bf16_features: dtype == "bf16",
+                bf16_wide: dtype == "auto",
                 patience: s.patience,
                 rank,
                 ..Default::default()
             },
             ..plan.clone()
         };
-        let elem = plan.fit.feature_dtype().size_in_bytes();
+        let elems = plan.fit.feature_bytes(&specs);
         let held = trained::held_samples(
             (sets.train.len(), sets.val.len(), sets.test.len()),
             &plan.fit,
         );
         let enabled = affine && s.device.is_cpu();
         let bases = trained::affine_bases(model.graph(), &specs, &plan.fit, enabled);
+        let depths = trained::tap_depths(model.graph(), &specs);
         let groups =
-            trained::memory_groups_with(&specs, held, elem, s.memory_mb << 20, &bases).len();
+            trained::memory_groups_with(&specs, held, &elems, s.memory_mb << 20, &bases, &depths)
+                .len();
         let reset = crate::memory::reset_peak_rss();
         let t = Instant::now();
         let (fitted, _, metrics) = trained::converged(&model, &specs, &sets, None, &plan)?;
@@ -322,8 +332,8 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "converged snapshot ({} activations, probe_affine {}, probe_rank {rank}), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}, probe_patience {}): {secs:.1} s{peak}",
-            if bf16 { "bf16" } else { "f32" },
+            "converged snapshot (probe_dtype {dtype}: {} activations, probe_affine {}, probe_rank {rank}), {} probes on {} train / {} val / {} test samples, {} forward-pass groups (probe_memory_mb {}, probe_patience {}): {secs:.1} s{peak}",
+            plan.fit.feature_dtype_label(),
             if affine { "on" } else { "off" },
             specs.len(),
             sets.train.len(),
@@ -377,7 +387,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
                 )?;
             }
         }
-        if affine && rank > 0 && main.is_none() {
+        if dtype == main_dtype && affine && rank > 0 && main.is_none() {
             main = Some((errs, secs, plan.clone()));
         }
     }
@@ -393,7 +403,7 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         writeln!(
             out,
             "the paper's procedure on the same snapshot (RMSProp, {epochs} epochs, batch {batch}, lr {lr}, standardised features, {} activations): {base_s:.1} s; the converged snapshot took {:.2}x its time",
-            if plan.fit.bf16_features { "bf16" } else { "f32" },
+            plan.fit.feature_dtype_label(),
             secs / base_s
         )?;
         writeln!(

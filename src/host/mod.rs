@@ -5,8 +5,6 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 
-mod conv;
-mod pass;
 pub(crate) use conv::conv2d;
 pub(crate) use pass::{scores_raw, softmax_fit_raw, Feature};
 
@@ -32,6 +30,10 @@ macro_rules! vectorised {
         }
     };
 }
+use vectorised;
+
+mod conv;
+mod pass;
 
 /// Calls `f` with the elements of `t` when it is an f32 tensor in CPU memory laid out
 /// contiguously (a view of rows of a bigger tensor counts), and returns its result; `None`
@@ -770,8 +772,58 @@ vectorised! {
 /// the row-major `rows x cols` matrix `v`.
 pub(crate) fn norms_and_max_abs(v: &[f32], cols: usize) -> (f64, Vec<f32>) {
     let mut max_abs = vec![0f32; cols];
-    let norm_sum = norms_and_max_abs_best(v, cols, &mut max_abs);
+    let norm_sum = norms_and_max_abs_into(v, cols, &mut max_abs);
     (norm_sum, max_abs)
+}
+
+/// [`norms_and_max_abs`], raising the running maxima `max_abs` (`cols` long) in place.
+pub(crate) fn norms_and_max_abs_into(v: &[f32], cols: usize, max_abs: &mut [f32]) -> f64 {
+    norms_and_max_abs_best(v, cols, max_abs)
+}
+
+#[inline(always)]
+fn shifted_sums(v: &[f32], d: usize, cols: usize, shift: &[f64], s1: &mut [f64], s2: &mut [f64]) {
+    for row in v.chunks_exact(d.max(1)) {
+        for (((&x, &m), a), b) in row[cols..][..s1.len()]
+            .iter()
+            .zip(shift)
+            .zip(s1.iter_mut())
+            .zip(s2.iter_mut())
+        {
+            let c = f64::from(x) - m;
+            *a += c;
+            *b += c * c;
+        }
+    }
+}
+
+vectorised! {
+    /// [`shifted_sums`], vectorised.
+    fn shifted_sums_best(
+        v: &[f32],
+        d: usize,
+        cols: usize,
+        shift: &[f64],
+        s1: &mut [f64],
+        s2: &mut [f64],
+    ) = shifted_sums;
+}
+
+/// Columns per task of [`add_shifted_sums`].
+const SHIFTED_COLS: usize = 2048;
+
+/// Adds to `s1` and `s2` each column's sum of `x - shift` and of its square, over the rows of
+/// the row-major `rows x d` matrix `v`, in f64, row after row: the same sums in the same order
+/// as a plain loop, split over the cores by columns.
+pub(crate) fn add_shifted_sums(v: &[f32], d: usize, shift: &[f64], s1: &mut [f64], s2: &mut [f64]) {
+    use rayon::prelude::*;
+    s1.par_chunks_mut(SHIFTED_COLS)
+        .zip(s2.par_chunks_mut(SHIFTED_COLS))
+        .enumerate()
+        .for_each(|(t, (a, b))| {
+            let cols = t * SHIFTED_COLS;
+            shifted_sums_best(v, d, cols, &shift[cols..][..a.len()], a, b);
+        });
 }
 
 /// Rows per block of the centring pass: a stop is checked, and a block handed to a thread,

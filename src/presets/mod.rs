@@ -362,6 +362,10 @@ pub fn fit_params() -> Vec<ParamSpec> {
 
 /// The fit settings from the parameters.
 pub fn fit_config(params: &Params) -> FitConfig {
+    let dtype = match params.0.get("probe_dtype") {
+        Some(crate::params::ParamValue::Text(t)) => Some(t.as_str()),
+        _ => None,
+    };
     FitConfig {
         l2: params.f64("probe_l2"),
         max_iter: params.usize("probe_max_iter"),
@@ -370,10 +374,8 @@ pub fn fit_config(params: &Params) -> FitConfig {
         control: params.text("selectivity") == "on",
         transfer: params.text("transfer") == "on",
         // Only the presets that hold a snapshot's activations in memory groups have it.
-        bf16_features: matches!(
-            params.0.get("probe_dtype"),
-            Some(crate::params::ParamValue::Text(t)) if t == "bf16"
-        ),
+        bf16_features: dtype == Some("bf16"),
+        bf16_wide: dtype == Some("auto"),
         ..FitConfig::default()
     }
 }

@@ -194,9 +194,11 @@ pub fn training_params(
         ),
         ParamSpec::choice(
             "probe_dtype",
-            &["f32", "bf16"],
+            &["auto", "f32", "bf16"],
             "precision a converged snapshot keeps the taps' activations in: bf16 halves their \
-             memory (more taps per forward pass); the fits still compute in f32",
+             memory (more taps per forward pass) and the bytes each solver pass reads; auto \
+             keeps the taps wider than 1,024 features (those not whitened) in bf16, the rest \
+             in f32; the fits compute in f32",
         ),
         ParamSpec::choice(
             "probe_affine",
@@ -319,7 +321,7 @@ fn features_of(
     data: &Dataset,
     metrics: bool,
     stats: bool,
-    dtype: DType,
+    fit: &FitConfig,
     through: &[bool],
     cancel: &Cancel,
 ) -> candle_core::Result<Features> {
@@ -332,7 +334,7 @@ fn features_of(
         .enumerate()
         .map(|(k, &i)| {
             let width = if mapped(k) { 0 } else { specs[i].width() };
-            crate::host::fresh_zeros((n, width), dtype, dev)
+            crate::host::fresh_zeros((n, width), fit.feature_dtype_of(specs[i].width()), dev)
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
     let mut moments: Vec<Option<probe::Moments>> = (0..groups.len())
@@ -355,7 +357,7 @@ fn features_of(
                 m.add(&part)?;
             }
             if !mapped(k) {
-                x[k].slice_set(&part.to_dtype(dtype)?.contiguous()?, 0, start)?;
+                x[k].slice_set(&part.to_dtype(x[k].dtype())?.contiguous()?, 0, start)?;
             }
         }
         if metrics {
@@ -417,45 +419,116 @@ fn through_in(group: &[usize], bases: &[Option<usize>]) -> Vec<bool> {
         .collect()
 }
 
-/// Groups of probe indices whose features for `samples` samples, `elem` bytes each, fit
-/// `budget` bytes (a probe larger than the budget is a group of its own).
+/// Groups of probe indices whose features for `samples` samples, `elems[i]` bytes each for
+/// probe `i` (see [`FitConfig::feature_bytes`]), fit `budget` bytes (a probe larger than the
+/// budget is a group of its own): consecutive probes, as many to a group as fit.
 pub(crate) fn memory_groups(
     specs: &[ProbeSpec],
     samples: usize,
-    elem: usize,
+    elems: &[usize],
     budget: usize,
 ) -> Vec<Vec<usize>> {
-    memory_groups_with(specs, samples, elem, budget, &[])
+    memory_groups_with(specs, samples, elems, budget, &[], &[])
+}
+
+/// Per probe of `specs`, what a forward pass that makes its tap costs a sample (the sum of
+/// [`Graph::forward_costs`] up to its node: [`Model::infer_until`] computes every node before
+/// the last one asked for).
+pub(crate) fn tap_depths(graph: &Graph, specs: &[ProbeSpec]) -> Vec<f64> {
+    let mut prefix = graph.forward_costs();
+    for i in 1..prefix.len() {
+        prefix[i] += prefix[i - 1];
+    }
+    specs
+        .iter()
+        .map(|s| {
+            graph
+                .index_of(&s.tap)
+                .and_then(|k| prefix.get(k))
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .collect()
 }
 
 /// [`memory_groups`], where a probe with `bases[i]` (see [`affine_bases`]) holds no features
-/// when its base is in its group: it costs nothing there.
+/// when its base is in its group (it costs nothing there), and with `depths` (per probe, from
+/// [`tap_depths`]) the groups of consecutive probes that fit are chosen for the least forward
+/// work: the sum over groups of the deepest member's depth, and then the fewest groups. Each
+/// group is a forward pass over every sample, so a cut between two taps behind one expensive
+/// layer (mnist-convnet's second convolution) makes it run twice. Without depths: as many
+/// consecutive probes to a group as fit.
 pub(crate) fn memory_groups_with(
     specs: &[ProbeSpec],
     samples: usize,
-    elem: usize,
+    elems: &[usize],
     budget: usize,
     bases: &[Option<usize>],
+    depths: &[f64],
 ) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut used = 0usize;
-    for (i, s) in specs.iter().enumerate() {
-        let free = match (bases.get(i).copied().flatten(), groups.last()) {
-            (Some(b), Some(g)) => g.contains(&b),
-            _ => false,
-        };
-        let bytes = if free { 0 } else { s.width() * samples * elem };
-        match groups.last_mut() {
-            Some(g) if used + bytes <= budget => {
-                g.push(i);
-                used += bytes;
+    let n = specs.len();
+    let base = |i: usize| bases.get(i).copied().flatten();
+    let own = |i: usize| specs[i].width() * samples * elems[i];
+    if depths.len() != n {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut used = 0usize;
+        for i in 0..n {
+            let free = matches!((base(i), groups.last()), (Some(b), Some(g)) if g.contains(&b));
+            let bytes = if free { 0 } else { own(i) };
+            match groups.last_mut() {
+                Some(g) if used + bytes <= budget => {
+                    g.push(i);
+                    used += bytes;
+                }
+                _ => {
+                    groups.push(vec![i]);
+                    used = bytes;
+                }
             }
-            _ => {
-                groups.push(vec![i]);
-                used = bytes;
+        }
+        return groups;
+    }
+    // The probes fitted through each probe's features.
+    let mut through: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in 0..n {
+        if let Some(b) = base(i).filter(|&b| b < n) {
+            through[b].push(i);
+        }
+    }
+    // best[j]: the least (work, groups) that covers probes 0..j, and where its last group starts.
+    let mut best: Vec<(f64, usize, usize)> = vec![(f64::INFINITY, usize::MAX, 0); n + 1];
+    best[0] = (0.0, 0, 0);
+    for j in 1..=n {
+        // Probes i..j, grown at the front: a new first member frees those fitted through it
+        // that are in the group.
+        let (mut bytes, mut deepest) = (0usize, 0f64);
+        for i in (0..j).rev() {
+            let free = base(i).is_some_and(|b| b > i && b < j);
+            bytes += if free { 0 } else { own(i) };
+            for &k in &through[i] {
+                if k > i && k < j {
+                    bytes -= own(k);
+                }
+            }
+            deepest = deepest.max(depths[i]);
+            if bytes > budget && j - i > 1 {
+                continue;
+            }
+            let (work, groups, _) = best[i];
+            let cand = (work + deepest, groups + 1, i);
+            if (cand.0, cand.1) < (best[j].0, best[j].1) {
+                best[j] = cand;
             }
         }
     }
+    let mut groups = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        let i = best[j].2;
+        groups.push((i..j).collect());
+        j = i;
+    }
+    groups.reverse();
     groups
 }
 
@@ -497,7 +570,7 @@ pub fn memory_estimate(
     let samples = ntr + nva + nte;
     let fit = super::fit_config(p);
     let held = held_samples((ntr as usize, nva as usize, nte as usize), &fit) as u64;
-    let elem = fit.feature_dtype().size_in_bytes() as u64;
+    let elems = fit.feature_bytes(specs);
     // The splits, and the probe sets selected from them.
     let data = (train + val + test) as u64 * input * 4 + samples * input * 4;
     // Weights, gradients and two optimiser moments.
@@ -530,12 +603,13 @@ pub fn memory_estimate(
     let groups = memory_groups_with(
         specs,
         held as usize,
-        elem as usize,
+        &elems,
         p.usize("probe_memory_mb") << 20,
         &bases,
+        &tap_depths(graph, specs),
     );
     let classes = graph.classes as u64;
-    let (features, solver) = snapshot_memory(specs, &groups, held, ntr, classes, elem, &bases);
+    let (features, solver) = snapshot_memory(specs, &groups, held, ntr, classes, &elems, &bases);
     // The forward chunk and the solver's memory are never held at once.
     let snapshot = features + solver.max(chunk);
     MemoryEstimate {
@@ -558,7 +632,7 @@ pub(crate) fn snapshot_memory(
     samples: u64,
     ntr: u64,
     classes: u64,
-    elem: u64,
+    elems: &[usize],
     bases: &[Option<usize>],
 ) -> (u64, u64) {
     let cfg = FitConfig::default();
@@ -569,7 +643,7 @@ pub(crate) fn snapshot_memory(
             .iter()
             .zip(&through)
             .filter(|(_, &t)| !t)
-            .map(|(&i, _)| specs[i].width() as u64 * samples * elem)
+            .map(|(&i, _)| specs[i].width() as u64 * samples * elems[i] as u64)
             .sum();
         // The widest batch the solver forms in this group: one probe per batch past 24 MiB.
         let widest = g
@@ -703,7 +777,6 @@ pub(crate) fn converged(
         &plan.fit,
     );
     let stream_test = !plan.fit.transfer;
-    let dtype = plan.fit.feature_dtype();
     // The host kernels take the data's classes (the graph's, as `affine_bases` checks).
     let enabled = plan.affine
         && sets.train.x.device().is_cpu()
@@ -712,9 +785,10 @@ pub(crate) fn converged(
     let groups = memory_groups_with(
         specs,
         held,
-        dtype.size_in_bytes(),
+        &plan.fit.feature_bytes(specs),
         plan.memory_mb << 20,
         &bases,
+        &tap_depths(model.graph(), specs),
     );
     let stats = std::cell::RefCell::new(vec![ActivationStats::default(); specs.len()]);
     let metrics = std::cell::RefCell::new(ModelMetrics {
@@ -745,12 +819,12 @@ pub(crate) fn converged(
                 &sets.train,
                 last,
                 true,
-                dtype,
+                &plan.fit,
                 &through,
                 cancel,
             )?;
             let (xva, _, _, _) = features_of(
-                model, group, specs, &sets.val, false, false, dtype, &through, cancel,
+                model, group, specs, &sets.val, false, false, &plan.fit, &through, cancel,
             )?;
             let mut affine = Vec::with_capacity(group.len());
             for (k, (&i, m)) in group.iter().zip(moments).enumerate() {
@@ -782,7 +856,7 @@ pub(crate) fn converged(
                 None
             } else {
                 let (xte, mte, _, _) = features_of(
-                    model, group, specs, &sets.test, last, false, dtype, &through, cancel,
+                    model, group, specs, &sets.test, last, false, &plan.fit, &through, cancel,
                 )?;
                 if let Some((_, tee)) = mte {
                     metrics.borrow_mut().test_error = Some(tee);
@@ -826,13 +900,14 @@ pub(crate) fn fit_each_and_test(
     plan: &Plan,
     mut fit_one: impl FnMut(&Tensor, &Tensor) -> anyhow::Result<LinearProbe>,
 ) -> anyhow::Result<Vec<f64>> {
-    let dtype = plan.fit.feature_dtype();
     let cancel = &plan.fit.cancel;
-    let groups = memory_groups(
+    let groups = memory_groups_with(
         specs,
         sets.train.len(),
-        dtype.size_in_bytes(),
+        &plan.fit.feature_bytes(specs),
         plan.memory_mb << 20,
+        &[],
+        &tap_depths(model.graph(), specs),
     );
     let mut errors = vec![f64::NAN; specs.len()];
     for group in &groups {
@@ -843,7 +918,7 @@ pub(crate) fn fit_each_and_test(
             &sets.train,
             false,
             false,
-            dtype,
+            &plan.fit,
             &[],
             cancel,
         )?;
@@ -1267,11 +1342,11 @@ mod tests {
             .collect();
         // 1 sample, 4 bytes a feature: 40, 40, 120, 20, 400 bytes; budget 100.
         assert_eq!(
-            memory_groups(&specs, 1, 4, 100),
+            memory_groups(&specs, 1, &[4; 5], 100),
             vec![vec![0, 1], vec![2], vec![3], vec![4]]
         );
         assert_eq!(
-            memory_groups(&specs, 1, 4, 10_000),
+            memory_groups(&specs, 1, &[4; 5], 10_000),
             vec![vec![0, 1, 2, 3, 4]]
         );
     }
@@ -1288,14 +1363,116 @@ mod tests {
         // t2 through t1 (in its group: free, so it joins a full group), t5 through t0 (in an
         // earlier group: its own 32 bytes, past the budget of t4's group).
         let bases = [None, None, Some(1), None, None, Some(0)];
-        let groups = memory_groups_with(&specs, 1, 4, 100, &bases);
+        let groups = memory_groups_with(&specs, 1, &[4; 6], 100, &bases, &[]);
         assert_eq!(groups, vec![vec![0, 1, 2, 3], vec![4], vec![5]]);
         assert_eq!(through_in(&groups[0], &bases), [false, false, true, false]);
         assert_eq!(through_in(&groups[2], &bases), [false]);
         // The features held at once: 40 + 40 + 20 bytes in the first group, not 120 more.
-        let (features, _) = snapshot_memory(&specs, &groups, 1, 1, 2, 4, &bases);
+        let (features, _) = snapshot_memory(&specs, &groups, 1, 1, 2, &[4; 6], &bases);
         assert_eq!(features, 400);
-        let (features, _) = snapshot_memory(&specs, &groups[..1], 1, 1, 2, 4, &bases);
+        let (features, _) = snapshot_memory(&specs, &groups[..1], 1, 1, 2, &[4; 6], &bases);
         assert_eq!(features, 100);
+    }
+
+    /// Features held by one group of probes `i..j`, from the definition: a member whose base is
+    /// in the group holds none.
+    fn group_bytes(widths: &[usize], bases: &[Option<usize>], i: usize, j: usize) -> usize {
+        (i..j)
+            .filter(|&k| !matches!(bases[k], Some(b) if (i..j).contains(&b)))
+            .map(|k| widths[k] * 4)
+            .sum()
+    }
+
+    /// By hand: two taps behind an expensive layer and a cheap one before it, two to a group.
+    /// As many as fit (the first two, then the third) runs the expensive layer twice; the least
+    /// work puts the cheap tap alone and the two deep ones together.
+    #[test]
+    fn memory_groups_keep_taps_behind_an_expensive_layer_together() {
+        let specs: Vec<ProbeSpec> = (0..3)
+            .map(|i| ProbeSpec::full(format!("t{i}"), 10))
+            .collect();
+        let greedy = memory_groups_with(&specs, 1, &[4; 3], 80, &[], &[]);
+        assert_eq!(greedy, vec![vec![0, 1], vec![2]]);
+        let least = memory_groups_with(&specs, 1, &[4; 3], 80, &[], &[1.0, 100.0, 100.0]);
+        assert_eq!(least, vec![vec![0], vec![1, 2]]);
+        // Equal depths: the fewest groups.
+        let even = memory_groups_with(&specs, 1, &[4; 3], 80, &[], &[5.0; 3]);
+        assert_eq!(even.len(), 2);
+    }
+
+    /// On random widths, bases and depths, the chosen groups against every way of cutting the
+    /// probes into consecutive groups: each group fits (or is one probe), the groups cover the
+    /// probes in order, and no feasible cut does less work, or as little in fewer groups.
+    #[test]
+    fn memory_groups_match_an_exhaustive_search() {
+        use rand::Rng;
+        let mut r = crate::rng::stream(5, "groups");
+        for case in 0..300 {
+            let n = 1 + case % 9;
+            let widths: Vec<usize> = (0..n)
+                .map(|_| 1 + (r.random::<u32>() % 40) as usize)
+                .collect();
+            let depths: Vec<f64> = {
+                let mut d = 0.0;
+                (0..n)
+                    .map(|_| {
+                        d += f64::from(r.random::<u32>() % 50);
+                        d
+                    })
+                    .collect()
+            };
+            let bases: Vec<Option<usize>> = (0..n)
+                .map(|k| {
+                    (k > 0 && r.random::<u32>() % 3 == 0).then(|| (r.random::<u32>() as usize) % k)
+                })
+                .collect();
+            let budget = 4 * (10 + (r.random::<u32>() % 80) as usize);
+            let specs: Vec<ProbeSpec> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| ProbeSpec::full(format!("t{i}"), w))
+                .collect();
+            let elems = vec![4; n];
+            let got = memory_groups_with(&specs, 1, &elems, budget, &bases, &depths);
+            let flat: Vec<usize> = got.iter().flatten().copied().collect();
+            assert_eq!(flat, (0..n).collect::<Vec<_>>(), "case {case}");
+            let work = |cut: &[(usize, usize)]| -> (f64, usize) {
+                let w = cut
+                    .iter()
+                    .map(|&(i, j)| depths[i..j].iter().fold(0.0, |a: f64, &b| a.max(b)))
+                    .sum();
+                (w, cut.len())
+            };
+            let ranges: Vec<(usize, usize)> =
+                got.iter().map(|g| (g[0], g[g.len() - 1] + 1)).collect();
+            for &(i, j) in &ranges {
+                assert!(
+                    j - i == 1 || group_bytes(&widths, &bases, i, j) <= budget,
+                    "case {case}"
+                );
+            }
+            let mine = work(&ranges);
+            // Every cut: bit k set cuts between probes k and k + 1.
+            for mask in 0u32..(1 << (n - 1)) {
+                let mut cut = Vec::new();
+                let mut start = 0;
+                for k in 0..n {
+                    if k == n - 1 || mask & (1 << k) != 0 {
+                        cut.push((start, k + 1));
+                        start = k + 1;
+                    }
+                }
+                let fits = cut
+                    .iter()
+                    .all(|&(i, j)| j - i == 1 || group_bytes(&widths, &bases, i, j) <= budget);
+                if fits {
+                    let other = work(&cut);
+                    assert!(
+                        mine.0 < other.0 || (mine.0 == other.0 && mine.1 <= other.1),
+                        "case {case}: {ranges:?} {mine:?} against {cut:?} {other:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -151,7 +151,15 @@ impl Moments {
         if k == 0 {
             return Ok(());
         }
-        let v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        // Read in place on the host; elsewhere, a copy.
+        match crate::host::with_f32(&x, |v| self.add_rows(v, k, d)) {
+            Some(r) => r,
+            None => self.add_rows(&x.flatten_all()?.to_vec1()?, k, d),
+        }
+    }
+
+    /// Adds `k` rows of `d` features, `v` row-major.
+    fn add_rows(&mut self, v: &[f32], k: usize, d: usize) -> candle_core::Result<()> {
         if self.n == 0 {
             self.shift = vec![0.0; d];
             for row in v.chunks_exact(d) {
@@ -168,18 +176,7 @@ impl Moments {
                 self.shift.len()
             );
         }
-        for row in v.chunks_exact(d) {
-            for (((&x, &m), s1), s2) in row
-                .iter()
-                .zip(&self.shift)
-                .zip(self.s1.iter_mut())
-                .zip(self.s2.iter_mut())
-            {
-                let c = f64::from(x) - m;
-                *s1 += c;
-                *s2 += c * c;
-            }
-        }
+        crate::host::add_shifted_sums(v, d, &self.shift, &mut self.s1, &mut self.s2);
         self.n += k;
         Ok(())
     }
