@@ -889,7 +889,7 @@ impl Model {
             }
             _ => return Ok(None),
         };
-        Ok(Some((from, map, offset.copy()?)))
+        Ok(Some((from, map, offset.detach().copy()?)))
     }
 
     /// The logits among the outputs of [`Model::forward`].
