@@ -63,100 +63,6 @@ fn patches(
     }
 }
 
-/// Largest patch (input channels x kernel rows x kernel columns) the direct convolution takes;
-/// a larger one goes through the matrix product. Measured in `conv_speed`: for mnist-convnet's
-/// first convolution (25 numbers a patch) a product of depth 25 spent most of its time packing
-/// its operands and building the patches (21 GFLOP/s).
-const DIRECT_MAX_PATCH: usize = 64;
-
-/// Output columns a direct-convolution step computes at once (one AVX register of f32).
-const LANES: usize = 8;
-
-/// Output channels a direct-convolution step computes at once, each input number read once
-/// for all of them.
-const CHANNELS: usize = 4;
-
-/// One sample's stride-1 convolution, computed directly: `xpad` is the sample's input with its
-/// zero padding written out (`[ci, ph, pw]`, `pw` at least the output width rounded up to
-/// [`LANES`] plus the kernel width less one), `w` the weights `[co, ci, kh, kw]`, `b` the bias;
-/// writes `dst` (`[co, oh, ow]`). Each output is its bias plus the products in the weights'
-/// order (channel, kernel row, kernel column), fused multiply-adds in f32.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn direct_sample(
-    xpad: &[f32],
-    (ci, ph, pw): (usize, usize, usize),
-    w: &[f32],
-    b: &[f32],
-    (kh, kw): (usize, usize),
-    (oh, ow): (usize, usize),
-    dst: &mut [f32],
-) {
-    let kk = ci * kh * kw;
-    let co = b.len();
-    for c0 in (0..co).step_by(CHANNELS) {
-        let nc = CHANNELS.min(co - c0);
-        for oy in 0..oh {
-            for ox in (0..ow).step_by(LANES) {
-                let mut acc = [[0f32; LANES]; CHANNELS];
-                for (j, a) in acc.iter_mut().enumerate().take(nc) {
-                    *a = [b[c0 + j]; LANES];
-                }
-                for i in 0..ci {
-                    for ky in 0..kh {
-                        let row = &xpad[(i * ph + oy + ky) * pw + ox..][..kw - 1 + LANES];
-                        let tap = (i * kh + ky) * kw;
-                        for kx in 0..kw {
-                            let x: &[f32; LANES] = row[kx..kx + LANES].try_into().expect("lanes");
-                            for (j, a) in acc.iter_mut().enumerate().take(nc) {
-                                let wv = w[(c0 + j) * kk + tap + kx];
-                                for (a, &x) in a.iter_mut().zip(x) {
-                                    *a = x.mul_add(wv, *a);
-                                }
-                            }
-                        }
-                    }
-                }
-                let n = LANES.min(ow - ox);
-                for (j, a) in acc.iter().enumerate().take(nc) {
-                    dst[((c0 + j) * oh + oy) * ow + ox..][..n].copy_from_slice(&a[..n]);
-                }
-            }
-        }
-    }
-}
-
-super::vectorised! {
-    /// [`direct_sample`], vectorised.
-    #[allow(clippy::too_many_arguments)]
-    fn direct_sample_best(
-        xpad: &[f32],
-        dims: (usize, usize, usize),
-        w: &[f32],
-        b: &[f32],
-        k: (usize, usize),
-        o: (usize, usize),
-        dst: &mut [f32],
-    ) = direct_sample;
-}
-
-/// Writes `x` (`[ci, ih, iw]`) into `xpad` (`[ci, ph, pw]`, zeroed) at row and column `pad`.
-fn pad_into(
-    x: &[f32],
-    (ci, ih, iw): (usize, usize, usize),
-    pad: usize,
-    ph: usize,
-    pw: usize,
-    xpad: &mut [f32],
-) {
-    for c in 0..ci {
-        for y in 0..ih {
-            let dst = &mut xpad[(c * ph + y + pad) * pw + pad..][..iw];
-            dst.copy_from_slice(&x[(c * ih + y) * iw..][..iw]);
-        }
-    }
-}
-
 impl CustomOp3 for Conv2d {
     fn name(&self) -> &'static str {
         "conv2d-host"
@@ -191,21 +97,6 @@ impl CustomOp3 for Conv2d {
         let (pix, kk) = (oh * ow, ci * kh * kw);
         let mut out = vec![0f32; n * co * pix];
         if out.is_empty() {
-            return Ok((CpuStorage::F32(out), Shape::from((n, co, oh, ow))));
-        }
-        if s == 1 && kk <= DIRECT_MAX_PATCH {
-            // Padded rows long enough for the last group of LANES outputs to read whole.
-            let (ph, pw) = (ih + 2 * pad, ow.next_multiple_of(LANES) + kw - 1);
-            let pw = pw.max(iw + 2 * pad);
-            out.par_chunks_mut(co * pix)
-                .zip(x.par_chunks(ci * ih * iw))
-                .for_each_init(
-                    || vec![0f32; ci * ph * pw],
-                    |xpad, (dst, xs)| {
-                        pad_into(xs, (ci, ih, iw), pad, ph, pw, xpad);
-                        direct_sample_best(xpad, (ci, ph, pw), w, b, (kh, kw), (oh, ow), dst);
-                    },
-                );
             return Ok((CpuStorage::F32(out), Shape::from((n, co, oh, ow))));
         }
         // One sample a task, each thread with its own patch buffer (a sample's patches: 627 KB

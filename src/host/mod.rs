@@ -5,6 +5,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 
+mod conv;
+mod pass;
 pub(crate) use conv::conv2d;
 pub(crate) use pass::{scores_raw, softmax_fit_raw, Feature};
 
@@ -30,10 +32,6 @@ macro_rules! vectorised {
         }
     };
 }
-use vectorised;
-
-mod conv;
-mod pass;
 
 /// Calls `f` with the elements of `t` when it is an f32 tensor in CPU memory laid out
 /// contiguously (a view of rows of a bigger tensor counts), and returns its result; `None`
