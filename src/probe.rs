@@ -268,6 +268,17 @@ impl FitConfig {
         }
     }
 
+    /// These settings with the activations kept as the presets' `probe_dtype` names them:
+    /// `auto` ([`FitConfig::bf16_wide`]), `bf16` ([`FitConfig::bf16_features`]), else (`f32`,
+    /// or none: a preset that holds no snapshot in memory groups) f32 for every tap.
+    pub fn with_probe_dtype(self, name: Option<&str>) -> Self {
+        Self {
+            bf16_features: name == Some("bf16"),
+            bf16_wide: name == Some("auto"),
+            ..self
+        }
+    }
+
     /// Per probe of `specs`, the bytes a converged snapshot keeps each of its features in.
     pub fn feature_bytes(&self, specs: &[ProbeSpec]) -> Vec<usize> {
         specs

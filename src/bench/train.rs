@@ -301,25 +301,28 @@ pub fn run(s: &Settings) -> anyhow::Result<()> {
         let plan = Plan {
             affine,
             fit: crate::probe::FitConfig {
-                bf16_features: dtype == "bf16",
-                bf16_wide: dtype == "auto",
                 patience: s.patience,
                 rank,
                 ..Default::default()
-            },
+            }
+            .with_probe_dtype(Some(dtype)),
             ..plan.clone()
         };
-        let elems = plan.fit.feature_bytes(&specs);
         let held = trained::held_samples(
             (sets.train.len(), sets.val.len(), sets.test.len()),
             &plan.fit,
         );
         let enabled = affine && s.device.is_cpu();
         let bases = trained::affine_bases(model.graph(), &specs, &plan.fit, enabled);
-        let depths = trained::tap_depths(model.graph(), &specs);
-        let groups =
-            trained::memory_groups_with(&specs, held, &elems, s.memory_mb << 20, &bases, &depths)
-                .len();
+        let groups = trained::snapshot_groups(
+            model.graph(),
+            &specs,
+            held,
+            &plan.fit,
+            s.memory_mb << 20,
+            &bases,
+        )
+        .len();
         let reset = crate::memory::reset_peak_rss();
         let t = Instant::now();
         let (fitted, _, metrics) = trained::converged(&model, &specs, &sets, None, &plan)?;

@@ -373,11 +373,10 @@ pub fn fit_config(params: &Params) -> FitConfig {
         rank: params.usize("probe_rank"),
         control: params.text("selectivity") == "on",
         transfer: params.text("transfer") == "on",
-        // Only the presets that hold a snapshot's activations in memory groups have it.
-        bf16_features: dtype == Some("bf16"),
-        bf16_wide: dtype == Some("auto"),
         ..FitConfig::default()
     }
+    // Only the presets that hold a snapshot's activations in memory groups have it.
+    .with_probe_dtype(dtype)
 }
 
 /// What a running preset needs from outside.

@@ -532,6 +532,28 @@ pub(crate) fn memory_groups_with(
     groups
 }
 
+/// The memory groups a converged snapshot of `specs` on `graph` takes, `held` samples of each
+/// probe's features kept as `fit` keeps them, in `budget` bytes, the probes with `bases` fitted
+/// through their base (see [`affine_bases`]): the cut with the least forward work. The snapshot
+/// itself, its memory estimate and the benchmark's report all take their groups from here.
+pub(crate) fn snapshot_groups(
+    graph: &Graph,
+    specs: &[ProbeSpec],
+    held: usize,
+    fit: &FitConfig,
+    budget: usize,
+    bases: &[Option<usize>],
+) -> Vec<Vec<usize>> {
+    memory_groups_with(
+        specs,
+        held,
+        &fit.feature_bytes(specs),
+        budget,
+        bases,
+        &tap_depths(graph, specs),
+    )
+}
+
 /// A run's peak memory, estimated before it starts, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryEstimate {
@@ -600,13 +622,13 @@ pub fn memory_estimate(
     // Probes fitted through an affine map hold no features (a GPU holds every probe's, but
     // not in this process's memory).
     let bases = affine_bases(graph, specs, &fit, affine_on(p));
-    let groups = memory_groups_with(
+    let groups = snapshot_groups(
+        graph,
         specs,
         held as usize,
-        &elems,
+        &fit,
         p.usize("probe_memory_mb") << 20,
         &bases,
-        &tap_depths(graph, specs),
     );
     let classes = graph.classes as u64;
     let (features, solver) = snapshot_memory(specs, &groups, held, ntr, classes, &elems, &bases);
@@ -782,13 +804,13 @@ pub(crate) fn converged(
         && sets.train.x.device().is_cpu()
         && sets.train.classes <= crate::host::SOFTMAX_FIT_MAX_CLASSES;
     let bases = affine_bases(model.graph(), specs, &plan.fit, enabled);
-    let groups = memory_groups_with(
+    let groups = snapshot_groups(
+        model.graph(),
         specs,
         held,
-        &plan.fit.feature_bytes(specs),
+        &plan.fit,
         plan.memory_mb << 20,
         &bases,
-        &tap_depths(model.graph(), specs),
     );
     let stats = std::cell::RefCell::new(vec![ActivationStats::default(); specs.len()]);
     let metrics = std::cell::RefCell::new(ModelMetrics {
@@ -901,13 +923,13 @@ pub(crate) fn fit_each_and_test(
     mut fit_one: impl FnMut(&Tensor, &Tensor) -> anyhow::Result<LinearProbe>,
 ) -> anyhow::Result<Vec<f64>> {
     let cancel = &plan.fit.cancel;
-    let groups = memory_groups_with(
+    let groups = snapshot_groups(
+        model.graph(),
         specs,
         sets.train.len(),
-        &plan.fit.feature_bytes(specs),
+        &plan.fit,
         plan.memory_mb << 20,
         &[],
-        &tap_depths(model.graph(), specs),
     );
     let mut errors = vec![f64::NAN; specs.len()];
     for group in &groups {
