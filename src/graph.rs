@@ -848,6 +848,98 @@ impl Model {
         Ok(outs)
     }
 
+    /// The outputs of the nodes `keep` (indices, at most `last`) on the samples `x`, for reading
+    /// features, where nodes `0..=last` are a chain of linear layers and LeakyReLUs on the host
+    /// (f32, CPU, each node reading the one before): run in blocks of `rows` samples, each kept
+    /// node's block written straight into its matrix (see [`crate::host::chain_forward`]), the
+    /// same numbers as [`Model::forward_until`] for blocks of more than a few rows. `None` for
+    /// any other model or input.
+    pub fn chain_outputs(
+        &self,
+        x: &Tensor,
+        last: usize,
+        keep: &[usize],
+        rows: usize,
+    ) -> Option<candle_core::Result<Vec<Tensor>>> {
+        use crate::host::Step;
+        let nodes = self.graph.nodes.get(..=last)?;
+        if !matches!(nodes.first()?.op, Op::Input { .. }) || x.rank() != 2 || keep.is_empty() {
+            return None;
+        }
+        // The chain's parameters, in node order (node 0 is the input).
+        let mut params: Vec<&Tensor> = Vec::new();
+        let mut kinds: Vec<Option<f32>> = Vec::new();
+        for (i, node) in nodes.iter().enumerate().skip(1) {
+            if self.inputs[i].as_slice() != [i - 1] {
+                return None;
+            }
+            match (&node.op, &self.layers[i]) {
+                (Op::Linear { .. }, Layer::Linear(l)) => {
+                    params.push(l.weight());
+                    params.push(l.bias()?);
+                    kinds.push(None);
+                }
+                (
+                    Op::Activation {
+                        activation: Activation::LeakyRelu { slope },
+                        ..
+                    },
+                    _,
+                ) => kinds.push(Some(*slope as f32)),
+                _ => return None,
+            }
+        }
+        let mut all: Vec<&Tensor> = vec![x];
+        all.extend(&params);
+        if all.iter().any(|t| !t.device().is_cpu()) {
+            return None;
+        }
+        let (n, d) = x.dims2().ok()?;
+        // Node 0 is `x` itself; the chain's steps are nodes `1..=last`.
+        let mut keep_flags = vec![false; last];
+        for &k in keep {
+            if k > 0 {
+                *keep_flags.get_mut(k - 1)? = true;
+            }
+        }
+        let outs = crate::host::with_f32_all(&all, |v| {
+            let mut p = v[1..].iter();
+            let steps: Vec<Step<'_>> = kinds
+                .iter()
+                .map(|k| match k {
+                    Some(slope) => Step::Leaky(*slope),
+                    None => {
+                        let (w, b) = (p.next().expect("a weight"), p.next().expect("a bias"));
+                        Step::Linear { w, b, out: b.len() }
+                    }
+                })
+                .collect();
+            crate::host::chain_forward(v[0], d, &steps, &keep_flags, rows, &self.cancel)
+        })?;
+        let shapes = match self.graph.shapes() {
+            Ok(s) => s,
+            Err(e) => return Some(Err(candle_core::Error::wrap(e))),
+        };
+        Some(outs.and_then(|outs| {
+            let made: Vec<Option<Tensor>> = outs
+                .into_iter()
+                .enumerate()
+                .map(|(s, v)| {
+                    let w: usize = shapes[s + 1].iter().product();
+                    v.map(|v| Tensor::from_vec(v, (n, w), x.device()))
+                        .transpose()
+                })
+                .collect::<candle_core::Result<_>>()?;
+            Ok(keep
+                .iter()
+                .map(|&k| match k {
+                    0 => x.clone(),
+                    k => made[k - 1].clone().expect("a kept output"),
+                })
+                .collect())
+        }))
+    }
+
     /// Where node `node`'s output is an affine map `A x + c` of an earlier node's output `x`
     /// that is wider than `x` (see [`Graph::affine_source`]): that node, `A` with the layer's
     /// weights as they are now, and `c` (`[features]`). `None` for any other node.
@@ -1019,6 +1111,55 @@ mod tests {
         for (a, b) in h.iter().zip(got) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
+    }
+
+    /// The host chain gives every kept node exactly the generic pass's outputs (blocks that do
+    /// not divide the rows, a nonzero bias, the input kept too), and declines a model that is
+    /// not a chain of linear layers and LeakyReLUs. (With blocks of 16 rows or fewer, gemm sums
+    /// some products in another order: hence blocks of at least `rows`.)
+    #[test]
+    fn chain_outputs_equal_the_generic_pass_bit_for_bit() {
+        let dev = Device::Cpu;
+        let g = crate::presets::untrained_mlp::graph(3, 24, 0.5);
+        let vm = g.init_varmap(5, &dev).unwrap();
+        {
+            // A bias that is not zero takes the path that starts from the bias rows.
+            let data = vm.data().lock().unwrap();
+            let b = Tensor::new(&[0.5f32; 24], &dev).unwrap();
+            data["fc02.bias"].set(&b).unwrap();
+        }
+        let m = Model::new(&g, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let mut r = crate::rng::stream(9, "chain-graph-test");
+        let x =
+            Tensor::from_vec(crate::rng::normal_vec(&mut r, 50 * 24, 1.0), (50, 24), &dev).unwrap();
+        let keep: Vec<usize> = ["input", "h01", "fc02", "h03"]
+            .iter()
+            .map(|n| g.index_of(n).unwrap())
+            .collect();
+        let last = *keep.iter().max().unwrap();
+        let want = m.forward_until(&x, last).unwrap();
+        // Blocks of 20 rows: the last takes the other 10 as well.
+        let got = m.chain_outputs(&x, last, &keep, 20).unwrap().unwrap();
+        for (t, &k) in got.iter().zip(&keep) {
+            let a: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = want[k].flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(a.len(), b.len());
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "node {k} differs"
+            );
+        }
+        // A tanh has no host step: the generic pass runs it.
+        let mut c = Chain::new(vec![4]);
+        c.linear("fc", 3, false)
+            .activation("t", Activation::Tanh, true)
+            .linear("out", 2, false);
+        let g = c.finish("out", 2);
+        let vm = g.init_varmap(1, &dev).unwrap();
+        let m = Model::new(&g, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let x = Tensor::zeros((2, 4), DType::F32, &dev).unwrap();
+        assert!(m.chain_outputs(&x, 2, &[2], 7).is_none());
+        assert!(m.chain_outputs(&x, 1, &[1], 7).is_some());
     }
 
     #[test]

@@ -510,6 +510,17 @@ impl<'a> HostBatch<'a> {
         .ok_or_else(|| candle_core::Error::Msg("features moved off the host".into()))?
     }
 
+    /// Per problem, the second moments of `[x - mean, 1]` over the training rows (`(d + 1)^2`,
+    /// row-major): see [`crate::host::centred_gram`].
+    fn gram(&self, cancel: &Cancel) -> candle_core::Result<Vec<Vec<f64>>> {
+        use crate::host::{centred_gram, with_views, Views};
+        with_views(&self.xs, |v| match v {
+            Views::F32(x) => centred_gram(&x, &self.means, self.d, cancel),
+            Views::Bf16(x) => centred_gram(&x, &self.means, self.d, cancel),
+        })
+        .ok_or_else(|| candle_core::Error::Msg("features moved off the host".into()))?
+    }
+
     /// `[x - mean, 1]` (`[B, len, d + 1]`) of the training rows `start..start + len`.
     fn centred_rows(&self, start: usize, len: usize) -> candle_core::Result<Tensor> {
         use crate::host::{centred_with_ones, with_views, Views};
@@ -1010,15 +1021,18 @@ impl Preconditioner {
         // added below. Products in f64 throughout cost three times as much on a CPU. (The
         // correlations estimated from a subsample of 16 samples a feature took 60% more
         // L-BFGS iterations on untrained-mlp, which cost what the smaller product saved.)
-        let gram = mean_over_blocks(n, GRAM_BLOCK, cancel, |start, len| {
-            let part = rows(start, len)?;
-            part.transpose(1, 2)?.matmul(&part)?.to_dtype(DType::F64)
-        })?;
-        let gram: Vec<Vec<f64>> = gram
+        let gram: Vec<Vec<f64>> = match z {
+            // In place on the host, the upper triangle only (see `crate::host::centred_gram`).
+            Features::Host(hb) => hb.gram(cancel)?,
+            _ => mean_over_blocks(n, GRAM_BLOCK, cancel, |start, len| {
+                let part = rows(start, len)?;
+                part.transpose(1, 2)?.matmul(&part)?.to_dtype(DType::F64)
+            })?
             .to_vec3::<f64>()?
             .into_iter()
             .map(|g| g.concat())
-            .collect();
+            .collect(),
+        };
         let (mut linv, mut linv_t, mut l_t, mut vars) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for mut a in gram {
@@ -1084,7 +1098,7 @@ impl Preconditioner {
 const GRAM_CHUNK: usize = 4096;
 
 /// Samples per block of the whitening's f32 products (see [`Preconditioner::new`]).
-const GRAM_BLOCK: usize = 512;
+use crate::host::GRAM_BLOCK;
 
 /// The mean over `n` samples of `sum(start, len)`, a sum over the samples `start..start + len`,
 /// taken `rows` samples at a time with a check for a stop between blocks (one product of a
@@ -1110,6 +1124,8 @@ fn mean_over_blocks(
 
 /// Lower Cholesky factor of the symmetric positive definite `p x p` matrix `a` (row-major).
 /// Pivots that rounding makes non-positive are clamped, so a nearly singular matrix still factors.
+/// Four rows of a column are worked together: their sums are independent, so the processor
+/// overlaps them, and each is still taken in the same order as one row at a time.
 fn cholesky(a: &[f64], p: usize) -> Vec<f64> {
     let mut l = vec![0f64; p * p];
     for j in 0..p {
@@ -1119,29 +1135,54 @@ fn cholesky(a: &[f64], p: usize) -> Vec<f64> {
         }
         let d = d.max(a[j * p + j] * 1e-10).max(1e-300).sqrt();
         l[j * p + j] = d;
-        for i in j + 1..p {
-            let mut s = a[i * p + j];
-            for k in 0..j {
-                s -= l[i * p + k] * l[j * p + k];
+        let (head, tail) = l.split_at_mut((j + 1) * p);
+        let lj = &head[j * p..j * p + j];
+        let mut rows = tail.chunks_exact_mut(p).enumerate();
+        while rows.len() >= 4 {
+            let mut four: [(usize, &mut [f64]); 4] = std::array::from_fn(|_| {
+                let (r, row) = rows.next().expect("four rows left");
+                (j + 1 + r, row)
+            });
+            let mut s = four.each_ref().map(|(i, _)| a[i * p + j]);
+            for (k, &ljk) in lj.iter().enumerate() {
+                for (s, (_, row)) in s.iter_mut().zip(&four) {
+                    *s -= row[k] * ljk;
+                }
             }
-            l[i * p + j] = s / d;
+            for (s, (_, row)) in s.iter().zip(four.iter_mut()) {
+                row[j] = s / d;
+            }
+        }
+        for (r, row) in rows {
+            let mut s = a[(j + 1 + r) * p + j];
+            for (k, &ljk) in lj.iter().enumerate() {
+                s -= row[k] * ljk;
+            }
+            row[j] = s / d;
         }
     }
     l
 }
 
-/// Inverse of a lower-triangular `p x p` matrix (row-major).
+/// Inverse of a lower-triangular `p x p` matrix (row-major), a row at a time: row `i` is
+/// `(e_i - sum_k l[i][k] inv[k]) / l[i][i]` over the rows `k < i` already found, each entry's
+/// terms subtracted in the order of `k` (as a column-by-column forward substitution would).
 fn lower_inverse(l: &[f64], p: usize) -> Vec<f64> {
     let mut inv = vec![0f64; p * p];
-    for c in 0..p {
-        // Forward substitution for L x = e_c; x is column c of the inverse.
-        for i in c..p {
-            let mut s = if i == c { 1.0 } else { 0.0 };
-            for k in c..i {
-                s -= l[i * p + k] * inv[k * p + c];
+    for i in 0..p {
+        let (done, rest) = inv.split_at_mut(i * p);
+        let row = &mut rest[..p];
+        for k in 0..i {
+            let lik = l[i * p + k];
+            for (o, &v) in row[..=k].iter_mut().zip(&done[k * p..k * p + k + 1]) {
+                *o -= lik * v;
             }
-            inv[i * p + c] = s / l[i * p + i];
         }
+        let lii = l[i * p + i];
+        for o in &mut row[..i] {
+            *o /= lii;
+        }
+        row[i] = 1.0 / lii;
     }
     inv
 }
@@ -2554,6 +2595,81 @@ mod tests {
 
     /// Jacobi's eigenpairs satisfy `A v = lambda v` with orthonormal `v`, and the eigenvalues of
     /// a hand example are its closed form.
+    /// The factor and its inverse satisfy `L L^T = A` and `L^-1 L = I`, and equal, bit for bit,
+    /// the textbook loops (one entry at a time, each sum in the order of `k`) that the blocked
+    /// forms reorganise.
+    #[test]
+    fn cholesky_and_its_inverse_match_the_textbook_loops() {
+        fn textbook(a: &[f64], p: usize) -> (Vec<f64>, Vec<f64>) {
+            let mut l = vec![0f64; p * p];
+            for j in 0..p {
+                let mut d = a[j * p + j];
+                for k in 0..j {
+                    d -= l[j * p + k] * l[j * p + k];
+                }
+                let d = d.max(a[j * p + j] * 1e-10).max(1e-300).sqrt();
+                l[j * p + j] = d;
+                for i in j + 1..p {
+                    let mut s = a[i * p + j];
+                    for k in 0..j {
+                        s -= l[i * p + k] * l[j * p + k];
+                    }
+                    l[i * p + j] = s / d;
+                }
+            }
+            let mut inv = vec![0f64; p * p];
+            for c in 0..p {
+                for i in c..p {
+                    let mut s = if i == c { 1.0 } else { 0.0 };
+                    for k in c..i {
+                        s -= l[i * p + k] * inv[k * p + c];
+                    }
+                    inv[i * p + c] = s / l[i * p + i];
+                }
+            }
+            (l, inv)
+        }
+        for p in [1, 2, 3, 5, 8, 13, 130] {
+            let mut r = crate::rng::stream(p as u64, "cholesky-test");
+            let b: Vec<f32> = crate::rng::normal_vec(&mut r, p * p, 1.0);
+            let mut a = vec![0f64; p * p];
+            for i in 0..p {
+                for j in 0..p {
+                    a[i * p + j] = (0..p)
+                        .map(|k| f64::from(b[i * p + k]) * f64::from(b[j * p + k]))
+                        .sum::<f64>()
+                        + if i == j { 0.5 } else { 0.0 };
+                }
+            }
+            let (l, inv) = (cholesky(&a, p), lower_inverse(&cholesky(&a, p), p));
+            let (l_ref, inv_ref) = textbook(&a, p);
+            assert!(
+                l == l_ref,
+                "p {p}: the factor differs from the textbook loops"
+            );
+            assert!(
+                inv == inv_ref,
+                "p {p}: the inverse differs from the textbook loops"
+            );
+            for i in 0..p {
+                for j in 0..p {
+                    if j > i {
+                        assert_eq!(l[i * p + j], 0.0);
+                    }
+                    let llt: f64 = (0..p).map(|k| l[i * p + k] * l[j * p + k]).sum();
+                    let scale = (a[i * p + i] * a[j * p + j]).sqrt();
+                    assert!(
+                        (llt - a[i * p + j]).abs() < 1e-10 * scale,
+                        "p {p} ({i}, {j})"
+                    );
+                    let il: f64 = (0..p).map(|k| inv[i * p + k] * l[k * p + j]).sum();
+                    let eye = if i == j { 1.0 } else { 0.0 };
+                    assert!((il - eye).abs() < 1e-8, "p {p} ({i}, {j}): {il}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn jacobi_eigenpairs_satisfy_their_definition() {
         // [[2, 1], [1, 2]]: eigenvalues 1 and 3.

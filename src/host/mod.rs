@@ -8,6 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storag
 mod conv;
 mod pass;
 pub(crate) use conv::conv2d;
+pub(crate) use gram::{centred_gram, GRAM_BLOCK};
 pub(crate) use pass::{scores_raw, softmax_fit_raw, Feature};
 
 /// `fn NAME(args) -> R = BODY;` (or `fn NAME<E: Bound>(args)`) defines `NAME`, which calls the
@@ -32,6 +33,11 @@ macro_rules! vectorised {
         }
     };
 }
+
+// After the macro, which they use.
+mod chain;
+mod gram;
+pub(crate) use chain::{chain_forward, Step};
 
 /// Calls `f` with the elements of `t` when it is an f32 tensor in CPU memory laid out
 /// contiguously (a view of rows of a bigger tensor counts), and returns its result; `None`
