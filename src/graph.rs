@@ -889,11 +889,9 @@ impl Model {
                 _ => return None,
             }
         }
+        // `with_f32_all` declines tensors that are not f32 in CPU memory.
         let mut all: Vec<&Tensor> = vec![x];
         all.extend(&params);
-        if all.iter().any(|t| !t.device().is_cpu()) {
-            return None;
-        }
         let (n, d) = x.dims2().ok()?;
         // Node 0 is `x` itself; the chain's steps are nodes `1..=last`.
         let mut keep_flags = vec![false; last];

@@ -2593,8 +2593,6 @@ mod tests {
         }
     }
 
-    /// Jacobi's eigenpairs satisfy `A v = lambda v` with orthonormal `v`, and the eigenvalues of
-    /// a hand example are its closed form.
     /// The factor and its inverse satisfy `L L^T = A` and `L^-1 L = I`, and equal, bit for bit,
     /// the textbook loops (one entry at a time, each sum in the order of `k`) that the blocked
     /// forms reorganise.
@@ -2670,6 +2668,8 @@ mod tests {
         }
     }
 
+    /// Jacobi's eigenpairs satisfy `A v = lambda v` with orthonormal `v`, and the eigenvalues of
+    /// a hand example are its closed form.
     #[test]
     fn jacobi_eigenpairs_satisfy_their_definition() {
         // [[2, 1], [1, 2]]: eigenvalues 1 and 3.

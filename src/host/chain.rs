@@ -17,28 +17,15 @@ pub(crate) enum Step<'a> {
         /// Outputs a row.
         out: usize,
     },
-    /// LeakyReLU with this slope (see `super::leaky`).
+    /// LeakyReLU with this slope (see `super::leaky_into`).
     Leaky(f32),
-}
-
-/// Writes LeakyReLU(`x`) with slope `s` to `out` (the same length).
-#[inline(always)]
-fn leaky_into(x: &[f32], s: f32, out: &mut [MaybeUninit<f32>]) {
-    for (o, &x) in out.iter_mut().zip(x) {
-        o.write(if x > 0.0 { x } else { x * s });
-    }
-}
-
-vectorised! {
-    /// [`leaky_into`], vectorised.
-    fn leaky_into_best(x: &[f32], s: f32, out: &mut [MaybeUninit<f32>]) = leaky_into;
 }
 
 /// Runs the `n` rows of `x` (row-major, `d` a row) through `steps`, `rows` rows at a time (the
 /// last block takes the remainder too) with a check for a stop between blocks, and returns the
 /// outputs (row-major, `n` rows) of the steps whose `keep` is set, `None` for the others. The
-/// numbers are those of the layers' host kernels over all rows at once (`super::Linear`,
-/// `super::LeakyRelu`): gemm sums a row's products in the same order whatever the rows beside
+/// numbers are those of the layers' host kernels over all rows at once (the same
+/// `super::linear_into` and `super::leaky_into`): gemm sums a row's products in the same order whatever the rows beside
 /// it, but for products of a handful of rows, which no block here is unless `n` is.
 pub(crate) fn chain_forward(
     x: &[f32],
@@ -106,44 +93,9 @@ pub(crate) fn chain_forward(
             let src = unsafe { std::slice::from_raw_parts(input, len * in_width) };
             match step {
                 Step::Linear { w: wt, b, out: m } => {
-                    let read_bias = in_width == 0 || b.iter().any(|&v| v != 0.0);
-                    if read_bias {
-                        for row in out.chunks_exact_mut(*m) {
-                            for (o, &v) in row.iter_mut().zip(b.iter()) {
-                                o.write(v);
-                            }
-                        }
-                    }
-                    // SAFETY: as in `super::Linear`: `out` holds `len x m` values with row
-                    // stride `m`, `src` is `len x in_width` row-major, `W^T` is read through
-                    // `wt` (`m x in_width`, checked above) with swapped strides. Without
-                    // `read_bias` gemm writes every output without reading it; with it, every
-                    // output was written just above.
-                    unsafe {
-                        gemm::gemm(
-                            len,
-                            *m,
-                            in_width,
-                            out.as_mut_ptr().cast::<f32>(),
-                            1,
-                            *m as isize,
-                            read_bias,
-                            src.as_ptr(),
-                            1,
-                            in_width as isize,
-                            wt.as_ptr(),
-                            in_width as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            super::parallelism(),
-                        );
-                    }
+                    super::linear_into(src, wt, b, (len, in_width, *m), out)
                 }
-                Step::Leaky(slope) => leaky_into_best(src, *slope, out),
+                Step::Leaky(slope) => super::leaky_into_best(src, *slope, out),
             }
             input = out.as_ptr().cast::<f32>();
             in_width = w;

@@ -3,6 +3,8 @@
 //! quarter of its cycles clearing the pages of such temporaries). Every kernel here has a candle
 //! form that runs on other devices and types; the tests hold the two to the same numbers.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 
 mod conv;
@@ -184,7 +186,11 @@ impl CustomOp1 for LeakyRelu {
         else {
             candle_core::bail!("leaky-relu: a contiguous f32 tensor is expected");
         };
-        let out = leaky_best(&v[start..end], self.0);
+        let x = &v[start..end];
+        let mut out = Vec::with_capacity(x.len());
+        leaky_into_best(x, self.0, out.spare_capacity_mut());
+        // SAFETY: `leaky_into_best` wrote one value for each of `x`'s.
+        unsafe { out.set_len(x.len()) };
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -202,14 +208,17 @@ impl CustomOp1 for LeakyRelu {
     }
 }
 
+/// Writes LeakyReLU(`x`) with slope `s` to `out` (the same length).
 #[inline(always)]
-fn leaky(x: &[f32], s: f32) -> Vec<f32> {
-    x.iter().map(|&x| if x > 0.0 { x } else { x * s }).collect()
+fn leaky_into(x: &[f32], s: f32, out: &mut [MaybeUninit<f32>]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        o.write(if x > 0.0 { x } else { x * s });
+    }
 }
 
 vectorised! {
-    /// [`leaky`], vectorised.
-    fn leaky_best(x: &[f32], s: f32) -> Vec<f32> = leaky;
+    /// [`leaky_into`], vectorised.
+    fn leaky_into_best(x: &[f32], s: f32, out: &mut [MaybeUninit<f32>]) = leaky_into;
 }
 
 /// Whether the host kernels can read `t` in place: an f32 tensor in CPU memory laid out
@@ -253,6 +262,63 @@ fn parallelism() -> gemm::Parallelism {
     }
 }
 
+/// Writes `x W^T + b` (`x` row-major `m x k`, `W` `n x k`, `b` of `n`) to every one of `out`'s
+/// `m x n` values (row-major) as one product that starts from the bias rows, where candle makes
+/// the product and then a second pass to add the bias.
+pub(crate) fn linear_into(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    out: &mut [MaybeUninit<f32>],
+) {
+    assert!(x.len() == m * k && w.len() == n * k && b.len() == n && out.len() == m * n);
+    // A zero bias (an untrained layer's) adds nothing: gemm then writes the output without
+    // reading it, and the buffer needs no bias rows first (the copy was 5% of
+    // `untrained-mlp`). The sums are the same either way: zero plus the product is the product.
+    let read_bias = k == 0 || b.iter().any(|&v| v != 0.0);
+    if read_bias && m > 0 {
+        // The bias rows, by doubling copies (one small copy per row costs more than the bytes).
+        for (o, &v) in out.iter_mut().zip(b) {
+            o.write(v);
+        }
+        let mut filled = n;
+        while filled < m * n {
+            let more = filled.min(m * n - filled);
+            out.copy_within(..more, filled);
+            filled += more;
+        }
+    }
+    // SAFETY: `out` holds `m x n` row-major values, `x` is `m x k` row-major and `W^T` is read
+    // through `w`'s `n x k` row-major buffer with swapped strides: every index gemm forms from
+    // these sizes and strides lies inside the slices asserted above. Without `read_bias` (so
+    // `k > 0`) gemm does not read the output and writes every one of its values; with it, every
+    // value was written just above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr().cast::<f32>(),
+            1,
+            n as isize,
+            read_bias,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        );
+    }
+}
+
 /// `x W^T + b` (`x` `[m, k]`, `W` `[n, k]`, `b` `[n]`) as one product that starts from the bias
 /// rows, where candle makes the product and then a second pass to add the bias.
 struct Linear;
@@ -282,50 +348,10 @@ impl CustomOp3 for Linear {
                 bl.dims()
             );
         }
-        // A zero bias (an untrained layer's) adds nothing: gemm then writes the output without
-        // reading it, and the buffer needs no bias rows first (the copy was 5% of
-        // `untrained-mlp`). The sums are the same either way: zero plus the product is the product.
-        let read_bias = k == 0 || b.iter().any(|&v| v != 0.0);
         let mut out: Vec<f32> = Vec::with_capacity(m * n);
-        if read_bias {
-            // The bias rows, by doubling copies (one small copy per row costs more than the bytes).
-            if m > 0 {
-                out.extend_from_slice(b);
-            }
-            while out.len() < m * n {
-                let more = out.len().min(m * n - out.len());
-                out.extend_from_within(..more);
-            }
-        }
-        // SAFETY: `out` has room for `m x n` row-major values, `x` is `m x k` row-major and `W^T`
-        // is read through `w`'s `n x k` row-major buffer with swapped strides: every index gemm
-        // forms from these sizes and strides lies inside the slices checked above. Without
-        // `read_bias` (so `k > 0`) gemm does not read the output and writes every one of its
-        // `m x n` values, so the length set after it covers initialised values only.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                read_bias,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism(),
-            );
-            out.set_len(m * n);
-        }
+        linear_into(x, w, b, (m, k, n), &mut out.spare_capacity_mut()[..m * n]);
+        // SAFETY: `linear_into` wrote every one of the `m x n` values.
+        unsafe { out.set_len(m * n) };
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 
