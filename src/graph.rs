@@ -829,7 +829,14 @@ impl Model {
                 },
                 (Op::Activation { activation, .. }, _) => activation.apply(inp(0))?,
                 (Op::MaxPool2d { kernel, stride, .. }, _) => {
-                    inp(0).max_pool2d_with_stride(*kernel, *stride)?
+                    let host = match infer {
+                        true => crate::host::max_pool2d(inp(0), *kernel, *stride),
+                        false => None,
+                    };
+                    match host {
+                        Some(y) => y?,
+                        None => inp(0).max_pool2d_with_stride(*kernel, *stride)?,
+                    }
                 }
                 (Op::Flatten { .. }, _) => inp(0).flatten_from(1)?,
                 // Contiguous: a narrowed view has the parent's row stride, which candle's CUDA

@@ -9,9 +9,11 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storag
 
 mod conv;
 mod pass;
+mod pool;
 pub(crate) use conv::conv2d;
 pub(crate) use gram::{centred_gram, GRAM_BLOCK};
 pub(crate) use pass::{scores_raw, softmax_fit_raw, Feature};
+pub(crate) use pool::max_pool2d;
 
 /// `fn NAME(args) -> R = BODY;` (or `fn NAME<E: Bound>(args)`) defines `NAME`, which calls the
 /// `#[inline(always)]` function `BODY` compiled for AVX2 and FMA when the machine has them (the

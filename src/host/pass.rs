@@ -294,7 +294,8 @@ unsafe fn grad_tile16<E: Feature, const C: usize>(
 }
 
 /// Adds to the logits `lg` (`rows` x `k`, already holding the biases) the products of the
-/// centred rows `x` with the first `kc` classes of `theta_t`: tiles of 4 rows by `CG` classes.
+/// centred rows `x` with the first `kc` classes of `theta_t`: tiles of 4 rows by `CG` classes
+/// (on AVX-512 with [`WIDE_TILE_MIN`] classes or more, [`block_logits16`]'s wider tiles).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool>(
@@ -541,8 +542,8 @@ fn scores_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
 }
 
 /// Calls `$f::<E, CG, L, F>($args)` compiled for the best vector instructions this machine has:
-/// AVX-512 (16 lanes, tiles of 3 classes), AVX2 with FMA (8 lanes, tiles of 2 classes), or as
-/// built.
+/// AVX-512 (16 lanes, tiles of 3 classes, or wider from [`WIDE_TILE_MIN`] classes), AVX2 with
+/// FMA (8 lanes, tiles of 2 classes), or as built.
 macro_rules! dispatch {
     ($f:ident::<$e:ty>($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
