@@ -298,7 +298,7 @@ unsafe fn grad_tile16<E: Feature, const C: usize>(
 /// (on AVX-512 with [`WIDE_TILE_MIN`] classes or more, [`block_logits16`]'s wider tiles).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool>(
+fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool, const W: bool>(
     x: &[E],
     d: usize,
     mean: &[f32],
@@ -309,7 +309,7 @@ fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool>(
 ) {
     let rows = lg.len() / k;
     #[cfg(target_arch = "x86_64")]
-    if L == 16 && F && kc >= WIDE_TILE_MIN {
+    if W && L == 16 && F {
         // SAFETY: `L == 16 && F` only in the dispatch's AVX-512 build.
         unsafe { block_logits16(x, d, mean, theta_t, kc, k, lg) };
         return;
@@ -426,7 +426,7 @@ unsafe fn block_logits16<E: Feature>(
 /// to `grad_t` and `gbias`, and the logits less the last class's written to `logits`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn pass_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
+fn pass_rows<E: Feature, const CG: usize, const L: usize, const F: bool, const W: bool>(
     x: &[E],
     d: usize,
     mean: &[f32],
@@ -452,7 +452,7 @@ fn pass_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
             l[..kc].copy_from_slice(bias_t);
             l[kc] = 0.0;
         }
-        block_logits::<E, CG, L, F>(xb, d, mean, theta_t, kc, k, lb);
+        block_logits::<E, CG, L, F, W>(xb, d, mean, theta_t, kc, k, lb);
         let res = &mut res[..rows * k];
         loss += super::softmax_residuals(lb, yb, k, res);
         for r in res.chunks_exact(k) {
@@ -468,7 +468,7 @@ fn pass_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
             let mut c0 = 0;
             while c0 < kc {
                 #[cfg(target_arch = "x86_64")]
-                if L == 16 && F && kc >= WIDE_TILE_MIN {
+                if W && L == 16 && F {
                     let c = (kc - c0).min(GRAD_TILE_CLASSES);
                     macro_rules! tiles {
                         ($($n:literal)*) => {
@@ -523,7 +523,7 @@ fn pass_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
 /// The logits `(x - mean) theta_t^T + bias` of the rows `x`, `k` classes (`theta_t` class-major,
 /// `d` a class), written to `out` (`k` a row).
 #[inline(always)]
-fn scores_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
+fn scores_rows<E: Feature, const CG: usize, const L: usize, const F: bool, const W: bool>(
     x: &[E],
     d: usize,
     mean: &[f32],
@@ -537,35 +537,42 @@ fn scores_rows<E: Feature, const CG: usize, const L: usize, const F: bool>(
     }
     let rb = block_rows(d, std::mem::size_of::<E>());
     for (xb, ob) in x.chunks(rb * d).zip(out.chunks_mut(rb * k)) {
-        block_logits::<E, CG, L, F>(xb, d, mean, theta_t, k, k, ob);
+        block_logits::<E, CG, L, F, W>(xb, d, mean, theta_t, k, k, ob);
     }
 }
 
-/// Calls `$f::<E, CG, L, F>($args)` compiled for the best vector instructions this machine has:
+/// Calls `$f::<E, CG, L, F, W>($args)` (`W`: the wide tiles) compiled for the best vector
+/// instructions this machine has:
 /// AVX-512 (16 lanes, tiles of 3 classes, or wider from [`WIDE_TILE_MIN`] classes), AVX2 with
 /// FMA (8 lanes, tiles of 2 classes), or as built.
 macro_rules! dispatch {
-    ($f:ident::<$e:ty>($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
+    ($f:ident::<$e:ty>($wide:expr; $($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f,avx2,fma")]
-            fn v4<E: Feature>($($arg: $ty),*) $(-> $ret)? {
-                $f::<E, 3, 16, true>($($arg),*)
+            fn v4<E: Feature>(wide: bool, $($arg: $ty),*) $(-> $ret)? {
+                // The wide tiles are a build of their own, so the narrow one compiles as
+                // before them.
+                if wide {
+                    $f::<E, 3, 16, true, true>($($arg),*)
+                } else {
+                    $f::<E, 3, 16, true, false>($($arg),*)
+                }
             }
             #[target_feature(enable = "avx2,fma")]
             fn v3<E: Feature>($($arg: $ty),*) $(-> $ret)? {
-                $f::<E, 2, 8, true>($($arg),*)
+                $f::<E, 2, 8, true, false>($($arg),*)
             }
             if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
                 // SAFETY: the features `v4` is compiled for were detected on this machine.
-                return unsafe { v4::<$e>($($arg),*) };
+                return unsafe { v4::<$e>($wide, $($arg),*) };
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 // SAFETY: as above, for `v3`.
                 return unsafe { v3::<$e>($($arg),*) };
             }
         }
-        $f::<$e, 2, 8, false>($($arg),*)
+        $f::<$e, 2, 8, false, false>($($arg),*)
     }};
 }
 
@@ -582,6 +589,7 @@ fn pass_rows_best<E: Feature>(
     logits: &mut [f32],
 ) -> f64 {
     dispatch!(pass_rows::<E>(
+        bias_t.len() >= WIDE_TILE_MIN;
         x: &[E],
         d: usize,
         mean: &[f32],
@@ -603,6 +611,7 @@ fn scores_rows_best<E: Feature>(
     out: &mut [f32],
 ) {
     dispatch!(scores_rows::<E>(
+        bias.len() >= WIDE_TILE_MIN;
         x: &[E],
         d: usize,
         mean: &[f32],
@@ -894,11 +903,11 @@ mod tests {
                 let (mut g, mut gb, mut lg) =
                     (vec![0f32; kc * d], vec![0f32; kc], vec![0f32; n * k]);
                 let loss = if fma {
-                    pass_rows::<f32, 2, 8, true>(
+                    pass_rows::<f32, 2, 8, true, false>(
                         &x, d, &mean, &theta_t, &bias_t, &y, &mut g, &mut gb, &mut lg,
                     )
                 } else {
-                    pass_rows::<f32, 2, 8, false>(
+                    pass_rows::<f32, 2, 8, false, false>(
                         &x, d, &mean, &theta_t, &bias_t, &y, &mut g, &mut gb, &mut lg,
                     )
                 };
@@ -927,9 +936,9 @@ mod tests {
                 assert_logits(&what, &lg, &want_logits, true);
                 let mut out = vec![0f32; n * k];
                 if fma {
-                    scores_rows::<f32, 2, 8, true>(&x, d, &mean, &full_t, &bias, &mut out);
+                    scores_rows::<f32, 2, 8, true, false>(&x, d, &mean, &full_t, &bias, &mut out);
                 } else {
-                    scores_rows::<f32, 2, 8, false>(&x, d, &mean, &full_t, &bias, &mut out);
+                    scores_rows::<f32, 2, 8, false, false>(&x, d, &mean, &full_t, &bias, &mut out);
                 }
                 assert_logits(&what, &out, &want_logits, false);
             }
