@@ -184,11 +184,7 @@ impl CustomOp1 for LeakyRelu {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(v), Some((start, end))) = (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("leaky-relu: a contiguous f32 tensor is expected");
-        };
-        let x = &v[start..end];
+        let x = f32_operand("leaky-relu", (storage, layout))?;
         let mut out = Vec::with_capacity(x.len());
         leaky_into_best(x, self.0, out.spare_capacity_mut());
         // SAFETY: `leaky_into_best` wrote one value for each of `x`'s.
@@ -229,25 +225,30 @@ fn host_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32 && t.layout().contiguous_offsets().is_some()
 }
 
-/// The elements of the three f32 storages of a custom op (`op`, for the messages), each laid
-/// out contiguously.
+/// The elements of an f32 storage of a custom op (`op`, for the message), laid out
+/// contiguously.
+fn f32_operand<'a>(
+    op: &str,
+    (storage, layout): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<&'a [f32]> {
+    let (CpuStorage::F32(v), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+        candle_core::bail!("{op}: a contiguous f32 tensor is expected");
+    };
+    Ok(&v[start..end])
+}
+
+/// [`f32_operand`] of the three storages of a custom op.
 fn f32_operands<'a>(
     op: &str,
-    (xs, xl): (&'a CpuStorage, &Layout),
-    (ws, wl): (&'a CpuStorage, &Layout),
-    (bs, bl): (&'a CpuStorage, &Layout),
+    x: (&'a CpuStorage, &Layout),
+    w: (&'a CpuStorage, &Layout),
+    b: (&'a CpuStorage, &Layout),
 ) -> candle_core::Result<(&'a [f32], &'a [f32], &'a [f32])> {
-    let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (xs, ws, bs) else {
-        candle_core::bail!("{op}: f32 tensors are expected");
-    };
-    let (Some((xo, xe)), Some((wo, we)), Some((bo, be))) = (
-        xl.contiguous_offsets(),
-        wl.contiguous_offsets(),
-        bl.contiguous_offsets(),
-    ) else {
-        candle_core::bail!("{op}: contiguous tensors are expected");
-    };
-    Ok((&x[xo..xe], &w[wo..we], &b[bo..be]))
+    Ok((
+        f32_operand(op, x)?,
+        f32_operand(op, w)?,
+        f32_operand(op, b)?,
+    ))
 }
 
 /// LeakyReLU with slope `slope` (see [`LeakyRelu`]) as one host pass where `x` is an f32 tensor

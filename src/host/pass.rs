@@ -295,7 +295,7 @@ unsafe fn grad_tile16<E: Feature, const C: usize>(
 
 /// Adds to the logits `lg` (`rows` x `k`, already holding the biases) the products of the
 /// centred rows `x` with the first `kc` classes of `theta_t`: tiles of 4 rows by `CG` classes
-/// (on AVX-512 with [`WIDE_TILE_MIN`] classes or more, [`block_logits16`]'s wider tiles).
+/// (up to [`LOGIT_TILE_CLASSES`] in the AVX-512 build with the wide tiles, `W`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool, const W: bool>(
@@ -308,12 +308,12 @@ fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool, cons
     lg: &mut [f32],
 ) {
     let rows = lg.len() / k;
-    #[cfg(target_arch = "x86_64")]
-    if W && L == 16 && F {
-        // SAFETY: `L == 16 && F` only in the dispatch's AVX-512 build.
-        unsafe { block_logits16(x, d, mean, theta_t, kc, k, lg) };
-        return;
-    }
+    // The wide tiles, in the AVX-512 build that asks for them (see [`WIDE_TILE_MIN`]).
+    let group = if W && L == 16 && F {
+        LOGIT_TILE_CLASSES
+    } else {
+        CG
+    };
     for f0 in (0..d).step_by(SEGMENT) {
         let seg = (f0, (f0 + SEGMENT).min(d));
         let mut r0 = 0;
@@ -322,7 +322,7 @@ fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool, cons
             let (xr, lr) = (&x[r0 * d..], &mut lg[r0 * k..]);
             let mut c0 = 0;
             while c0 < kc {
-                let c = (kc - c0).min(CG);
+                let c = (kc - c0).min(group);
                 macro_rules! tile {
                     ($r:literal, $c:literal) => {{
                         #[cfg(target_arch = "x86_64")]
@@ -337,12 +337,18 @@ fn block_logits<E: Feature, const CG: usize, const L: usize, const F: bool, cons
                         logits_tile::<E, $r, $c, L, F>(xr, d, mean, theta_t, c0, seg, k, lr)
                     }};
                 }
+                // Groups of 4 and 5 classes only come with `W`: without it these arms are
+                // never compiled in, and the narrow build is as before the wide tiles.
                 match (four, c) {
                     (true, 1) => tile!(4, 1),
                     (true, 2) => tile!(4, 2),
+                    (true, 4) if W => tile!(4, 4),
+                    (true, 5) if W => tile!(4, 5),
                     (true, _) => tile!(4, 3),
                     (false, 1) => tile!(1, 1),
                     (false, 2) => tile!(1, 2),
+                    (false, 4) if W => tile!(1, 4),
+                    (false, 5) if W => tile!(1, 5),
                     (false, _) => tile!(1, 3),
                 }
                 c0 += c;
@@ -368,57 +374,6 @@ const LOGIT_TILE_CLASSES: usize = 5;
 /// Most classes of one AVX-512 gradient tile: 2 x 9 running sums, the row's 2 vectors, their 2
 /// means and the residual (23 registers).
 const GRAD_TILE_CLASSES: usize = 9;
-
-/// [`block_logits`] on AVX-512 with tiles of 4 rows by up to [`LOGIT_TILE_CLASSES`] classes: the
-/// same sums in the same order (each row and class sums its features segment by segment, 16
-/// lanes at a time).
-///
-/// # Safety
-/// The machine must have AVX-512F and FMA.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn block_logits16<E: Feature>(
-    x: &[E],
-    d: usize,
-    mean: &[f32],
-    theta_t: &[f32],
-    kc: usize,
-    k: usize,
-    lg: &mut [f32],
-) {
-    let rows = lg.len() / k;
-    for f0 in (0..d).step_by(SEGMENT) {
-        let seg = (f0, (f0 + SEGMENT).min(d));
-        let mut r0 = 0;
-        while r0 < rows {
-            let four = rows - r0 >= 4;
-            let (xr, lr) = (&x[r0 * d..], &mut lg[r0 * k..]);
-            let mut c0 = 0;
-            while c0 < kc {
-                let c = (kc - c0).min(LOGIT_TILE_CLASSES);
-                macro_rules! tiles {
-                    ($($n:literal)*) => {
-                        match (four, c) {
-                            $((true, $n) => {
-                                // SAFETY: this function's own requirement.
-                                unsafe { logits_tile16::<E, 4, $n>(xr, d, mean, theta_t, c0, seg, k, lr) }
-                            })*
-                            $((false, $n) => {
-                                // SAFETY: as above.
-                                unsafe { logits_tile16::<E, 1, $n>(xr, d, mean, theta_t, c0, seg, k, lr) }
-                            })*
-                            _ => unreachable!("a group of 1 to {LOGIT_TILE_CLASSES} classes"),
-                        }
-                    };
-                }
-                tiles!(1 2 3 4 5);
-                c0 += c;
-            }
-            r0 += if four { 4 } else { 1 };
-        }
-    }
-}
 
 /// One problem's softmax-regression pass over some rows (see [`softmax_fit_raw`]), with the
 /// parameters relative to the last class (`theta_t`: `K - 1` classes of `d`; `bias_t`: `K - 1`):
@@ -969,7 +924,7 @@ mod tests {
             // SAFETY: AVX-512F and FMA were detected above; the slices are the sizes the tiles
             // read (rows x d features, kc x d parameters, rows x k logits and residuals).
             unsafe {
-                block_logits16(x, d, mean, &theta_t, kc, k, &mut wide);
+                block_logits::<E, 3, 16, true, true>(x, d, mean, &theta_t, kc, k, &mut wide);
                 for f0 in (0..d).step_by(SEGMENT) {
                     let seg = (f0, (f0 + SEGMENT).min(d));
                     for r in 0..rows {

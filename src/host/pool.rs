@@ -30,17 +30,13 @@ impl CustomOp1 for MaxPool2d {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(v), Some((start, end))) = (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("max-pool2d: a contiguous f32 tensor is expected");
-        };
+        let x = super::f32_operand("max-pool2d", (storage, layout))?;
         let (n, c, h, w) = layout.shape().dims4()?;
         let (k, s) = (self.kernel, self.stride);
         if k == 0 || s == 0 || k > h || k > w {
             candle_core::bail!("max-pool2d: a {k}x{k} window, stride {s}, on a {h}x{w} input");
         }
         let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
-        let x = &v[start..end];
         let mut out = vec![0f32; n * c * oh * ow];
         if !out.is_empty() {
             out.par_chunks_mut(oh * ow)
