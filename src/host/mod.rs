@@ -10,10 +10,12 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storag
 mod conv;
 mod pass;
 mod pool;
+mod rows;
 pub(crate) use conv::conv2d;
 pub(crate) use gram::{centred_gram, GRAM_BLOCK};
 pub(crate) use pass::{scores_raw, softmax_fit_raw, Feature};
 pub(crate) use pool::max_pool2d;
+pub(crate) use rows::RowSink;
 
 /// `fn NAME(args) -> R = BODY;` (or `fn NAME<E: Bound>(args)`) defines `NAME`, which calls the
 /// `#[inline(always)]` function `BODY` compiled for AVX2 and FMA when the machine has them (the
@@ -91,31 +93,20 @@ pub(crate) fn with_views<R>(ts: &[&Tensor], f: impl FnOnce(Views<'_>) -> R) -> O
     }
 }
 
-/// Asks the kernel to back `t`'s f32 CPU storage with huge pages (2 MB) where transparent huge
-/// pages are enabled on request (`madvise`): a snapshot's fresh feature tensors, gigabytes that
-/// are written once, then fault in 512 times fewer pages. A hint: nothing happens for other
-/// types or elsewhere, and nothing changes in what the memory holds.
-pub(crate) fn advise_huge_pages(t: &Tensor) {
-    let (storage, layout) = t.storage_and_layout();
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return;
-    };
-    let bytes = match &*storage {
-        Storage::Cpu(CpuStorage::F32(v)) => {
-            let s = &v[start..end];
-            (s.as_ptr() as usize, std::mem::size_of_val(s))
-        }
-        _ => return,
-    };
+/// Asks the kernel to back the memory of `s` with huge pages (2 MB) where transparent huge
+/// pages are enabled on request (`madvise`): a snapshot's fresh f32 features, gigabytes that are
+/// written once, then fault in 512 times fewer pages. A hint: only the whole huge pages inside
+/// `s` are named, and nothing changes in what the memory holds.
+pub(crate) fn advise_huge_slice<T>(s: &mut [T]) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let (ptr, len) = bytes;
+        let (ptr, len) = (s.as_mut_ptr() as usize, std::mem::size_of_val(s));
         let first = ptr.next_multiple_of(HUGE);
         let last = (ptr + len) / HUGE * HUGE;
         if last > first {
-            // SAFETY: the range lies inside the storage that `storage` keeps alive, and
-            // MADV_HUGEPAGE changes how the kernel backs it, never its contents.
+            // SAFETY: the range lies inside `s`, which the caller holds, and MADV_HUGEPAGE
+            // changes how the kernel backs it, never its contents.
             unsafe {
                 libc::madvise(
                     first as *mut libc::c_void,
@@ -126,23 +117,7 @@ pub(crate) fn advise_huge_pages(t: &Tensor) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = bytes;
-}
-
-/// A zero tensor of `(rows, cols)` for a large buffer that is written once. On the CPU, f32
-/// zeros come from the allocator's zeroed memory, whose pages are untouched until written, so
-/// they are asked to be huge pages ([`advise_huge_pages`]). Other types are filled by candle
-/// first, which touches every page; bf16 zeros made from zero bits instead, untouched, made
-/// mnist-convnet's 50,000-image bf16 snapshot slower (140.8 s without huge pages, 136.5 s
-/// with, against 128.3 s filled: the pages then fault in the middle of the forward pass).
-pub(crate) fn fresh_zeros(
-    (rows, cols): (usize, usize),
-    dtype: DType,
-    device: &candle_core::Device,
-) -> candle_core::Result<Tensor> {
-    let t = Tensor::zeros((rows, cols), dtype, device)?;
-    advise_huge_pages(&t);
-    Ok(t)
+    let _ = s;
 }
 
 /// While alive, candle's CPU operations run on one thread each: for callers that run several
@@ -203,6 +178,35 @@ impl CustomOp1 for LeakyRelu {
             &arg.ones_like()?.affine(f64::from(self.0), 0.0)?,
         )?;
         Ok(Some(grad_res.mul(&slope)?))
+    }
+}
+
+/// ReLU of `x` as candle computes it (`max(x, 0)`: a NaN becomes 0) where `x` is an f32 tensor
+/// in CPU memory, in one pass split over the cores; `None` elsewhere. For reading features
+/// only (it has no backward pass): candle's runs on one core, about 1 s of mnist-convnet's
+/// 50,000-image snapshot while the other core waited.
+pub(crate) fn relu(x: &Tensor) -> Option<candle_core::Result<Tensor>> {
+    host_f32(x).then(|| x.apply_op1_no_bwd(&Relu))
+}
+
+/// See [`relu`].
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let x = f32_operand("relu", (storage, layout))?;
+        let mut out = Vec::with_capacity(x.len());
+        out.par_extend(x.par_iter().map(|&v| v.max(0f32)));
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -784,20 +788,18 @@ pub(crate) fn online_step(
 }
 
 #[inline(always)]
-fn norms_and_max_abs_rows(v: &[f32], cols: usize, max_abs: &mut [f32]) -> f64 {
-    let mut norm_sum = 0f64;
-    for row in v.chunks_exact(cols.max(1)) {
+fn norms_and_max_abs_rows(v: &[f32], cols: usize, max_abs: &mut [f32], norms: &mut [f32]) {
+    for (row, n) in v.chunks_exact(cols.max(1)).zip(norms) {
         for (m, &x) in max_abs.iter_mut().zip(row) {
             *m = m.max(x.abs());
         }
-        norm_sum += f64::from(dot(row, row).sqrt());
+        *n = dot(row, row).sqrt();
     }
-    norm_sum
 }
 
 vectorised! {
     /// [`norms_and_max_abs_rows`], vectorised.
-    fn norms_and_max_abs_best(v: &[f32], cols: usize, max_abs: &mut [f32]) -> f64 =
+    fn norms_and_max_abs_best(v: &[f32], cols: usize, max_abs: &mut [f32], norms: &mut [f32]) =
         norms_and_max_abs_rows;
 }
 
@@ -809,9 +811,34 @@ pub(crate) fn norms_and_max_abs(v: &[f32], cols: usize) -> (f64, Vec<f32>) {
     (norm_sum, max_abs)
 }
 
-/// [`norms_and_max_abs`], raising the running maxima `max_abs` (`cols` long) in place.
+/// Rows per task of [`norms_and_max_abs_into`].
+const NORM_ROWS: usize = 64;
+
+/// [`norms_and_max_abs`], raising the running maxima `max_abs` (`cols` long) in place. Blocks of
+/// rows are split over the cores; the row norms are then summed in f64 in the rows' order, so
+/// the sum is the one a single loop makes (and a maximum does not depend on the order).
 pub(crate) fn norms_and_max_abs_into(v: &[f32], cols: usize, max_abs: &mut [f32]) -> f64 {
-    norms_and_max_abs_best(v, cols, max_abs)
+    use rayon::prelude::*;
+    let cols = cols.max(1);
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = v
+        .par_chunks(cols * NORM_ROWS)
+        .map(|block| {
+            let mut m = vec![0f32; max_abs.len()];
+            let mut norms = vec![0f32; block.len() / cols];
+            norms_and_max_abs_best(block, cols, &mut m, &mut norms);
+            (norms, m)
+        })
+        .collect();
+    let mut norm_sum = 0f64;
+    for (norms, m) in &parts {
+        for &n in norms {
+            norm_sum += f64::from(n);
+        }
+        for (a, &b) in max_abs.iter_mut().zip(m) {
+            *a = a.max(b);
+        }
+    }
+    norm_sum
 }
 
 #[inline(always)]
@@ -1011,47 +1038,52 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// The huge-page hint covers whole 2 MB pages inside the storage only, whatever its size,
-    /// offset or type, and leaves what the tensor holds alone; a fresh tensor written after it
-    /// reads back what was written.
+    /// The huge-page hint covers whole 2 MB pages inside the slice only, whatever its size or
+    /// offset, and leaves what it holds alone.
     #[test]
-    fn the_huge_page_hint_leaves_every_tensor_as_it_was() {
-        let dev = Device::Cpu;
+    fn the_huge_page_hint_leaves_every_value_as_it_was() {
         let n = (5 << 20) / 4 + 3; // over two huge pages, not a multiple of one
-        let t = Tensor::arange(0f32, n as f32, &dev).unwrap();
-        let before = t.to_vec1::<f32>().unwrap();
-        advise_huge_pages(&t);
-        advise_huge_pages(&t.narrow(0, 100_003, 1_000_000).unwrap());
-        advise_huge_pages(&t.narrow(0, 7, 10).unwrap()); // inside one page: no whole page
-        let b = t.to_dtype(DType::BF16).unwrap();
-        advise_huge_pages(&b);
-        let m = t
-            .narrow(0, 0, 1_000_000)
-            .unwrap()
-            .reshape((1000, 1000))
-            .unwrap();
-        advise_huge_pages(&m.t().unwrap()); // not contiguous: no hint
-        assert_eq!(t.to_vec1::<f32>().unwrap(), before);
-        assert_eq!(
-            b.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()[..256],
-            before[..256]
-        );
-        for dtype in [DType::F32, DType::BF16] {
-            let fresh = fresh_zeros((3000, 1000), dtype, &dev).unwrap();
-            assert_eq!((fresh.dims(), fresh.dtype()), (&[3000, 1000][..], dtype));
-            let part = Tensor::ones((1000, 1000), dtype, &dev).unwrap();
-            fresh.slice_set(&part, 0, 1000).unwrap();
-            let sums: Vec<f32> = fresh
-                .to_dtype(DType::F32)
-                .unwrap()
-                .sum(1)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            assert!(sums[..1000].iter().all(|&v| v == 0.0));
-            assert!(sums[1000..2000].iter().all(|&v| v == 1000.0));
-            assert!(sums[2000..].iter().all(|&v| v == 0.0));
-        }
+        let mut v: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let before = v.clone();
+        advise_huge_slice(&mut v);
+        advise_huge_slice(&mut v[100_003..1_100_003]);
+        advise_huge_slice(&mut v[7..17]); // inside one page: no whole page
+        advise_huge_slice(&mut v[..0]);
+        assert_eq!(v, before);
+        // Memory not yet written (a sink's reserve) reads back what is written after the hint.
+        let mut fresh: Vec<f32> = Vec::with_capacity(n);
+        advise_huge_slice(fresh.spare_capacity_mut());
+        fresh.extend(before.iter().map(|x| x + 1.0));
+        assert!(fresh.iter().zip(&before).all(|(a, b)| *a == b + 1.0));
+    }
+
+    /// The host ReLU gives candle's bits, signed zeros and NaNs included, and declines what
+    /// it cannot read in place.
+    #[test]
+    fn relu_gives_candles_bits() {
+        let dev = Device::Cpu;
+        let mut v: Vec<f32> = (0..10_000).map(|i| (i as f32 - 5000.5) / 37.0).collect();
+        let special = [
+            -0.0f32,
+            0.0,
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-42,
+            -1e-42,
+        ];
+        v[..special.len()].copy_from_slice(&special);
+        let x = Tensor::from_vec(v, (100, 100), &dev).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        let got = relu(&x).unwrap().unwrap();
+        assert_eq!(bits(&got), bits(&x.relu().unwrap()));
+        assert_eq!(bits(&got)[..3], [0, 0, 0]);
+        assert!(relu(&x.t().unwrap()).is_none());
+        assert!(relu(&x.to_dtype(DType::BF16).unwrap()).is_none());
     }
 
     #[test]
@@ -1213,6 +1245,46 @@ mod tests {
             3,
         );
         assert_eq!(out, vec![0.5, 2.0, -3.0, 2.5, -1.0, 4.0]);
+    }
+
+    /// Split over the cores in blocks of rows, the sum of row norms is the single loop's, to
+    /// the bit, and so are the maxima (a NaN is skipped, as `f32::max` skips it).
+    #[test]
+    fn norms_and_max_abs_in_blocks_are_the_single_loops() {
+        let (rows, cols) = (5 * NORM_ROWS + 7, 37);
+        let mut r = crate::rng::stream(3, "norms");
+        let mut v = crate::rng::normal_vec(&mut r, rows * cols, 1.0);
+        // Rows of very different sizes, so that the order of the f64 sum shows.
+        for (i, row) in v.chunks_exact_mut(cols).enumerate() {
+            let s = 10f32.powi((i * 7 % 31) as i32 - 15);
+            row.iter_mut().for_each(|x| *x *= s);
+        }
+        v[5] = f32::NAN;
+        v[cols + 2] = -1e30;
+        let mut sum = 0f64;
+        let mut max = vec![0.5f32; cols];
+        let start = max.clone();
+        for row in v.chunks_exact(cols) {
+            sum += f64::from(dot(row, row).sqrt());
+            for (m, &x) in max.iter_mut().zip(row) {
+                *m = m.max(x.abs());
+            }
+        }
+        let mut got_max = start;
+        let got = norms_and_max_abs_into(&v, cols, &mut got_max);
+        assert_eq!(got.to_bits(), sum.to_bits());
+        assert_eq!(got_max, max);
+        assert_eq!(got_max[2], 1e30);
+        // A norm of 2^55 first (its f64 neighbours are 8 apart), then rows of norm 1: one at a
+        // time each is lost to rounding; summed in blocks first they would add up to 8 or more.
+        let cols = 3;
+        let mut v = vec![0f32; 4 * NORM_ROWS * cols];
+        v[0] = 2f32.powi(55);
+        for row in v.chunks_exact_mut(cols).skip(1) {
+            row[1] = 1.0;
+        }
+        let got = norms_and_max_abs_into(&v, cols, &mut [0.0; 3]);
+        assert_eq!(got, 2f64.powi(55));
     }
 
     #[test]

@@ -309,8 +309,8 @@ fn tap_nodes(
 }
 
 /// The features of the probes `groups` on `data`, from a forward pass in chunks of [`CHUNK`]
-/// samples. Each probe's features are written into one tensor allocated up front (no chunks
-/// kept and joined, which would hold them twice), and a stop is honoured between chunks. The
+/// samples. Each probe's features are written into one matrix reserved up front (no chunks
+/// kept and joined, which would hold them twice; see [`crate::host::RowSink`]), and a stop is honoured between chunks. The
 /// probes marked in `through` (fitted through an affine map) get no features, only their
 /// moments where `stats` asks.
 #[allow(clippy::too_many_arguments)]
@@ -329,12 +329,12 @@ fn features_of(
     let dev = data.x.device();
     let (nodes, last) = tap_nodes(model, groups, specs, metrics);
     let mapped = |k: usize| through.get(k).copied().unwrap_or(false);
-    let x = groups
+    let mut x = groups
         .iter()
         .enumerate()
         .map(|(k, &i)| {
             let width = if mapped(k) { 0 } else { specs[i].width() };
-            crate::host::fresh_zeros((n, width), fit.feature_dtype_of(specs[i].width()), dev)
+            crate::host::RowSink::new((n, width), fit.feature_dtype_of(specs[i].width()), dev)
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
     let mut moments: Vec<Option<probe::Moments>> = (0..groups.len())
@@ -357,7 +357,7 @@ fn features_of(
                 m.add(&part)?;
             }
             if !mapped(k) {
-                x[k].slice_set(&part.to_dtype(x[k].dtype())?.contiguous()?, 0, start)?;
+                x[k].push(&part)?;
             }
         }
         if metrics {
@@ -371,6 +371,10 @@ fn features_of(
     let stats = stats
         .then(|| acc.iter().map(|a| a.finish()).collect())
         .transpose()?;
+    let x = x
+        .into_iter()
+        .map(crate::host::RowSink::finish)
+        .collect::<candle_core::Result<Vec<_>>>()?;
     Ok((
         x,
         metrics.then(|| (loss / n as f64, wrong / n as f64)),
