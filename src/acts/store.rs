@@ -449,10 +449,11 @@ impl Store {
         let n = rows.len();
         let step = block_rows(out_w);
         let whole = n <= step;
-        let out = if whole {
+        // Written block by block, converted straight into the result (see `RowSink`).
+        let mut out = if whole {
             None
         } else {
-            Some(Tensor::zeros((n, out_w), dtype, device)?)
+            Some(crate::host::RowSink::new((n, out_w), dtype, device)?)
         };
         let mut acc = StatsAccumulator::default();
         let mut row = vec![0f32; if cols.is_some() { w } else { 0 }];
@@ -481,18 +482,17 @@ impl Store {
             if stats {
                 acc.add(&part)?;
             }
-            let part = part.to_dtype(dtype)?;
-            match &out {
+            match &mut out {
                 None => {
                     let s = stats.then(|| acc.finish()).transpose()?;
-                    return Ok((part, s));
+                    return Ok((part.to_dtype(dtype)?, s));
                 }
-                Some(o) => o.slice_set(&part, 0, start)?,
+                Some(o) => o.push(&part)?,
             }
         }
         let s = stats.then(|| acc.finish()).transpose()?;
         let t = match out {
-            Some(o) => o,
+            Some(o) => o.finish()?,
             None => Tensor::zeros((0, out_w), dtype, device)?,
         };
         Ok((t, s))
