@@ -310,9 +310,9 @@ fn tap_nodes(
 
 /// The features of the probes `groups` on `data`, from a forward pass in chunks of [`CHUNK`]
 /// samples. Each probe's features are written into one matrix reserved up front (no chunks
-/// kept and joined, which would hold them twice; see [`crate::host::RowSink`]), and a stop is honoured between chunks. The
-/// probes marked in `through` (fitted through an affine map) get no features, only their
-/// moments where `stats` asks.
+/// kept and joined, which would hold them twice; see [`crate::host::RowSink`]), and a stop is
+/// honoured between chunks. The probes marked in `through` (fitted through an affine map) get
+/// no features, only their moments where `stats` asks.
 #[allow(clippy::too_many_arguments)]
 fn features_of(
     model: &Model,
