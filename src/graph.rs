@@ -868,7 +868,7 @@ impl Model {
     /// The outputs of the nodes `keep` (indices, at most `last`) on the samples `x`, for reading
     /// features, where nodes `0..=last` are a chain of linear layers and LeakyReLUs on the host
     /// (f32, CPU, each node reading the one before): run in blocks of `rows` samples, each kept
-    /// node's block written straight into its matrix (see [`crate::host::chain_forward`]), the
+    /// node's block written straight into its matrix (see `host::chain_forward`), the
     /// same numbers as [`Model::forward_until`] for blocks of more than a few rows. `None` for
     /// any other model or input.
     pub fn chain_outputs(
