@@ -130,11 +130,11 @@ mod tests {
             let ours = max_pool2d(&x, k, s).unwrap().unwrap();
             let theirs = x.max_pool2d_with_stride(k, s).unwrap();
             assert_eq!(ours.dims(), theirs.dims(), "case {i}");
-            let bits = |t: &Tensor| -> Vec<u32> {
-                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-                v.iter().map(|f| f.to_bits()).collect()
-            };
-            assert_eq!(bits(&ours), bits(&theirs), "case {i}");
+            assert_eq!(
+                crate::host::f32_bits(&ours),
+                crate::host::f32_bits(&theirs),
+                "case {i}"
+            );
         }
     }
 

@@ -70,28 +70,15 @@ impl RowSink {
                 self.cols
             );
         }
-        let at = self.filled;
-        self.filled += len;
-        let dtype = match &self.kept {
-            Kept::F32(_) => DType::F32,
-            Kept::Bf16(_) => DType::BF16,
+        match &mut self.kept {
+            Kept::F32(v) => extend(v, part, DType::F32, |a| a)?,
+            Kept::Bf16(v) => extend(v, part, DType::BF16, bf16::from_f32)?,
             Kept::Tensor(t) => {
-                return t.slice_set(&part.to_dtype(t.dtype())?.contiguous()?, 0, at);
+                t.slice_set(&part.to_dtype(t.dtype())?.contiguous()?, 0, self.filled)?
             }
-        };
-        // f32 values that convert as `part` would: f32 itself, or a value already rounded to
-        // the kept type (exact in f32, and converted back unchanged).
-        let part = match part.dtype() {
-            DType::F32 => part.contiguous()?,
-            _ => part.to_dtype(dtype)?.to_dtype(DType::F32)?,
-        };
-        let kept = &mut self.kept;
-        super::with_f32(&part, |x| match kept {
-            Kept::F32(v) => v.par_extend(x.par_iter().copied()),
-            Kept::Bf16(v) => v.par_extend(x.par_iter().map(|&a| bf16::from_f32(a))),
-            Kept::Tensor(_) => unreachable!("copied above"),
-        })
-        .ok_or_else(|| candle_core::Error::Msg("features not in CPU memory".into()))
+        }
+        self.filled += len;
+        Ok(())
     }
 
     /// The matrix, once every row has been written.
@@ -106,6 +93,24 @@ impl RowSink {
             Kept::Tensor(t) => Ok(t),
         }
     }
+}
+
+/// Appends `part`'s values to `v`, each converted by `convert` (the conversion to `dtype` that
+/// candle's `to_dtype` makes), split over the cores.
+fn extend<T: Send>(
+    v: &mut Vec<T>,
+    part: &Tensor,
+    dtype: DType,
+    convert: impl Fn(f32) -> T + Sync + Send,
+) -> candle_core::Result<()> {
+    // f32 values that convert as `part` would: f32 itself, or a value already rounded to
+    // `dtype` (exact in f32, and converted back unchanged).
+    let part = match part.dtype() {
+        DType::F32 => part.contiguous()?,
+        _ => part.to_dtype(dtype)?.to_dtype(DType::F32)?,
+    };
+    super::with_f32(&part, |x| v.par_extend(x.par_iter().map(|&a| convert(a))))
+        .ok_or_else(|| candle_core::Error::Msg("features not in CPU memory".into()))
 }
 
 #[cfg(test)]
@@ -147,18 +152,11 @@ mod tests {
                 let got = sink.finish().unwrap();
                 let want = src.to_dtype(dtype).unwrap();
                 assert_eq!((got.dims(), got.dtype()), (want.dims(), dtype));
-                let bits = |t: &Tensor| -> Vec<u32> {
-                    t.to_dtype(DType::F32)
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1::<f32>()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect()
-                };
-                assert_eq!(bits(&got), bits(&want), "{dtype:?} from {source:?}");
+                assert_eq!(
+                    crate::host::f32_bits(&got),
+                    crate::host::f32_bits(&want),
+                    "{dtype:?} from {source:?}"
+                );
             }
         }
     }
