@@ -239,13 +239,19 @@ pub struct FitConfig {
     #[serde(default)]
     pub rank: usize,
     /// Keep the activations of a converged snapshot in bfloat16 (half the memory, so twice the
-    /// taps per forward pass); every fit and evaluation still computes in f32.
+    /// taps per forward pass); every evaluation computes in f32, and every fit too unless
+    /// [`FitConfig::bf16_products`].
     #[serde(default)]
     pub bf16_features: bool,
     /// Keep the activations of the taps wider than `whiten_max` in bfloat16, the others in f32
     /// (see [`FitConfig::feature_dtype_of`]). Logs written before it read as false (f32).
     #[serde(default)]
     pub bf16_wide: bool,
+    /// Fit probes on bfloat16 features wider than [`COARSE_MIN_WIDTH`] with bfloat16 products
+    /// first, on machines with AVX-512's bfloat16 dot product, and finish in f32 (see
+    /// [`crate::host::softmax_fit_coarse`]). Logs written before it read as false.
+    #[serde(default)]
+    pub bf16_products: bool,
     /// Stops the fit between two solver evaluations when set (not a setting: never logged).
     #[serde(skip)]
     pub cancel: crate::cancel::Cancel,
@@ -270,11 +276,14 @@ impl FitConfig {
 
     /// These settings with the activations kept as the presets' `probe_dtype` names them:
     /// `auto` ([`FitConfig::bf16_wide`]), `bf16` ([`FitConfig::bf16_features`]), else (`f32`,
-    /// or none: a preset that holds no snapshot in memory groups) f32 for every tap.
+    /// or none: a preset that holds no snapshot in memory groups) f32 for every tap. With
+    /// bfloat16 activations the fits start with bfloat16 products
+    /// ([`FitConfig::bf16_products`]).
     pub fn with_probe_dtype(self, name: Option<&str>) -> Self {
         Self {
             bf16_features: name == Some("bf16"),
             bf16_wide: name == Some("auto"),
+            bf16_products: matches!(name, Some("auto" | "bf16")),
             ..self
         }
     }
@@ -315,6 +324,7 @@ impl Default for FitConfig {
             rank: 64,
             bf16_features: false,
             bf16_wide: true,
+            bf16_products: false,
             cancel: Default::default(),
         }
     }
@@ -444,7 +454,13 @@ pub(crate) struct HostBatch<'a> {
     labels: Vec<u32>,
     /// Features per problem.
     d: usize,
+    /// The fit's passes use bfloat16 products (see [`HostBatch::start_coarse`]).
+    coarse: std::sync::atomic::AtomicBool,
 }
+
+/// Fewest features of a probe whose fit starts with bfloat16 products
+/// ([`FitConfig::bf16_products`]): the width from which the default keeps a tap in bfloat16.
+pub const COARSE_MIN_WIDTH: usize = 1025;
 
 impl<'a> HostBatch<'a> {
     /// The probes `idx` of `xs` with their `means` (`[B, 1, d]`) and training labels `y`, where
@@ -469,7 +485,23 @@ impl<'a> HostBatch<'a> {
             xs: refs,
             means: means.squeeze(1)?.to_vec2()?,
             labels: y.to_dtype(DType::U32)?.to_vec1()?,
+            coarse: false.into(),
         }))
+    }
+
+    /// Makes the passes use bfloat16 products where they can (bfloat16 features at least
+    /// [`COARSE_MIN_WIDTH`] wide, a machine with the instructions); returns whether they do.
+    fn start_coarse(&self) -> bool {
+        let bf16 = self.xs.iter().all(|x| x.dtype() == DType::BF16);
+        let on = bf16 && self.d >= COARSE_MIN_WIDTH && crate::host::coarse_available();
+        self.coarse.store(on, std::sync::atomic::Ordering::Relaxed);
+        on
+    }
+
+    /// Makes the passes exact again.
+    fn end_coarse(&self) {
+        self.coarse
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Per problem, the mean cross-entropy, its gradient (`[B, d + 1, K]`) and the logits less
@@ -477,10 +509,15 @@ impl<'a> HostBatch<'a> {
     fn fit(&self, theta: &Tensor) -> candle_core::Result<(Vec<f64>, Vec<f32>, Vec<f32>)> {
         let k = theta.dim(2)?;
         let th: Vec<f32> = theta.flatten_all()?.to_vec1()?;
-        use crate::host::{softmax_fit_raw, with_views, Views};
+        use crate::host::{softmax_fit_coarse, softmax_fit_raw, with_views, Views};
+        let coarse = self.coarse.load(std::sync::atomic::Ordering::Relaxed);
+        let (means, labels, d) = (&self.means, &self.labels, self.d);
         with_views(&self.xs, |v| match v {
-            Views::F32(x) => softmax_fit_raw(&x, &self.means, &th, &self.labels, self.d, k),
-            Views::Bf16(x) => softmax_fit_raw(&x, &self.means, &th, &self.labels, self.d, k),
+            Views::F32(x) => softmax_fit_raw(&x, means, &th, labels, d, k),
+            Views::Bf16(x) => coarse
+                .then(|| softmax_fit_coarse(&x, means, &th, labels, d, k))
+                .flatten()
+                .unwrap_or_else(|| softmax_fit_raw(&x, means, &th, labels, d, k)),
         })
         .ok_or_else(|| candle_core::Error::Msg("features moved off the host".into()))
     }
@@ -600,6 +637,17 @@ pub(crate) enum Features<'a> {
     Host(&'a HostBatch<'a>),
     /// An affine map of stored features, read in place on the host.
     Affine(&'a AffineBatch<'a>),
+}
+
+impl Features<'_> {
+    /// The stored features the host kernels read, if they do.
+    fn host(&self) -> Option<&HostBatch<'_>> {
+        match self {
+            Features::Centred(_) => None,
+            Features::Host(hb) => Some(hb),
+            Features::Affine(ab) => Some(&ab.base),
+        }
+    }
 }
 
 /// The softmax-regression objective on a batch of centred problems.
@@ -1596,6 +1644,12 @@ fn fit_batch(
         cancel,
     )?;
     let obj = Objective::new(feats, y_train, &var, cfg.l2)?;
+    // Wide bfloat16 features: the first iterations, which move far, take bfloat16 products
+    // (about 0.6 of an exact pass's time). Where the solver's own tests would stop a problem (a
+    // small gradient, a line search that cannot go on, a stalled loss), which the rounding
+    // could trip, it goes on from there with exact passes and a fresh curvature history. Early
+    // stopping reads validation errors computed exactly, and may end a fit in either phase.
+    let mut coarse = cfg.bf16_products && feats.host().is_some_and(|h| h.start_coarse());
     // The logits of a split's features at centred parameters: read in place where the host
     // kernels can, else from a centred copy (`zc`).
     let logits_of = |xs: &[Tensor], zc: Option<&Tensor>, theta: &Tensor| {
@@ -1674,6 +1728,27 @@ fn fit_batch(
     let mut iters = vec![0usize; b];
     let mut stall = vec![0usize; b];
     let mut hist: std::collections::VecDeque<(Tensor, Tensor, Tensor)> = Default::default();
+    // Set where a coarse fit would stop a problem: the passes turn exact.
+    let mut finish = false;
+    // The objective, gradient and logits at `theta` again, with exact passes.
+    macro_rules! to_exact {
+        () => {
+            coarse = false;
+            finish = false;
+            if let Some(h) = feats.host() {
+                h.end_coarse();
+            }
+            hist.clear();
+            stall.fill(0);
+            let (f, lg, g0) = obj.value(&to_theta(&theta)?)?;
+            fh = host(&f)?;
+            g = grad_v(match g0 {
+                Some(g) => g,
+                None => obj.gradient(&to_theta(&theta)?, &lg)?,
+            })?;
+            logits = lg;
+        };
+    }
     // Early stopping state: best validation error and the parameters that gave it.
     let mut best_theta = theta.clone();
     let mut best_val = vec![f64::INFINITY; b];
@@ -1709,9 +1784,17 @@ fn fit_batch(
         let gmax = host(&g.abs()?.max(2)?.max(1)?)?;
         for k in 0..b {
             if active[k] && gmax[k] < cfg.grad_tol {
-                active[k] = false;
-                converged[k] = true;
+                if coarse {
+                    finish = true;
+                } else {
+                    active[k] = false;
+                    converged[k] = true;
+                }
             }
+        }
+        if finish {
+            to_exact!();
+            continue;
         }
         if !active.iter().any(|&a| a) {
             break;
@@ -1790,8 +1873,12 @@ fn fit_batch(
                     step[k] *= 0.5;
                     if step[k] < 1e-3 {
                         step[k] = 0.0;
-                        active[k] = false;
-                        converged[k] = true;
+                        if coarse {
+                            finish = true;
+                        } else {
+                            active[k] = false;
+                            converged[k] = true;
+                        }
                     }
                     all = false;
                 }
@@ -1824,8 +1911,12 @@ fn fit_batch(
             if (fh[k] - fnh[k]).abs() <= cfg.loss_tol * fh[k].abs().max(1.0) {
                 stall[k] += 1;
                 if stall[k] >= 2 {
-                    active[k] = false;
-                    converged[k] = true;
+                    if coarse {
+                        finish = true;
+                    } else {
+                        active[k] = false;
+                        converged[k] = true;
+                    }
                 }
             } else {
                 stall[k] = 0;
@@ -1835,6 +1926,19 @@ fn fit_batch(
         logits = logits_n;
         g = g_n;
         fh = fnh;
+        if finish {
+            to_exact!();
+        }
+    }
+    if coarse {
+        // Stopped early, or at the iteration limit, with the products in bfloat16: the
+        // training logits reported are the exact ones.
+        if let Some(h) = feats.host() {
+            h.end_coarse();
+        }
+        if val.is_none() {
+            logits = logits_of(&train_x, z.as_ref(), &to_theta(&theta)?)?;
+        }
     }
     if let Some((vs, _)) = val {
         // A last check, then report each probe at its best validation error.

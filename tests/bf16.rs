@@ -49,3 +49,53 @@ fn bf16_activations_keep_the_errors_within_a_fifth_of_a_point() {
         }
     }
 }
+
+/// bfloat16 products (`bf16_products`: on machines with AVX-512's bfloat16 dot product, a
+/// wide bfloat16 tap's fit starts with them and finishes with exact passes) against exact
+/// passes throughout: the test errors within 0.3 points, with early stopping on a validation
+/// split and without (where the exact finish runs to the same optimum).
+#[test]
+fn bf16_products_keep_the_errors_within_three_tenths_of_a_point() {
+    let dim = 1100;
+    let all = data::argmax_task(
+        6,
+        "bf16-products",
+        14000,
+        dim,
+        10,
+        &Device::Cpu,
+        &Default::default(),
+    )
+    .unwrap();
+    let cut = |a: usize, n: usize| Split {
+        x: vec![all
+            .x
+            .narrow(0, a, n)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()],
+        y: all.y.narrow(0, a, n).unwrap(),
+    };
+    let (train, val, test) = (cut(0, 6000), cut(6000, 3000), cut(9000, 5000));
+    for with_val in [false, true] {
+        let fit = |products: bool| {
+            let cfg = FitConfig {
+                bf16_products: products,
+                ..FitConfig::default()
+            };
+            let v = with_val.then_some(&val);
+            probe::fit_converged(&train, v, Some(&test), 10, None, &cfg).unwrap()
+        };
+        let (exact, coarse) = (fit(false), fit(true));
+        let (a, b) = (
+            exact[0].reading.test_error.unwrap(),
+            coarse[0].reading.test_error.unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 0.003,
+            "validation {with_val}: exact {a} vs bf16 products {b}"
+        );
+        assert!(a < 0.6, "validation {with_val}: exact test error {a}");
+        assert!(coarse[0].reading.converged, "validation {with_val}");
+    }
+}

@@ -415,8 +415,8 @@ pub fn param_specs() -> Vec<ParamSpec> {
             "probe_dtype",
             &["auto", "f32", "bf16"],
             "precision the features are held in while fitted: bf16 halves their memory; auto \
-             holds the taps wider than 1,024 features in bf16, the rest in f32; the fits \
-             compute in f32",
+             holds the taps wider than 1,024 features in bf16, the rest in f32; on CPUs with \
+             AVX-512 BF16 the fits of bf16 taps start with bf16 products and finish in f32",
         ),
     ];
     p.extend(crate::presets::fit_params());

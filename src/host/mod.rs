@@ -13,7 +13,7 @@ mod pool;
 mod rows;
 pub(crate) use conv::conv2d;
 pub(crate) use gram::{centred_gram, GRAM_BLOCK};
-pub(crate) use pass::{scores_raw, softmax_fit_raw, Feature};
+pub(crate) use pass::{coarse_available, scores_raw, softmax_fit_coarse, softmax_fit_raw, Feature};
 pub(crate) use pool::max_pool2d;
 pub(crate) use rows::RowSink;
 

@@ -10,6 +10,9 @@
 
 use rayon::prelude::*;
 
+mod coarse;
+pub(crate) use coarse::{available as coarse_available, softmax_fit_coarse};
+
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -594,6 +597,60 @@ fn class_major(th: &[f32], d: usize, k: usize, relative: bool) -> (Vec<f32>, Vec
     (theta_t, bias)
 }
 
+/// One task's sums of a pass over its rows (see [`softmax_fit_raw`]): the cross-entropy, the
+/// gradient of the first `K - 1` classes (class-major, `d` a class) and of their biases.
+pub(super) struct Sums {
+    pub(super) loss: f64,
+    pub(super) g_t: Vec<f32>,
+    pub(super) g_b: Vec<f32>,
+}
+
+impl Sums {
+    pub(super) fn new(kc: usize, d: usize) -> Self {
+        Self {
+            loss: 0.0,
+            g_t: vec![0f32; kc * d],
+            g_b: vec![0f32; kc],
+        }
+    }
+
+    /// The tasks' sums added in order (the same rounding whatever the threads did).
+    pub(super) fn total(parts: Vec<Sums>, kc: usize, d: usize) -> Self {
+        let mut all = Self::new(kc, d);
+        for p in parts {
+            all.loss += p.loss;
+            all.g_t.iter_mut().zip(&p.g_t).for_each(|(a, b)| *a += b);
+            all.g_b.iter_mut().zip(&p.g_b).for_each(|(a, b)| *a += b);
+        }
+        all
+    }
+
+    /// Writes the mean gradient over `n` rows to `gb` (`[d + 1, K]`, the bias row last) and
+    /// returns the mean cross-entropy. The residuals of a row sum to zero: the last class's
+    /// gradient is minus the others'.
+    pub(super) fn write(&self, d: usize, k: usize, n: usize, gb: &mut [f32]) -> f64 {
+        let kc = k - 1;
+        let inv = 1.0 / n.max(1) as f32;
+        for j in 0..d {
+            let row = &mut gb[j * k..(j + 1) * k];
+            let mut last = 0f32;
+            for (c, r) in row[..kc].iter_mut().enumerate() {
+                let g = self.g_t[c * d + j];
+                *r = g * inv;
+                last -= g;
+            }
+            row[kc] = last * inv;
+        }
+        let row = &mut gb[d * k..];
+        row[..kc]
+            .iter_mut()
+            .zip(&self.g_b)
+            .for_each(|(r, g)| *r = g * inv);
+        row[kc] = -self.g_b.iter().sum::<f32>() * inv;
+        self.loss / n.max(1) as f64
+    }
+}
+
 /// Softmax regression on a batch of problems of one width, in one pass over each problem's
 /// stored features: `xs[b]` is problem b's `[n, d]` row-major features, `means[b]` their
 /// training means (the problem is fitted on `x - mean`, which is centred on the fly), `theta`
@@ -610,7 +667,44 @@ pub(crate) fn softmax_fit_raw<E: Feature>(
     k: usize,
 ) -> (Vec<f64>, Vec<f32>, Vec<f32>) {
     let n = labels.len();
-    let (b, kc, p) = (xs.len(), k - 1, d + 1);
+    let kc = k - 1;
+    each_problem(xs, means, theta, n, d, k, |x, mean, th, lb, gb| {
+        let (theta_t, bias_t) = class_major(th, d, k, true);
+        // Fixed groups of rows, each summed in order, and the groups' sums added in order: the
+        // same rounding whatever the threads do (rayon's fold and reduce group the rows as the
+        // work is stolen, and an early-stopped fit can follow a last-bit difference elsewhere:
+        // two runs of one build differed by 0.1 points on a probe).
+        let group = task_rows(n);
+        let parts: Vec<Sums> = x
+            .par_chunks(group * d.max(1))
+            .zip(labels.par_chunks(group))
+            .zip(lb.par_chunks_mut(group * k))
+            .map(|((xr, yr), lr)| {
+                let mut s = Sums::new(kc, d);
+                s.loss = pass_rows_best(
+                    xr, d, mean, &theta_t, &bias_t, yr, &mut s.g_t, &mut s.g_b, lr,
+                );
+                s
+            })
+            .collect();
+        Sums::total(parts, kc, d).write(d, k, n, gb)
+    })
+}
+
+/// Calls `one(x, mean, th, lb, gb)` for each problem of a batch ([`softmax_fit_raw`]'s
+/// arguments): its features, means and parameters (`[d + 1, K]`), where to write its logits
+/// (`[n, K]`) and its gradient (`[d + 1, K]`); `one` returns its mean cross-entropy. Returns the
+/// problems' cross-entropies, gradients and logits.
+fn each_problem<E>(
+    xs: &[&[E]],
+    means: &[Vec<f32>],
+    theta: &[f32],
+    n: usize,
+    d: usize,
+    k: usize,
+    one: impl Fn(&[E], &[f32], &[f32], &mut [f32], &mut [f32]) -> f64,
+) -> (Vec<f64>, Vec<f32>, Vec<f32>) {
+    let (b, p) = (xs.len(), d + 1);
     let mut loss = vec![0f64; b];
     let mut grad = vec![0f32; b * p * k];
     let mut logits = vec![0f32; b * n * k];
@@ -620,46 +714,7 @@ pub(crate) fn softmax_fit_raw<E: Feature>(
         .zip(theta.chunks_exact(p * k).zip(grad.chunks_exact_mut(p * k)))
         .zip(logits.chunks_exact_mut((n * k).max(1)).zip(loss.iter_mut()))
     {
-        let (theta_t, bias_t) = class_major(th, d, k, true);
-        // Fixed groups of rows, each summed in order, and the groups' sums added in order: the
-        // same rounding whatever the threads do (rayon's fold and reduce group the rows as the
-        // work is stolen, and an early-stopped fit can follow a last-bit difference elsewhere:
-        // two runs of one build differed by 0.1 points on a probe).
-        let group = task_rows(n);
-        let parts: Vec<(f64, Vec<f32>, Vec<f32>)> = x
-            .par_chunks(group * d.max(1))
-            .zip(labels.par_chunks(group))
-            .zip(lb.par_chunks_mut(group * k))
-            .map(|((xr, yr), lr)| {
-                let (mut g, mut gbias) = (vec![0f32; kc * d], vec![0f32; kc]);
-                let l = pass_rows_best(xr, d, mean, &theta_t, &bias_t, yr, &mut g, &mut gbias, lr);
-                (l, g, gbias)
-            })
-            .collect();
-        let (mut l, mut g_t, mut g_b) = (0f64, vec![0f32; kc * d], vec![0f32; kc]);
-        for (pl, pg, pb) in parts {
-            l += pl;
-            g_t.iter_mut().zip(&pg).for_each(|(a, b)| *a += b);
-            g_b.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
-        }
-        *lossb = l / n.max(1) as f64;
-        let inv = 1.0 / n.max(1) as f32;
-        // The residuals of a row sum to zero: the last class's gradient is minus the others'.
-        for j in 0..d {
-            let row = &mut gb[j * k..(j + 1) * k];
-            let mut last = 0f32;
-            for c in 0..kc {
-                row[c] = g_t[c * d + j] * inv;
-                last -= g_t[c * d + j];
-            }
-            row[kc] = last * inv;
-        }
-        let row = &mut gb[d * k..];
-        row[..kc]
-            .iter_mut()
-            .zip(&g_b)
-            .for_each(|(r, g)| *r = g * inv);
-        row[kc] = -g_b.iter().sum::<f32>() * inv;
+        *lossb = one(x, mean, th, lb, gb);
     }
     (loss, grad, logits)
 }
@@ -697,7 +752,7 @@ mod tests {
 
     /// Random features (some rows shifted far from zero, so centring matters), means, parameters
     /// and labels.
-    fn problem(
+    pub(super) fn problem(
         n: usize,
         d: usize,
         k: usize,
@@ -718,7 +773,7 @@ mod tests {
     }
 
     /// The same pass in f64, written plainly: logits, softmax, cross-entropy and gradient.
-    fn reference(
+    pub(super) fn reference(
         x: &[f32],
         mean: &[f32],
         theta: &[f32],

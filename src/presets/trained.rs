@@ -198,7 +198,8 @@ pub fn training_params(
             "precision a converged snapshot keeps the taps' activations in: bf16 halves their \
              memory (more taps per forward pass) and the bytes each solver pass reads; auto \
              keeps the taps wider than 1,024 features (those not whitened) in bf16, the rest \
-             in f32; the fits compute in f32",
+             in f32; on CPUs with AVX-512 BF16 the fits of bf16 taps start with bf16 products \
+             and finish in f32 (f32: f32 throughout)",
         ),
         ParamSpec::choice(
             "probe_affine",
