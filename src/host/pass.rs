@@ -378,6 +378,32 @@ const LOGIT_TILE_CLASSES: usize = 5;
 /// means and the residual (23 registers).
 const GRAD_TILE_CLASSES: usize = 9;
 
+/// Sets each row of a block's logits `lb` (rows of `K`) to `start` in its first `K - 1`
+/// classes (the biases, relative to the last class) and 0 in the last.
+#[inline(always)]
+fn start_logits(lb: &mut [f32], start: &[f32]) {
+    let kc = start.len();
+    for l in lb.chunks_exact_mut(kc + 1) {
+        l[..kc].copy_from_slice(start);
+        l[kc] = 0.0;
+    }
+}
+
+/// The softmax residuals of a block's finished logits `lb` (labels `yb`) written to `res`, and
+/// their sums over the rows added to the biases' gradient `gbias` (`K - 1`); returns the summed
+/// cross-entropy.
+#[inline(always)]
+fn block_residuals(lb: &[f32], yb: &[u32], res: &mut [f32], gbias: &mut [f32]) -> f64 {
+    let k = gbias.len() + 1;
+    let loss = super::softmax_residuals(lb, yb, k, res);
+    for r in res.chunks_exact(k) {
+        for (g, &rc) in gbias.iter_mut().zip(r) {
+            *g += rc;
+        }
+    }
+    loss
+}
+
 /// One problem's softmax-regression pass over some rows (see [`softmax_fit_raw`]), with the
 /// parameters relative to the last class (`theta_t`: `K - 1` classes of `d`; `bias_t`: `K - 1`):
 /// the summed cross-entropy is returned, the summed gradient of the first `K - 1` classes added
@@ -406,18 +432,10 @@ fn pass_rows<E: Feature, const CG: usize, const L: usize, const F: bool, const W
         .zip(logits.chunks_mut(rb * k))
     {
         let rows = yb.len();
-        for l in lb.chunks_exact_mut(k) {
-            l[..kc].copy_from_slice(bias_t);
-            l[kc] = 0.0;
-        }
+        start_logits(lb, bias_t);
         block_logits::<E, CG, L, F, W>(xb, d, mean, theta_t, kc, k, lb);
         let res = &mut res[..rows * k];
-        loss += super::softmax_residuals(lb, yb, k, res);
-        for r in res.chunks_exact(k) {
-            for (g, &rc) in gbias.iter_mut().zip(r) {
-                *g += rc;
-            }
-        }
+        loss += block_residuals(lb, yb, res, gbias);
         // Segments of 2 vectors of features by 4 classes; the block's segment stays in the
         // first-level cache across the class groups.
         const V: usize = 2;

@@ -21,7 +21,8 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::{
-    block_rows, class_major, each_problem, task_rows, Sums, MAX_CLASSES, ROW_BLOCK, SEGMENT,
+    block_residuals, block_rows, class_major, each_problem, start_logits, task_rows, Sums,
+    MAX_CLASSES, ROW_BLOCK, SEGMENT,
 };
 
 /// Whether this machine has the instructions the coarse pass is written for.
@@ -175,18 +176,10 @@ unsafe fn pass_rows(
         let next = x.get((bi + 1) * rb * d..).unwrap_or_default();
         let next = &next[..next.len().min(rb * d)];
         let rows = yb.len();
-        for l in lb.chunks_exact_mut(k) {
-            l[..kc].copy_from_slice(base);
-            l[kc] = 0.0;
-        }
+        start_logits(lb, base);
         block_logits(xb, d, wb, kc, k, lb, &mut parts);
         let res = &mut res[..rows * k];
-        loss += super::super::softmax_residuals(lb, yb, k, res);
-        for r in res.chunks_exact(k) {
-            for (g, &rc) in g_b.iter_mut().zip(r) {
-                *g += rc;
-            }
-        }
+        loss += block_residuals(lb, yb, res, g_b);
         let npairs = rows.div_ceil(2);
         for pi in 0..npairs {
             for c in 0..kc {
@@ -351,7 +344,10 @@ unsafe fn logits_tile<const R: usize, const C: usize>(
     }
     for (r, a) in acc.iter().enumerate() {
         part[r * kc + c0..][..C].copy_from_slice(a);
-        for c in (0..C).filter(|_| j < f1) {
+        if j == f1 {
+            continue;
+        }
+        for c in 0..C {
             let w = &wb[(c0 + c) * d..];
             let mut s = 0f32;
             for jj in j..f1 {
