@@ -5,6 +5,12 @@
 //! element; on `mnist-convnet`'s second convolution it ran at about a third of this (measured in
 //! `conv_speed`), and the forward passes were a third of a converged snapshot's time.
 //!
+//! Convolutions that read few numbers per output (`ci x kh x kw` up to [`DIRECT_MAX_K`], stride
+//! 1, as `mnist-convnet`'s first: 25), where the matrix product spent its time packing its
+//! operands, take a direct kernel on AVX-512: each output row of 4 channels is a few vectors
+//! of running sums, one fused multiply-add per weight and vector, in the patches' column order
+//! from zero and the bias added last, as the product's kernel does: the same bits.
+//!
 //! It has no backward pass: [`crate::graph::Model::infer_until`] uses it, and training keeps
 //! candle's convolution (and so its numbers).
 
@@ -15,6 +21,8 @@ use rayon::prelude::*;
 struct Conv2d {
     stride: usize,
     padding: usize,
+    /// Whether the direct kernel may take it (the tests compare it with the product's bits).
+    direct: bool,
 }
 
 /// The output size along one axis.
@@ -102,6 +110,20 @@ impl CustomOp3 for Conv2d {
         // One sample a task, each thread with its own patch buffer (a sample's patches: 627 KB
         // for mnist-convnet's second convolution, in the second-level cache). Tasks of several
         // samples, multiplied at once, were no faster (measured).
+        if self.direct && direct::fits((ci, kh, kw), ow, s) {
+            let padded = (ci, ih + 2 * pad, iw + 2 * pad);
+            out.par_chunks_mut(co * pix)
+                .zip(x.par_chunks(ci * ih * iw))
+                .for_each_init(
+                    || vec![0f32; padded.0 * padded.1 * padded.2],
+                    |buf, (dst, xs)| {
+                        direct::pad_into(xs, (ci, ih, iw), pad, buf);
+                        // SAFETY: `fits` checked the instructions and the shapes.
+                        unsafe { direct::sample(buf, padded, w, b, (kh, kw), (oh, ow), dst) };
+                    },
+                );
+            return Ok((CpuStorage::F32(out), Shape::from((n, co, oh, ow))));
+        }
         out.par_chunks_mut(co * pix)
             .zip(x.par_chunks(ci * ih * iw))
             .for_each_init(
@@ -144,6 +166,176 @@ impl CustomOp3 for Conv2d {
     }
 }
 
+/// Most numbers an output reads (`ci x kh x kw`) for the direct kernel.
+const DIRECT_MAX_K: usize = 64;
+
+/// The direct kernel for convolutions that read few numbers per output (see the module's
+/// comment).
+mod direct {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// Most outputs a row (4 vectors of 16).
+    const MAX_OW: usize = 64;
+
+    /// Channels of running sums at once.
+    const CHANNELS: usize = 4;
+
+    /// The padded sample's `(ci, ph, pw)`, the kernel's `(kh, kw)` and the output's `(oh, ow)`.
+    #[derive(Clone, Copy)]
+    struct Sizes {
+        padded: (usize, usize, usize),
+        kernel: (usize, usize),
+        out: (usize, usize),
+    }
+
+    /// Whether the direct kernel takes a convolution of these kernel sizes, output width and
+    /// stride on this machine.
+    pub(super) fn fits((ci, kh, kw): (usize, usize, usize), ow: usize, stride: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        let machine =
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let machine = false;
+        machine && stride == 1 && ci * kh * kw <= super::DIRECT_MAX_K && (1..=MAX_OW).contains(&ow)
+    }
+
+    /// Writes one sample `x` (`[ci, ih, iw]`) into `buf` (`[ci, ih + 2 pad, iw + 2 pad]`) with
+    /// zeros around it.
+    pub(super) fn pad_into(
+        x: &[f32],
+        (ci, ih, iw): (usize, usize, usize),
+        pad: usize,
+        buf: &mut [f32],
+    ) {
+        let (ph, pw) = (ih + 2 * pad, iw + 2 * pad);
+        buf.fill(0.0);
+        for c in 0..ci {
+            for y in 0..ih {
+                buf[(c * ph + y + pad) * pw + pad..][..iw]
+                    .copy_from_slice(&x[(c * ih + y) * iw..][..iw]);
+            }
+        }
+    }
+
+    /// One sample's convolution, stride 1: `x` is the padded sample (`[ci, ph, pw]`), `w` the
+    /// weights `[co, ci, kh, kw]`, `b` the biases, `dst` the output `[co, oh, ow]`.
+    ///
+    /// # Safety
+    /// [`fits`] must have said yes, with `ph = oh + kh - 1` and `pw = ow + kw - 1`.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) unsafe fn sample(
+        x: &[f32],
+        padded: (usize, usize, usize),
+        w: &[f32],
+        b: &[f32],
+        kernel: (usize, usize),
+        (oh, ow): (usize, usize),
+        dst: &mut [f32],
+    ) {
+        let co = b.len();
+        let mut c0 = 0;
+        while c0 < co {
+            let shape = Sizes {
+                padded,
+                kernel,
+                out: (oh, ow),
+            };
+            // SAFETY: the caller's contract; `c0 + CHANNELS <= co` or one channel.
+            unsafe {
+                if c0 + CHANNELS <= co {
+                    match ow.div_ceil(16) {
+                        1 => rows::<1, CHANNELS>(x, shape, w, b, c0, dst),
+                        2 => rows::<2, CHANNELS>(x, shape, w, b, c0, dst),
+                        3 => rows::<3, CHANNELS>(x, shape, w, b, c0, dst),
+                        _ => rows::<4, CHANNELS>(x, shape, w, b, c0, dst),
+                    }
+                    c0 += CHANNELS;
+                } else {
+                    match ow.div_ceil(16) {
+                        1 => rows::<1, 1>(x, shape, w, b, c0, dst),
+                        2 => rows::<2, 1>(x, shape, w, b, c0, dst),
+                        3 => rows::<3, 1>(x, shape, w, b, c0, dst),
+                        _ => rows::<4, 1>(x, shape, w, b, c0, dst),
+                    }
+                    c0 += 1;
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn sample(
+        _: &[f32],
+        _: (usize, usize, usize),
+        _: &[f32],
+        _: &[f32],
+        _: (usize, usize),
+        _: (usize, usize),
+        _: &mut [f32],
+    ) {
+        unreachable!("`fits` says no off x86-64")
+    }
+
+    /// The output rows of channels `c0..c0 + C`, `V` vectors of 16 a row.
+    ///
+    /// # Safety
+    /// As for [`sample`], with `V = ceil(ow / 16)` and `c0 + C <= co`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn rows<const V: usize, const C: usize>(
+        x: &[f32],
+        sizes: Sizes,
+        w: &[f32],
+        b: &[f32],
+        c0: usize,
+        dst: &mut [f32],
+    ) {
+        let ((ci, ph, pw), (kh, kw), (oh, ow)) = (sizes.padded, sizes.kernel, sizes.out);
+        let kk = ci * kh * kw;
+        assert!(ph == oh + kh - 1 && pw == ow + kw - 1 && x.len() >= ci * ph * pw);
+        assert!(V == ow.div_ceil(16) && c0 + C <= b.len() && w.len() >= b.len() * kk);
+        assert!(dst.len() >= b.len() * oh * ow);
+        // The last vector's lanes within the row.
+        let last = (1u32 << (ow - 16 * (V - 1))) - 1;
+        let mask = |v: usize| if v + 1 == V { last as u16 } else { u16::MAX };
+        // SAFETY: a row's vector `v` reads lanes `kx + 16 v + lane` for lanes under
+        // `ow - 16 v` (the mask), so at most `kw - 1 + ow - 1 < pw`, within the padded row; the
+        // stores write `ow` outputs of a row.
+        unsafe {
+            let (xp, wp, dp) = (x.as_ptr(), w.as_ptr(), dst.as_mut_ptr());
+            for oy in 0..oh {
+                let mut acc = [[_mm512_setzero_ps(); V]; C];
+                for c in 0..ci {
+                    for ky in 0..kh {
+                        let row = xp.add((c * ph + oy + ky) * pw);
+                        for kx in 0..kw {
+                            let mut xv = [_mm512_setzero_ps(); V];
+                            for (v, xv) in xv.iter_mut().enumerate() {
+                                *xv = _mm512_maskz_loadu_ps(mask(v), row.add(kx + 16 * v));
+                            }
+                            let at = (c * kh + ky) * kw + kx;
+                            for (cb, a) in acc.iter_mut().enumerate() {
+                                let wv = _mm512_set1_ps(*wp.add((c0 + cb) * kk + at));
+                                for (av, xv) in a.iter_mut().zip(&xv) {
+                                    *av = _mm512_fmadd_ps(wv, *xv, *av);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (cb, a) in acc.iter().enumerate() {
+                    let bias = _mm512_set1_ps(b[c0 + cb]);
+                    let out = dp.add(((c0 + cb) * oh + oy) * ow);
+                    for (v, av) in a.iter().enumerate() {
+                        _mm512_mask_storeu_ps(out.add(16 * v), mask(v), _mm512_add_ps(bias, *av));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `conv2d(x, W) + b` (`x` `[n, ci, h, w]`, `W` `[co, ci, kh, kw]`, `b` `[co]`) on the host
 /// where all three are f32 tensors in CPU memory laid out contiguously; `None` elsewhere (the
 /// caller uses candle's). The result carries no gradient.
@@ -159,7 +351,18 @@ pub(crate) fn conv2d(
         && w.rank() == 4
         && b.rank() == 1
         && stride > 0;
-    host.then(|| Ok(x.apply_op3(w, b, Conv2d { stride, padding })?.detach()))
+    host.then(|| {
+        Ok(x.apply_op3(
+            w,
+            b,
+            Conv2d {
+                stride,
+                padding,
+                direct: true,
+            },
+        )?
+        .detach())
+    })
 }
 
 #[cfg(test)]
@@ -203,6 +406,56 @@ mod tests {
             // Sums of up to 800 products of numbers in [-1, 1]: f32 rounding in another order.
             assert!(diff < 1e-4, "case {i}: largest difference {diff}");
         }
+    }
+
+    /// The direct kernel gives the matrix product's bits: over one and several channels, row
+    /// widths across the vectors of 16 (a partial one, four whole), channel counts that leave
+    /// lone channels after the groups of 4, kernels that read only padding at the edges. (On a
+    /// tiny product, 2 channels of 36 outputs, the gemm crate takes another path, and 88 of
+    /// the 144 outputs differed in their last bits; `matches_candle` covers that shape.)
+    #[test]
+    fn the_direct_kernel_gives_the_products_bits() {
+        let mut checked = 0;
+        for (i, &(n, ci, ih, iw, co, k, pad)) in [
+            (3, 1, 28, 28, 32, 5, 2),
+            (2, 2, 9, 7, 6, 3, 1),
+            (2, 3, 4, 64, 5, 3, 1),
+            (1, 1, 6, 17, 7, 1, 0),
+            (2, 2, 4, 4, 8, 5, 3),
+            (2, 2, 4, 4, 32, 5, 3),
+            (2, 2, 12, 12, 32, 5, 3),
+            (2, 2, 28, 28, 2, 5, 3),
+            (2, 1, 28, 28, 2, 5, 3),
+            (1, 7, 5, 33, 9, 3, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let ow = iw + 2 * pad + 1 - k;
+            if !direct::fits((ci, k, k), ow, 1) {
+                eprintln!("case {i}: the direct kernel does not run on this machine");
+                continue;
+            }
+            let x = random(&[n, ci, ih, iw], 300 + i as u64);
+            let w = random(&[co, ci, k, k], 400 + i as u64);
+            let b = random(&[co], 500 + i as u64);
+            let run = |direct| {
+                let op = Conv2d {
+                    stride: 1,
+                    padding: pad,
+                    direct,
+                };
+                let y = x.apply_op3(&w, &b, op).unwrap();
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            let (ours, product) = (run(true), run(false));
+            assert_eq!(ours.len(), product.len());
+            for (j, (a, p)) in ours.iter().zip(&product).enumerate() {
+                assert_eq!(a.to_bits(), p.to_bits(), "case {i}, output {j}: {a} vs {p}");
+            }
+            checked += 1;
+        }
+        eprintln!("{checked} cases checked");
     }
 
     /// A hand example: a 3x3 input, a 2x2 kernel of ones, padding 1, stride 2: each output is
