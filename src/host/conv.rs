@@ -107,9 +107,6 @@ impl CustomOp3 for Conv2d {
         if out.is_empty() {
             return Ok((CpuStorage::F32(out), Shape::from((n, co, oh, ow))));
         }
-        // One sample a task, each thread with its own patch buffer (a sample's patches: 627 KB
-        // for mnist-convnet's second convolution, in the second-level cache). Tasks of several
-        // samples, multiplied at once, were no faster (measured).
         if self.direct && direct::fits((ci, kh, kw), ow, s) {
             let padded = (ci, ih + 2 * pad, iw + 2 * pad);
             out.par_chunks_mut(co * pix)
@@ -124,6 +121,9 @@ impl CustomOp3 for Conv2d {
                 );
             return Ok((CpuStorage::F32(out), Shape::from((n, co, oh, ow))));
         }
+        // One sample a task, each thread with its own patch buffer (a sample's patches: 627 KB
+        // for mnist-convnet's second convolution, in the second-level cache). Tasks of several
+        // samples, multiplied at once, were no faster (measured).
         out.par_chunks_mut(co * pix)
             .zip(x.par_chunks(ci * ih * iw))
             .for_each_init(
@@ -234,33 +234,32 @@ mod direct {
         dst: &mut [f32],
     ) {
         let co = b.len();
-        let mut c0 = 0;
-        while c0 < co {
-            let shape = Sizes {
-                padded,
-                kernel,
-                out: (oh, ow),
-            };
-            // SAFETY: the caller's contract; `c0 + CHANNELS <= co` or one channel.
-            unsafe {
-                if c0 + CHANNELS <= co {
+        let shape = Sizes {
+            padded,
+            kernel,
+            out: (oh, ow),
+        };
+        // Channels `c0..c0 + $c`, with the row's vectors of 16 as a constant.
+        macro_rules! by_width {
+            ($c:expr, $c0:expr) => {
+                // SAFETY: the caller's contract, with `$c0 + $c <= co`.
+                unsafe {
                     match ow.div_ceil(16) {
-                        1 => rows::<1, CHANNELS>(x, shape, w, b, c0, dst),
-                        2 => rows::<2, CHANNELS>(x, shape, w, b, c0, dst),
-                        3 => rows::<3, CHANNELS>(x, shape, w, b, c0, dst),
-                        _ => rows::<4, CHANNELS>(x, shape, w, b, c0, dst),
+                        1 => rows::<1, { $c }>(x, shape, w, b, $c0, dst),
+                        2 => rows::<2, { $c }>(x, shape, w, b, $c0, dst),
+                        3 => rows::<3, { $c }>(x, shape, w, b, $c0, dst),
+                        _ => rows::<4, { $c }>(x, shape, w, b, $c0, dst),
                     }
-                    c0 += CHANNELS;
-                } else {
-                    match ow.div_ceil(16) {
-                        1 => rows::<1, 1>(x, shape, w, b, c0, dst),
-                        2 => rows::<2, 1>(x, shape, w, b, c0, dst),
-                        3 => rows::<3, 1>(x, shape, w, b, c0, dst),
-                        _ => rows::<4, 1>(x, shape, w, b, c0, dst),
-                    }
-                    c0 += 1;
                 }
-            }
+            };
+        }
+        let mut c0 = 0;
+        while c0 + CHANNELS <= co {
+            by_width!(CHANNELS, c0);
+            c0 += CHANNELS;
+        }
+        for c in c0..co {
+            by_width!(1, c);
         }
     }
 
