@@ -115,7 +115,11 @@ impl CustomOp3 for Conv2d {
         if out.is_empty() {
             return Ok((CpuStorage::F32(out), Shape::from((n, co, oh, ow))));
         }
-        if self.direct && direct::fits((ci, kh, kw), ow, s) {
+        // The direct kernels: the narrow one reads the weights as they are, the tiled one a
+        // copy packed for its tiles (`fits` and `fits_tiled` never both say yes).
+        let tiled = self.direct && direct::fits_tiled((ci, kh, kw), ow, s);
+        if tiled || (self.direct && direct::fits((ci, kh, kw), ow, s)) {
+            let packed = tiled.then(|| direct::pack_tiles(w, co, kk));
             let padded = (ci, ih + 2 * pad, iw + 2 * pad);
             out.par_chunks_mut(co * pix)
                 .zip(x.par_chunks(ci * ih * iw))
@@ -123,25 +127,15 @@ impl CustomOp3 for Conv2d {
                     || vec![0f32; padded.0 * padded.1 * padded.2],
                     |buf, (dst, xs)| {
                         direct::pad_into(xs, (ci, ih, iw), pad, buf);
-                        // SAFETY: `fits` checked the instructions and the shapes.
-                        unsafe { direct::sample(buf, padded, w, b, (kh, kw), (oh, ow), dst) };
-                    },
-                );
-            return Ok((CpuStorage::F32(out), Shape::from((n, co, oh, ow))));
-        }
-        if self.direct && direct::fits_tiled((ci, kh, kw), ow, s) {
-            let packed = direct::pack_tiles(w, co, kk);
-            let padded = (ci, ih + 2 * pad, iw + 2 * pad);
-            out.par_chunks_mut(co * pix)
-                .zip(x.par_chunks(ci * ih * iw))
-                .for_each_init(
-                    || vec![0f32; padded.0 * padded.1 * padded.2],
-                    |buf, (dst, xs)| {
-                        direct::pad_into(xs, (ci, ih, iw), pad, buf);
-                        // SAFETY: `fits_tiled` checked the instructions and the shapes, and
-                        // the weights are packed for these channels.
+                        // SAFETY: `fits` or `fits_tiled` checked the instructions and the
+                        // shapes; the tiled kernel gets the weights packed for these channels.
                         unsafe {
-                            direct::sample_tiled(buf, padded, &packed, b, (kh, kw), (oh, ow), dst)
+                            match &packed {
+                                Some(p) => {
+                                    direct::sample_tiled(buf, padded, p, b, (kh, kw), (oh, ow), dst)
+                                }
+                                None => direct::sample(buf, padded, w, b, (kh, kw), (oh, ow), dst),
+                            }
                         };
                     },
                 );
@@ -215,15 +209,25 @@ mod direct {
         out: (usize, usize),
     }
 
+    /// Whether this machine has the instructions both direct kernels use.
+    fn machine() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
     /// Whether the direct kernel takes a convolution of these kernel sizes, output width and
     /// stride on this machine.
     pub(super) fn fits((ci, kh, kw): (usize, usize, usize), ow: usize, stride: usize) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        let machine =
-            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let machine = false;
-        machine && stride == 1 && ci * kh * kw <= super::DIRECT_MAX_K && (1..=MAX_OW).contains(&ow)
+        machine()
+            && stride == 1
+            && ci * kh * kw <= super::DIRECT_MAX_K
+            && (1..=MAX_OW).contains(&ow)
     }
 
     /// Whether the tiled kernel ([`sample_tiled`]) takes a convolution of these kernel sizes,
@@ -234,12 +238,7 @@ mod direct {
         ow: usize,
         stride: usize,
     ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        let machine =
-            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let machine = false;
-        machine && stride == 1 && ci * kh * kw > super::DIRECT_MAX_K && (1..=16).contains(&ow)
+        machine() && stride == 1 && ci * kh * kw > super::DIRECT_MAX_K && (1..=16).contains(&ow)
     }
 
     /// Output channels of a tile of [`sample_tiled`].
