@@ -332,8 +332,8 @@ pub fn fit_params() -> Vec<ParamSpec> {
             d.patience as u64,
             1,
             10_000,
-            "validation checks (one every 5 iterations) without a better error before a converged \
-             probe stops at its best; fewer is faster (2 took mnist-convnet's 50k snapshot from \
+            "validation checks (one every 5 iterations) in a row worse than its best before a \
+             converged probe stops at its best (a tie counts as no worse); fewer is faster (2 took mnist-convnet's 50k snapshot from \
              269 s to 190 s, every probe within 0.3 points) but may stop before a late gain",
         ),
         ParamSpec::int(
