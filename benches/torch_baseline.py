@@ -39,6 +39,11 @@ import torch
 import torch.nn.functional as F
 
 
+# The taps of `Net.forward(taps=True)`, in its order: the presets' names for them.
+TAPS = ["input", "conv1_preact", "conv1_postact", "pool1", "conv2_preact",
+        "conv2_postact", "pool2", "fc1_preact", "fc1_postact", "logits"]
+
+
 def idx(path):
     with gzip.open(path, "rb") as f:
         data = f.read()
@@ -181,11 +186,9 @@ def features(net, x, bs=1000):
 
 
 def converged(net, x, y, xt, yt):
-    names = ["input", "conv1_preact", "conv1_postact", "pool1", "conv2_preact",
-             "conv2_postact", "pool2", "fc1_preact", "fc1_postact", "logits"]
     ftr, fte = features(net, x), features(net, xt)
     rows = []
-    for name, a, b in zip(names, ftr, fte):
+    for name, a, b in zip(TAPS, ftr, fte):
         m, s = a.mean(0, keepdim=True), a.std(0, unbiased=False, keepdim=True)
         s = torch.where(s > s.max() * 1e-6 + 1e-30, s, torch.ones_like(s))
         za, zb = (a - m) / s, (b - m) / s
@@ -216,8 +219,6 @@ def rmsprop_snapshot(net, x, y, xt, yt, epochs=8, batch=100, lr=1e-3, seed=0):
     standard deviation a minibatch at a time, a zero-initialised probe per tap trained by
     minibatch RMSProp (PyTorch's defaults: alpha 0.99, eps 1e-8) for `epochs` passes in a fresh
     random order each, no penalty; then its test error. Returns the rows and the seconds."""
-    names = ["input", "conv1_preact", "conv1_postact", "pool1", "conv2_preact",
-             "conv2_postact", "pool2", "fc1_preact", "fc1_postact", "logits"]
     t0 = time.perf_counter()
     keep = lambda t: t.to(torch.bfloat16) if t.shape[1] > 1024 else t
     with torch.no_grad():
@@ -231,7 +232,7 @@ def rmsprop_snapshot(net, x, y, xt, yt, epochs=8, batch=100, lr=1e-3, seed=0):
         del parts
     g = torch.Generator(device="cpu").manual_seed(seed)
     rows = []
-    for i, (name, a) in enumerate(zip(names, ftr)):
+    for i, (name, a) in enumerate(zip(TAPS, ftr)):
         n, d = a.shape
         af = lambda r: a[r].float()
         with torch.no_grad():

@@ -348,7 +348,6 @@ impl Default for FitConfig {
 pub struct EarlyStop {
     best: Vec<f64>,
     worse: Vec<usize>,
-    stopped: Vec<bool>,
     patience: usize,
 }
 
@@ -358,7 +357,6 @@ impl EarlyStop {
         Self {
             best: vec![f64::INFINITY; problems],
             worse: vec![0; problems],
-            stopped: vec![false; problems],
             patience,
         }
     }
@@ -378,18 +376,19 @@ impl EarlyStop {
                 keep[k] = true;
             } else {
                 self.worse[k] += 1;
-                if self.worse[k] >= self.patience {
+                if self.stopped(k) {
                     active[k] = false;
-                    self.stopped[k] = true;
                 }
             }
         }
         keep
     }
 
-    /// Whether problem `k` was stopped by its validation errors.
+    /// Whether problem `k` was stopped by its validation errors: it has had `patience` checks
+    /// worse than its best (at least one), and none since, as a stopped problem is checked no
+    /// more.
     pub fn stopped(&self, k: usize) -> bool {
-        self.stopped[k]
+        self.worse[k] >= self.patience.max(1)
     }
 
     /// After the last iteration: per problem, whether the final parameters, with validation

@@ -127,16 +127,13 @@ impl CustomOp3 for Conv2d {
                     || vec![0f32; padded.0 * padded.1 * padded.2],
                     |buf, (dst, xs)| {
                         direct::pad_into(xs, (ci, ih, iw), pad, buf);
+                        let weights = match &packed {
+                            Some(p) => direct::Weights::Packed(p),
+                            None => direct::Weights::Plain(w),
+                        };
                         // SAFETY: `fits` or `fits_tiled` checked the instructions and the
                         // shapes; the tiled kernel gets the weights packed for these channels.
-                        unsafe {
-                            match &packed {
-                                Some(p) => {
-                                    direct::sample_tiled(buf, padded, p, b, (kh, kw), (oh, ow), dst)
-                                }
-                                None => direct::sample(buf, padded, w, b, (kh, kw), (oh, ow), dst),
-                            }
-                        };
+                        unsafe { direct::sample(buf, padded, weights, b, (kh, kw), (oh, ow), dst) };
                     },
                 );
             return Ok((CpuStorage::F32(out), Shape::from((n, co, oh, ow))));
@@ -269,14 +266,14 @@ mod direct {
     /// the output `[co, oh, ow]`. Each tile is [`TILE_ROWS`] output rows of [`TILE_CHANNELS`]
     /// channels: per weight position, a vector load for each row and a broadcast for each
     /// channel feed one fused multiply-add per (row, channel), so the products, not the loads,
-    /// set the pace (one row of many channels, as [`sample`] does, waits on its broadcasts).
+    /// set the pace (one row of many channels, as [`sample_narrow`] does, waits on its broadcasts).
     /// Each output is its products in the weights' order summed from zero, then the bias.
     ///
     /// # Safety
     /// [`fits_tiled`] must have said yes, with `ph = oh + kh - 1`, `pw = ow + kw - 1` and
     /// `packed` from [`pack_tiles`] of `co = b.len()` channels of `ci * kh * kw` weights.
     #[cfg(target_arch = "x86_64")]
-    pub(super) unsafe fn sample_tiled(
+    unsafe fn sample_tiled(
         x: &[f32],
         padded: (usize, usize, usize),
         packed: &[f32],
@@ -322,19 +319,6 @@ mod direct {
                 _ => by_rows!(TILE_CHANNELS, c0),
             }
         }
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    pub(super) unsafe fn sample_tiled(
-        _: &[f32],
-        _: (usize, usize, usize),
-        _: &[f32],
-        _: &[f32],
-        _: (usize, usize),
-        _: (usize, usize),
-        _: &mut [f32],
-    ) {
-        unreachable!("`fits_tiled` says no off x86-64")
     }
 
     /// Output rows `oy0..oy0 + R` of channels `c0..c0 + C`; `packed` starts at their group.
@@ -412,13 +396,52 @@ mod direct {
         }
     }
 
+    /// The weights a direct kernel reads.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) enum Weights<'a> {
+        /// As they are, `[co, ci, kh, kw]`: the narrow kernel ([`sample_narrow`]).
+        Plain(&'a [f32]),
+        /// Packed by [`pack_tiles`]: the tiled kernel ([`sample_tiled`]).
+        Packed(&'a [f32]),
+    }
+
+    /// One sample's convolution, stride 1, by the direct kernel its weights are laid out for
+    /// (see [`Weights`]): `x` is the padded sample (`[ci, ph, pw]`), `b` the biases, `dst` the
+    /// output `[co, oh, ow]`.
+    ///
+    /// # Safety
+    /// As for the kernel it takes.
+    pub(super) unsafe fn sample(
+        x: &[f32],
+        padded: (usize, usize, usize),
+        weights: Weights,
+        b: &[f32],
+        kernel: (usize, usize),
+        out: (usize, usize),
+        dst: &mut [f32],
+    ) {
+        // SAFETY: the caller's contract.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match weights {
+                Weights::Packed(packed) => sample_tiled(x, padded, packed, b, kernel, out, dst),
+                Weights::Plain(w) => sample_narrow(x, padded, w, b, kernel, out, dst),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (x, padded, weights, b, kernel, out, dst);
+            unreachable!("`fits` and `fits_tiled` say no off x86-64")
+        }
+    }
+
     /// One sample's convolution, stride 1: `x` is the padded sample (`[ci, ph, pw]`), `w` the
     /// weights `[co, ci, kh, kw]`, `b` the biases, `dst` the output `[co, oh, ow]`.
     ///
     /// # Safety
     /// [`fits`] must have said yes, with `ph = oh + kh - 1` and `pw = ow + kw - 1`.
     #[cfg(target_arch = "x86_64")]
-    pub(super) unsafe fn sample(
+    unsafe fn sample_narrow(
         x: &[f32],
         padded: (usize, usize, usize),
         w: &[f32],
@@ -457,23 +480,10 @@ mod direct {
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    pub(super) unsafe fn sample(
-        _: &[f32],
-        _: (usize, usize, usize),
-        _: &[f32],
-        _: &[f32],
-        _: (usize, usize),
-        _: (usize, usize),
-        _: &mut [f32],
-    ) {
-        unreachable!("`fits` says no off x86-64")
-    }
-
     /// The output rows of channels `c0..c0 + C`, `V` vectors of 16 a row.
     ///
     /// # Safety
-    /// As for [`sample`], with `V = ceil(ow / 16)` and `c0 + C <= co`.
+    /// As for [`sample_narrow`], with `V = ceil(ow / 16)` and `c0 + C <= co`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn rows<const V: usize, const C: usize>(
